@@ -1,0 +1,1 @@
+"""remon cloud_ingest."""

@@ -1,0 +1,1 @@
+"""remon edge_agent."""

@@ -1,0 +1,544 @@
+"""The edge→cloud wire contract: topics, the versioned JSON envelope and content-derived ids.
+
+Pure (no I/O): the edge encodes with it, the cloud decodes with it, and a contract test runs
+both sides. ``docs/wire-protocol.md`` is the prose version of this module.
+
+Topics (no personal data in any of them)::
+
+    remon/v1/<site>/<device>/obs        observations, QoS 1, never retained
+    remon/v1/<site>/_agent/status       agent online/offline, QoS 1, retained, set by last will
+
+Ids. ``obs_id`` = first 32 hex digits of SHA-256 over the device identity key, the device's own
+record key and the measure: the same reading read twice gets the same id. ``msg_id`` is derived
+the same way from the envelope's routing fields and its observations' ids, so a redelivery or a
+replay from the outbox carries the same id and ingest drops it. Decoding recomputes both and
+refuses a message whose ids do not match its content (a reused id would otherwise make ingest
+discard a different reading as a duplicate).
+
+Every way a payload can be wrong raises :class:`WireError` with a code, the JSON path of the
+offending field and a message; the cloud keeps the payload in its dead-letter store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final, Literal
+
+from device_profiles.observation import (
+    COMPARATORS,
+    AbsentReason,
+    DeviceIdentity,
+    Observation,
+    ObservationError,
+    Provenance,
+    QualityFlag,
+)
+
+SCHEMA_OBS_V1: Final = "remon.obs/1"
+#: Versions the cloud accepts; the previous version stays here for one release after a bump.
+ACCEPTED_SCHEMAS: Final[frozenset[str]] = frozenset({SCHEMA_OBS_V1})
+SCHEMA_STATUS_V1: Final = "remon.status/1"
+
+TOPIC_ROOT: Final = "remon/v1"
+#: Largest payload either side will produce or accept (bytes). Mosquitto's default is far larger.
+MAX_PAYLOAD_BYTES: Final = 256 * 1024
+#: Most observations one envelope may carry; encoders split longer batches.
+MAX_OBSERVATIONS: Final = 500
+MAX_TEXT: Final = 128
+_TOKEN_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_HEX32_RE: Final = re.compile(r"^[0-9a-f]{32}$")
+
+SubjectKind = Literal["patient", "kiosk-session"]
+SUBJECT_KINDS: Final[frozenset[str]] = frozenset({"patient", "kiosk-session"})
+
+
+class WireErrorCode(StrEnum):
+    TOO_LARGE = "too-large"
+    NOT_UTF8 = "not-utf8"
+    NOT_JSON = "not-json"
+    BAD_TOPIC = "bad-topic"
+    TOPIC_MISMATCH = "topic-mismatch"
+    UNKNOWN_SCHEMA = "unknown-schema"
+    MISSING_FIELD = "missing-field"
+    WRONG_TYPE = "wrong-type"
+    INVALID_VALUE = "invalid-value"
+    ID_MISMATCH = "id-mismatch"
+    DUPLICATE_OBSERVATION = "duplicate-observation"
+
+
+class WireError(ValueError):
+    """A payload or topic that breaks the contract. ``path`` is a JSON path like ``observations[2].value``."""
+
+    def __init__(self, code: WireErrorCode, path: str, message: str) -> None:
+        super().__init__(f"{code.value} at {path or '<payload>'}: {message}")
+        self.code = code
+        self.path = path
+        self.detail = message
+
+
+class EncodeError(ValueError):
+    """The edge asked to encode something the contract cannot carry (our bug, not the peer's)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Subject:
+    """Whom a reading belongs to: a pseudonymous patient ref, or a kiosk session ref."""
+
+    kind: SubjectKind
+    ref: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WireObservation:
+    obs_id: str
+    observation: Observation
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Envelope:
+    schema: str
+    msg_id: str
+    site: str
+    device_id: str
+    device: DeviceIdentity
+    subject: Subject
+    created_at: datetime
+    observations: tuple[WireObservation, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboundMessage:
+    """What the outbox stores and the relay publishes: bytes, ready to go."""
+
+    topic: str
+    payload: bytes
+    msg_id: str
+    qos: int = 1
+    retain: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentStatus:
+    site: str
+    state: Literal["online", "offline"]
+    at: datetime | None
+    agent_version: str
+
+
+# --------------------------------------------------------------------------------------------
+# topics
+
+
+def is_token(text: str) -> bool:
+    """Site and device ids: lowercase letters, digits and '-', 1..63 characters."""
+    return bool(_TOKEN_RE.match(text))
+
+
+def _check_token(kind: str, text: str) -> None:
+    if not is_token(text):
+        raise EncodeError(f"{kind} id {text!r} must match {_TOKEN_RE.pattern}")
+
+
+def obs_topic(site: str, device_id: str) -> str:
+    _check_token("site", site)
+    _check_token("device", device_id)
+    return f"{TOPIC_ROOT}/{site}/{device_id}/obs"
+
+
+def status_topic(site: str) -> str:
+    _check_token("site", site)
+    return f"{TOPIC_ROOT}/{site}/_agent/status"
+
+
+#: Subscription filters for the cloud side.
+OBS_SUBSCRIPTION: Final = f"{TOPIC_ROOT}/+/+/obs"
+STATUS_SUBSCRIPTION: Final = f"{TOPIC_ROOT}/+/_agent/status"
+
+
+def parse_obs_topic(topic: str) -> tuple[str, str]:
+    """Return (site, device_id) of an observation topic or raise ``WireError(BAD_TOPIC)``."""
+    parts = topic.split("/")
+    if (
+        len(parts) != 5
+        or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT
+        or parts[4] != "obs"
+        or not is_token(parts[2])
+        or not is_token(parts[3])
+    ):
+        raise WireError(WireErrorCode.BAD_TOPIC, "topic", f"not an observation topic: {topic[:200]!r}")
+    return parts[2], parts[3]
+
+
+# --------------------------------------------------------------------------------------------
+# ids
+
+
+def _digest(*parts: str) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode("utf-8"))
+        h.update(b"\x1f")
+    return h.hexdigest()[:32]
+
+
+def observation_id(device: DeviceIdentity, record_key: str, measure: str) -> str:
+    return _digest("obs", device.key, record_key, measure)
+
+
+def message_id(
+    *, schema: str, site: str, device_id: str, device: DeviceIdentity, subject: Subject,
+    obs_ids: Sequence[str],
+) -> str:
+    return _digest("msg", schema, site, device_id, device.key, subject.kind, subject.ref, *obs_ids)
+
+
+# --------------------------------------------------------------------------------------------
+# encoding (edge side)
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _obs_to_json(obs_id: str, o: Observation) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "obs_id": obs_id,
+        "measure": o.measure,
+        "unit": o.unit,
+        "effective_time": _iso(o.effective_time),
+        "record_key": o.record_key,
+    }
+    if o.value is not None:
+        d["value"] = o.value
+    if o.comparator is not None:
+        d["comparator"] = o.comparator
+    if o.absent_reason is not None:
+        d["absent_reason"] = o.absent_reason.value
+    if o.device_time is not None:
+        d["device_time"] = o.device_time
+    if o.clock_offset_s is not None:
+        d["clock_offset_s"] = o.clock_offset_s
+    if o.quality:
+        d["quality"] = sorted(q.value for q in o.quality)
+    p = o.provenance
+    prov: dict[str, Any] = {"source": p.source}
+    if p.original_value is not None:
+        prov["original_value"] = p.original_value
+    if p.original_unit is not None:
+        prov["original_unit"] = p.original_unit
+    if p.raw is not None:
+        prov["raw"] = p.raw
+    d["provenance"] = prov
+    return d
+
+
+def _device_to_json(dev: DeviceIdentity) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "manufacturer": dev.manufacturer,
+        "model": dev.model,
+        "serial": dev.serial,
+        "transport": dev.transport,
+    }
+    if dev.firmware is not None:
+        d["firmware"] = dev.firmware
+    return d
+
+
+def encode_observations(
+    *, site: str, device_id: str, device: DeviceIdentity, subject: Subject,
+    observations: Sequence[Observation], created_at: datetime,
+) -> list[OutboundMessage]:
+    """Encode observations into as many envelopes as the size bounds require (order kept)."""
+    topic = obs_topic(site, device_id)
+    if subject.kind not in SUBJECT_KINDS or not subject.ref or len(subject.ref) > MAX_TEXT:
+        raise EncodeError(f"invalid subject {subject!r}")
+    if not observations:
+        return []
+    out: list[OutboundMessage] = []
+    chunk = MAX_OBSERVATIONS
+    start = 0
+    while start < len(observations):
+        part = observations[start : start + chunk]
+        msg = _encode_one(topic, site, device_id, device, subject, part, created_at)
+        if len(msg.payload) > MAX_PAYLOAD_BYTES:
+            if chunk == 1:
+                raise EncodeError("a single observation exceeds MAX_PAYLOAD_BYTES")
+            chunk = max(1, chunk // 2)
+            continue
+        out.append(msg)
+        start += len(part)
+    return out
+
+
+def _encode_one(
+    topic: str, site: str, device_id: str, device: DeviceIdentity, subject: Subject,
+    observations: Sequence[Observation], created_at: datetime,
+) -> OutboundMessage:
+    obs_ids = [observation_id(device, o.record_key, o.measure) for o in observations]
+    if len(set(obs_ids)) != len(obs_ids):
+        raise EncodeError("the same reading appears twice in one batch")
+    msg_id = message_id(
+        schema=SCHEMA_OBS_V1, site=site, device_id=device_id, device=device, subject=subject,
+        obs_ids=obs_ids,
+    )
+    body = {
+        "schema": SCHEMA_OBS_V1,
+        "msg_id": msg_id,
+        "site": site,
+        "device_id": device_id,
+        "device": _device_to_json(device),
+        "subject": {"kind": subject.kind, "ref": subject.ref},
+        "created_at": _iso(created_at),
+        "observations": [_obs_to_json(i, o) for i, o in zip(obs_ids, observations, strict=True)],
+    }
+    payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return OutboundMessage(topic=topic, payload=payload.encode("utf-8"), msg_id=msg_id)
+
+
+def encode_status(status: AgentStatus) -> OutboundMessage:
+    body: dict[str, Any] = {
+        "schema": SCHEMA_STATUS_V1,
+        "site": status.site,
+        "state": status.state,
+        "agent_version": status.agent_version,
+    }
+    if status.at is not None:
+        body["at"] = _iso(status.at)
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    return OutboundMessage(
+        topic=status_topic(status.site), payload=payload, msg_id=_digest("status", payload.decode()),
+        retain=True,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# decoding (cloud side)
+
+
+def _fail(code: WireErrorCode, path: str, message: str) -> WireError:
+    return WireError(code, path, message)
+
+
+def _get(obj: Mapping[str, Any], key: str, path: str) -> Any:
+    if key not in obj:
+        raise _fail(WireErrorCode.MISSING_FIELD, _join(path, key), "required field is missing")
+    return obj[key]
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _str(obj: Mapping[str, Any], key: str, path: str, *, optional: bool = False,
+         max_len: int = MAX_TEXT) -> str | None:
+    if optional and obj.get(key) is None:
+        return None
+    v = _get(obj, key, path)
+    if not isinstance(v, str):
+        raise _fail(WireErrorCode.WRONG_TYPE, _join(path, key), f"expected a string, got {_tname(v)}")
+    if not v or len(v) > max_len:
+        raise _fail(WireErrorCode.INVALID_VALUE, _join(path, key),
+                    f"must be 1..{max_len} characters, got {len(v)}")
+    return v
+
+
+def _req_str(obj: Mapping[str, Any], key: str, path: str, max_len: int = MAX_TEXT) -> str:
+    v = _str(obj, key, path, max_len=max_len)
+    assert v is not None
+    return v
+
+
+def _num(obj: Mapping[str, Any], key: str, path: str, *, optional: bool = False) -> float | None:
+    if optional and obj.get(key) is None:
+        return None
+    v = _get(obj, key, path)
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise _fail(WireErrorCode.WRONG_TYPE, _join(path, key), f"expected a number, got {_tname(v)}")
+    f = float(v)
+    if f != f or f in (float("inf"), float("-inf")):
+        raise _fail(WireErrorCode.INVALID_VALUE, _join(path, key), "must be finite")
+    return f
+
+
+def _time(obj: Mapping[str, Any], key: str, path: str) -> datetime:
+    s = _req_str(obj, key, path, max_len=40)
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        raise _fail(WireErrorCode.INVALID_VALUE, _join(path, key),
+                    f"not an ISO 8601 date-time: {s!r}") from None
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise _fail(WireErrorCode.INVALID_VALUE, _join(path, key),
+                    f"date-time without a UTC offset: {s!r}")
+    return dt.astimezone(UTC)
+
+
+def _obj(v: Any, path: str) -> Mapping[str, Any]:
+    if not isinstance(v, dict):
+        raise _fail(WireErrorCode.WRONG_TYPE, path, f"expected an object, got {_tname(v)}")
+    return v
+
+
+def _tname(v: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
+            float: "number", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def load_json(payload: bytes) -> Mapping[str, Any]:
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise _fail(WireErrorCode.TOO_LARGE, "", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _fail(WireErrorCode.NOT_UTF8, "", f"invalid UTF-8 at byte {exc.start}") from None
+    try:
+        doc = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise _fail(WireErrorCode.NOT_JSON, "",
+                    f"{exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})") from None
+    except RecursionError:
+        raise _fail(WireErrorCode.NOT_JSON, "", "nesting too deep") from None
+    return _obj(doc, "")
+
+
+def _reject_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
+
+
+def decode_observations(topic: str, payload: bytes) -> Envelope:
+    """Decode and validate one observation message; raise :class:`WireError` on any defect."""
+    site_t, device_t = parse_obs_topic(topic)
+    doc = load_json(payload)
+    schema = _get(doc, "schema", "")
+    if not isinstance(schema, str) or schema not in ACCEPTED_SCHEMAS:
+        raise _fail(WireErrorCode.UNKNOWN_SCHEMA, "schema",
+                    f"{schema!r} is not one of {sorted(ACCEPTED_SCHEMAS)}")
+    return _decode_obs_v1(site_t, device_t, doc)
+
+
+def _decode_obs_v1(site_t: str, device_t: str, doc: Mapping[str, Any]) -> Envelope:
+    msg_id = _req_str(doc, "msg_id", "", max_len=32)
+    if not _HEX32_RE.match(msg_id):
+        raise _fail(WireErrorCode.INVALID_VALUE, "msg_id", "must be 32 lowercase hex digits")
+    site = _req_str(doc, "site", "")
+    device_id = _req_str(doc, "device_id", "")
+    if site != site_t or device_id != device_t:
+        raise _fail(WireErrorCode.TOPIC_MISMATCH, "site",
+                    f"payload says {site}/{device_id}, topic says {site_t}/{device_t}")
+    dev = _obj(_get(doc, "device", ""), "device")
+    try:
+        device = DeviceIdentity(
+            manufacturer=_req_str(dev, "manufacturer", "device"),
+            model=_req_str(dev, "model", "device"),
+            serial=_req_str(dev, "serial", "device"),
+            firmware=_str(dev, "firmware", "device", optional=True),
+            transport=_req_str(dev, "transport", "device"),
+        )
+    except ObservationError as exc:
+        raise _fail(WireErrorCode.INVALID_VALUE, "device", str(exc)) from None
+    subj = _obj(_get(doc, "subject", ""), "subject")
+    kind = _req_str(subj, "kind", "subject")
+    if kind not in SUBJECT_KINDS:
+        raise _fail(WireErrorCode.INVALID_VALUE, "subject.kind",
+                    f"{kind!r} is not one of {sorted(SUBJECT_KINDS)}")
+    subject = Subject(kind=kind, ref=_req_str(subj, "ref", "subject"))  # type: ignore[arg-type]
+    created_at = _time(doc, "created_at", "")
+    raw_obs = _get(doc, "observations", "")
+    if not isinstance(raw_obs, list):
+        raise _fail(WireErrorCode.WRONG_TYPE, "observations", f"expected an array, got {_tname(raw_obs)}")
+    if not 1 <= len(raw_obs) <= MAX_OBSERVATIONS:
+        raise _fail(WireErrorCode.INVALID_VALUE, "observations",
+                    f"must hold 1..{MAX_OBSERVATIONS} observations, got {len(raw_obs)}")
+    observations = tuple(_decode_obs(device, raw, f"observations[{i}]") for i, raw in enumerate(raw_obs))
+    ids = [o.obs_id for o in observations]
+    if len(set(ids)) != len(ids):
+        raise _fail(WireErrorCode.DUPLICATE_OBSERVATION, "observations",
+                    "the same reading appears twice in one message")
+    expected = message_id(schema=SCHEMA_OBS_V1, site=site, device_id=device_id, device=device,
+                          subject=subject, obs_ids=ids)
+    if expected != msg_id:
+        raise _fail(WireErrorCode.ID_MISMATCH, "msg_id",
+                    f"does not match the content (expected {expected})")
+    return Envelope(schema=SCHEMA_OBS_V1, msg_id=msg_id, site=site, device_id=device_id,
+                    device=device, subject=subject, created_at=created_at, observations=observations)
+
+
+def _decode_obs(device: DeviceIdentity, raw: Any, path: str) -> WireObservation:
+    o = _obj(raw, path)
+    obs_id = _req_str(o, "obs_id", path, max_len=32)
+    measure = _req_str(o, "measure", path)
+    unit = _req_str(o, "unit", path)
+    record_key = _req_str(o, "record_key", path)
+    value = _num(o, "value", path, optional=True)
+    comparator = _str(o, "comparator", path, optional=True, max_len=2)
+    if comparator is not None and comparator not in COMPARATORS:
+        raise _fail(WireErrorCode.INVALID_VALUE, _join(path, "comparator"),
+                    f"{comparator!r} is not one of {sorted(COMPARATORS)}")
+    absent_raw = _str(o, "absent_reason", path, optional=True, max_len=32)
+    absent: AbsentReason | None = None
+    if absent_raw is not None:
+        try:
+            absent = AbsentReason(absent_raw)
+        except ValueError:
+            raise _fail(WireErrorCode.INVALID_VALUE, _join(path, "absent_reason"),
+                        f"unknown absent reason {absent_raw!r}") from None
+    quality_raw = o.get("quality", [])
+    if not isinstance(quality_raw, list):
+        raise _fail(WireErrorCode.WRONG_TYPE, _join(path, "quality"), "expected an array")
+    quality: set[QualityFlag] = set()
+    for i, q in enumerate(quality_raw):
+        try:
+            quality.add(QualityFlag(q))
+        except ValueError:
+            raise _fail(WireErrorCode.INVALID_VALUE, f"{path}.quality[{i}]",
+                        f"unknown quality flag {q!r}") from None
+    prov = _obj(_get(o, "provenance", path), _join(path, "provenance"))
+    ppath = _join(path, "provenance")
+    try:
+        provenance = Provenance(
+            source=_req_str(prov, "source", ppath),
+            original_value=_num(prov, "original_value", ppath, optional=True),
+            original_unit=_str(prov, "original_unit", ppath, optional=True),
+            raw=_str(prov, "raw", ppath, optional=True, max_len=4096),
+        )
+        observation = Observation(
+            measure=measure, unit=unit, effective_time=_time(o, "effective_time", path),
+            record_key=record_key, provenance=provenance, value=value,
+            comparator=comparator,  # type: ignore[arg-type]
+            absent_reason=absent,
+            device_time=_str(o, "device_time", path, optional=True, max_len=40),
+            clock_offset_s=_num(o, "clock_offset_s", path, optional=True),
+            quality=frozenset(quality),
+        )
+    except ObservationError as exc:
+        raise _fail(WireErrorCode.INVALID_VALUE, path, str(exc)) from None
+    expected = observation_id(device, record_key, measure)
+    if obs_id != expected:
+        raise _fail(WireErrorCode.ID_MISMATCH, _join(path, "obs_id"),
+                    f"does not match device, record_key and measure (expected {expected})")
+    return WireObservation(obs_id=obs_id, observation=observation)
+
+
+def decode_status(topic: str, payload: bytes) -> AgentStatus:
+    parts = topic.split("/")
+    if len(parts) != 5 or parts[3] != "_agent" or parts[4] != "status" or not is_token(parts[2]):
+        raise _fail(WireErrorCode.BAD_TOPIC, "topic", f"not a status topic: {topic[:200]!r}")
+    doc = load_json(payload)
+    if doc.get("schema") != SCHEMA_STATUS_V1:
+        raise _fail(WireErrorCode.UNKNOWN_SCHEMA, "schema", f"{doc.get('schema')!r}")
+    site = _req_str(doc, "site", "")
+    if site != parts[2]:
+        raise _fail(WireErrorCode.TOPIC_MISMATCH, "site", f"payload {site}, topic {parts[2]}")
+    state = _req_str(doc, "state", "")
+    if state not in ("online", "offline"):
+        raise _fail(WireErrorCode.INVALID_VALUE, "state", f"{state!r}")
+    at = _time(doc, "at", "") if doc.get("at") is not None else None
+    return AgentStatus(site=site, state=state,  # type: ignore[arg-type]
+                       at=at, agent_version=_req_str(doc, "agent_version", ""))
+
