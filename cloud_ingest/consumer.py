@@ -1,0 +1,247 @@
+"""MQTT consumer: the cloud side's only importer of paho-mqtt.
+
+It subscribes to observation and status topics on a *persistent* session with *manual acks*:
+a message is acknowledged to the broker only after the ingest service has committed the batch it
+was in. If ingest fails or the process dies, the broker still holds the unacknowledged messages
+and delivers them again; ingest is idempotent (message and reading ids), so the effect is
+exactly-once.
+
+paho's network loop runs on its own thread and only appends to a queue; a worker thread batches
+(up to ``batch_max`` messages or ``batch_wait_s``), calls the service and acks. With MQTT 5,
+``shared=True`` subscribes through ``$share/<group>/...`` so several workers split the load.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from cloud_ingest.service import IngestResult, IngestService, RawMessage
+from gateway.wire import OBS_SUBSCRIPTION, STATUS_SUBSCRIPTION
+
+log = logging.getLogger("remon.ingest.consumer")
+
+#: How many unacknowledged QoS 1 messages the broker may have in flight to us (MQTT 5).
+RECEIVE_MAXIMUM = 4000
+#: Broker keeps our session (subscriptions + queued messages) this long while we are away.
+SESSION_EXPIRY_S = 7 * 24 * 3600
+SHARE_GROUP = "remon-ingest"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsumerConfig:
+    url: str
+    client_id: str = "remon-ingest"
+    protocol: str = "auto"  # "auto" | "5" | "3.1.1"
+    shared: bool = False
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    batch_max: int = 500
+    batch_wait_s: float = 0.05
+
+
+@dataclass(slots=True)
+class ConsumerStats:
+    received: int = 0
+    batches: int = 0
+    ingest_failures: int = 0
+    connected: bool = False
+    protocol: str | None = None
+    totals: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Inbound:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int
+    received_at: datetime
+
+
+class Consumer:
+    def __init__(self, service: IngestService, config: ConsumerConfig,
+                 *, on_result: Callable[[IngestResult], None] | None = None) -> None:
+        self.service = service
+        self.config = config
+        self.stats = ConsumerStats()
+        self._on_result = on_result
+        self._queue: queue.Queue[_Inbound] = queue.Queue()
+        self._stop = threading.Event()
+        self._generation = 0
+        self._lock = threading.Lock()
+        self._client: mqtt.Client | None = None
+        self._worker: threading.Thread | None = None
+        self._protocol = config.protocol
+        self._connected = threading.Event()
+        u = urlparse(config.url)
+        if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
+            raise ValueError(f"broker URL must be mqtt://host:port or mqtts://host:port, got {config.url!r}")
+        self._host = u.hostname
+        self._port = u.port or (8883 if u.scheme == "mqtts" else 1883)
+        self._tls = u.scheme == "mqtts"
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def start(self, *, wait_connected: float | None = 15.0) -> None:
+        self._worker = threading.Thread(target=self._work, name="ingest-worker", daemon=True)
+        self._worker.start()
+        self._connect(self._protocol if self._protocol != "auto" else "5")
+        if wait_connected is not None and not self._connected.wait(wait_connected):
+            raise ConnectionError(f"could not connect to the broker at {self.config.url}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(timeout)
+        client = self._client
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
+
+    # -- MQTT ----------------------------------------------------------------------------------
+
+    def _connect(self, protocol: str) -> None:
+        v5 = protocol == "5"
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else False, manual_ack=True,
+        )
+        if self.config.username:
+            client.username_pw_set(self.config.username, self.config.password)
+        if self._tls:
+            client.tls_set(ca_certs=self.config.ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.reconnect_delay_set(0.5, 30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+        self.stats.protocol = "5" if v5 else "3.1.1"
+        props = None
+        if v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+            props.ReceiveMaximum = RECEIVE_MAXIMUM
+        client.connect_async(self._host, self._port, keepalive=30,
+                             clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                             properties=props)
+        client.loop_start()
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
+                    reason: ReasonCode, properties: Properties | None) -> None:
+        if reason.is_failure:
+            if self._protocol == "auto" and self.stats.protocol == "5" and reason.value in (1, 132):
+                log.info("broker refused MQTT 5 (%s); falling back to MQTT 3.1.1", reason)
+                threading.Thread(target=self._fallback, args=(client,), daemon=True).start()
+                return
+            log.error("broker refused the connection: %s", reason)
+            return
+        with self._lock:
+            self._generation += 1
+        obs = OBS_SUBSCRIPTION
+        if self.config.shared and self.stats.protocol == "5":
+            obs = f"$share/{SHARE_GROUP}/{OBS_SUBSCRIPTION}"
+        client.subscribe([(obs, 1), (STATUS_SUBSCRIPTION, 1)])
+        self.stats.connected = True
+        self._connected.set()
+        log.info("ingest consumer connected (MQTT %s, session present=%s)",
+                 self.stats.protocol, flags.session_present)
+
+    def _fallback(self, old: mqtt.Client) -> None:
+        old.loop_stop()
+        self._protocol = "3.1.1"
+        self._connect("3.1.1")
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags,
+                       reason: ReasonCode, properties: Properties | None) -> None:
+        self.stats.connected = False
+        self._connected.clear()
+        if not self._stop.is_set():
+            log.warning("ingest consumer disconnected: %s; reconnecting", reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        self.stats.received += 1
+        self._queue.put(_Inbound(msg.topic, msg.payload, msg.mid, msg.qos, self._generation,
+                                 datetime.now(UTC)))
+
+    # -- worker --------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        backoff = 0.2
+        pending: list[_Inbound] = []
+        while not self._stop.is_set():
+            if not pending:
+                pending = self._collect()
+                if not pending:
+                    continue
+            try:
+                result = self.service.ingest_batch(
+                    [RawMessage(topic=m.topic, payload=m.payload, received_at=m.received_at)
+                     for m in pending]
+                )
+            except Exception:
+                # Nothing is acknowledged: the batch is retried here, and the broker still holds
+                # it should this process die. Ingest is idempotent, so retries are harmless.
+                self.stats.ingest_failures += 1
+                log.exception("ingest of %d messages failed; retrying in %.1f s", len(pending), backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            backoff = 0.2
+            self._ack(pending)
+            self.stats.batches += 1
+            for k, v in asdict(result).items():
+                self.stats.totals[k] = self.stats.totals.get(k, 0) + int(v)
+            if self._on_result is not None:
+                self._on_result(result)
+            pending = []
+
+    def _collect(self) -> list[_Inbound]:
+        try:
+            first = self._queue.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.config.batch_wait_s
+        while len(batch) < self.config.batch_max:
+            try:
+                batch.append(self._queue.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                batch.append(self._queue.get(timeout=left))
+            except queue.Empty:
+                break
+        return batch
+
+    def _ack(self, batch: list[_Inbound]) -> None:
+        client = self._client
+        if client is None:
+            return
+        gen = self._generation
+        for m in batch:
+            # Acks for a previous connection are void: the broker redelivers those messages
+            # on the new session and we dedupe them.
+            if m.qos > 0 and m.generation == gen:
+                client.ack(m.mid, m.qos)
+

@@ -1,0 +1,191 @@
+"""Agent configuration: a TOML file, validated, with errors that name the file, line and key.
+
+Example (``docs/configuration.md`` documents every key)::
+
+    [agent]
+    site = "home-0001"
+    data_dir = "/var/lib/remon"
+
+    [mqtt]
+    url = "mqtt://broker.example:1883"
+
+    [[devices]]
+    id = "gm1"
+    kind = "sim.glucose-meter"
+    subject = "p-0001"
+
+Unknown keys are errors (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gateway.wire import is_token
+
+class ConfigError(ValueError):
+    """The configuration cannot be used. ``str()`` is the message for the operator."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _token(v: str) -> str:
+    if not is_token(v):
+        raise ValueError("must be 1-63 lowercase letters, digits or '-', starting with a letter or digit")
+    return v
+
+
+class AgentSection(_Strict):
+    site: str
+    data_dir: Path = Path("/var/lib/remon")
+    outbox_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    _site = field_validator("site")(_token)
+
+
+class MqttSection(_Strict):
+    url: str = "mqtt://127.0.0.1:1883"
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    client_id: str | None = None
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    window: Annotated[int, Field(ge=1, le=10_000)] = 1000
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^mqtts?://[^/:\s]+(:\d{1,5})?/?$", v):
+            raise ValueError("must look like mqtt://host:port or mqtts://host:port")
+        return v
+
+
+class DeviceSection(_Strict):
+    id: str
+    kind: Literal[
+        "sim.glucose-meter", "sim.bp-monitor", "sim.pulse-oximeter", "sim.thermometer"
+    ]
+    subject: str = Field(min_length=1, max_length=128)
+    subject_kind: Literal["patient", "kiosk-session"] = "patient"
+    serial: str | None = Field(default=None, min_length=1, max_length=64)
+    # simulator settings
+    profile: Literal[
+        "normal", "hypo-prone", "hyperglycaemic", "hypertensive", "hypoxic", "febrile"
+    ] = "normal"
+    interval_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    seed: int = 0
+    max_records: Annotated[int, Field(ge=1)] | None = None
+    start: datetime | None = None
+    clock_skew_s: float = 0.0
+    unit: Literal["mmol/L", "mg/dL"] = "mmol/L"
+    error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+    _id = field_validator("id")(_token)
+
+    @field_validator("start")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("must carry a UTC offset, e.g. 2026-11-22T08:00:00Z")
+        return v
+
+
+class AgentConfig(_Strict):
+    agent: AgentSection
+    mqtt: MqttSection = MqttSection()
+    devices: list[DeviceSection] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> AgentConfig:
+        seen: set[str] = set()
+        for d in self.devices:
+            if d.id in seen:
+                raise ValueError(f"device id {d.id!r} is used twice")
+            seen.add(d.id)
+        return self
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"remon-agent-{self.agent.site}"
+
+    @property
+    def outbox_path(self) -> Path:
+        return self.agent.data_dir / "outbox.sqlite"
+
+
+def load_config(path: Path) -> AgentConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return parse_config(text, source=str(path))
+
+
+def parse_config(text: str, *, source: str = "<config>") -> AgentConfig:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        return AgentConfig.model_validate(doc)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            line = locate(text, loc)
+            where = f"{source}:{line}" if line else source
+            lines.append(f"{where}: {_dotted(loc)}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"']+)\s*=")
+
+
+def locate(text: str, loc: tuple[Any, ...]) -> int | None:
+    """Best-effort line number (1-based) of the key at ``loc`` in a TOML document.
+
+    Tracks ``[table]`` and ``[[array]]`` headers; returns the line of the key, or of the table
+    header when the key is missing, or None.
+    """
+    table: tuple[Any, ...] = ()
+    counters: dict[str, int] = {}
+    best: int | None = None
+    want_table = tuple(p for p in loc[:-1])
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        m = _HEADER.match(raw)
+        if m:
+            name = m.group(2).strip().strip("\"'")
+            if m.group(1) == "[[":
+                counters[name] = counters.get(name, -1) + 1
+                table = (*name.split("."), counters[name])
+            else:
+                table = tuple(name.split("."))
+            if table == tuple(loc[: len(table)]) and best is None:
+                best = lineno
+            continue
+        k = _KEY.match(raw)
+        if k and (*table, k.group(1).strip("\"'")) == tuple(loc):
+            return lineno
+        if k and table == want_table and best is None:
+            best = lineno
+    return best

@@ -1,0 +1,45 @@
+"""The device source interface: what the agent runs for each bound device.
+
+A source runs *sessions* with one bound device. In a session it reads the records the device
+holds after the agent's cursor (the last record durably queued), hands them to the sink, and
+waits for more. The sink returns only when the observations and the new cursor are committed to
+the outbox in one transaction, so a crash anywhere between device and outbox loses nothing and
+duplicates nothing that ingest could not recognise (the same record gets the same ids).
+
+Sessions end by returning (device went away; the supervisor starts another after a pause) or
+by cancellation (agent stopping). Exceptions are logged and counted by the supervisor, which
+restarts the session with backoff: one faulty device never stops the others.
+
+BLE (issue 3) and serial (issue 4) devices implement the same protocol over their transports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from device_profiles.observation import DeviceIdentity, Observation
+from gateway.wire import Subject
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BoundDevice:
+    """A device as configured on this hub: its topic id, identity and the subject it is bound to."""
+
+    device_id: str
+    identity: DeviceIdentity
+    subject: Subject
+
+
+#: Durably queue observations of a device with the source's new cursor; returns when committed.
+Sink = Callable[[BoundDevice, Sequence[Observation], str | None], Awaitable[None]]
+
+
+class DeviceSource(Protocol):
+    @property
+    def device(self) -> BoundDevice: ...
+
+    async def run_session(self, sink: Sink, cursor: str | None) -> None:
+        """Read records after ``cursor`` and hand them to ``sink`` until the session ends."""
+        ...
