@@ -1,0 +1,209 @@
+"""``remon demo``: a fleet of simulated patients' devices → agents → broker → ingest → alerts.
+
+Everything runs on loopback in one process on embedded defaults (a private Mosquitto when one is
+installed, else the in-process amqtt broker; SQLite in a data directory). ``--broker`` and
+``--database`` point the same roles at an operated Mosquitto and PostgreSQL instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cloud_ingest.api import create_app
+from cloud_ingest.consumer import Consumer, ConsumerConfig
+from cloud_ingest.service import IngestService
+from cloud_ingest.settings import IngestSettings
+from cloud_ingest.storage import open_storage
+from edge_agent.agent import Agent
+from edge_agent.config import AgentConfig, AgentSection, DeviceSection, MqttSection
+from remon.brokers import EmbeddedBroker, MosquittoProcess, free_port, mosquitto_binary
+
+log = logging.getLogger("remon.demo")
+
+#: The demo fleet: one home hub (site) per patient, each with a profile that makes some of
+#: their readings cross the default thresholds (DOMAIN.md) so the queue fills with alerts.
+FLEET_PROFILES = ("normal", "hypo-prone", "hypertensive", "hyperglycaemic", "hypoxic", "febrile")
+DEVICE_KINDS = ("sim.glucose-meter", "sim.bp-monitor", "sim.pulse-oximeter", "sim.thermometer")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoOptions:
+    data_dir: Path
+    duration: float | None
+    broker: str | None
+    database: str | None
+    patients: int
+    interval: float
+    host: str
+    port: int
+    keep: bool
+
+
+def fleet(opts: DemoOptions, broker_url: str) -> list[AgentConfig]:
+    configs = []
+    for i in range(opts.patients):
+        site = f"home-{i + 1:04d}"
+        profile = FLEET_PROFILES[i % len(FLEET_PROFILES)]
+        devices = [
+            DeviceSection(
+                id=kind.split(".")[1], kind=kind, subject=f"demo-patient-{i + 1:04d}",  # type: ignore[arg-type]
+                profile=profile,  # type: ignore[arg-type]
+                interval_s=opts.interval * (1 + 0.25 * j), seed=i,
+                unit="mg/dL" if (kind == "sim.glucose-meter" and i % 3 == 2) else "mmol/L",
+                clock_skew_s=1200.0 if (i == 4 and j == 0) else 0.0,
+                error_rate=0.02,
+            )
+            for j, kind in enumerate(DEVICE_KINDS)
+        ]
+        configs.append(AgentConfig(
+            agent=AgentSection(site=site, data_dir=opts.data_dir / "agents" / site,
+                               outbox_synchronous="NORMAL"),
+            mqtt=MqttSection(url=broker_url, client_id=f"remon-agent-{site}"),
+            devices=devices,
+        ))
+    return configs
+
+
+class _ApiServer:
+    def __init__(self, app: Any, host: str, port: int) -> None:
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                                    lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the API server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def run_demo(opts: DemoOptions) -> int:
+    logging.getLogger("amqtt").setLevel(logging.CRITICAL)
+    logging.getLogger("transitions").setLevel(logging.WARNING)
+    if opts.data_dir.exists() and not opts.keep:
+        shutil.rmtree(opts.data_dir)
+    opts.data_dir.mkdir(parents=True, exist_ok=True)
+
+    with contextlib.ExitStack() as stack:
+        broker_url = opts.broker
+        broker_kind = "external"
+        if broker_url is None:
+            if mosquitto_binary() is not None:
+                mq = MosquittoProcess(opts.data_dir / "broker")
+                stack.enter_context(mq)
+                broker_url, broker_kind = mq.url, "private Mosquitto"
+            else:
+                eb = EmbeddedBroker()
+                stack.enter_context(eb)
+                broker_url, broker_kind = eb.url, "embedded amqtt (MQTT 3.1.1)"
+        database = opts.database or f"sqlite:///{opts.data_dir / 'remon.db'}"
+        token = secrets.token_urlsafe(18)
+        settings = IngestSettings(database_url=database, broker_url=broker_url,
+                                  api_tokens={token: "demo-clinician"})
+        storage = open_storage(database)
+        service = IngestService(storage)
+        consumer = Consumer(service, ConsumerConfig(url=broker_url, client_id="remon-demo-ingest"))
+        consumer.start()
+        stack.callback(consumer.stop)
+        port = opts.port or free_port()
+        api = _ApiServer(create_app(service, settings), opts.host, port)
+        api.start()
+        stack.callback(api.stop)
+
+        base = f"http://{opts.host}:{port}"
+        print(f"""
+remon demo — {opts.patients} simulated patients, {opts.patients * len(DEVICE_KINDS)} devices
+  broker     {broker_url} ({broker_kind})
+  database   {_redact(database)}
+  data dir   {opts.data_dir}
+  API        {base}/api/v1/alerts     (docs: {base}/docs)
+  token      {token}
+  try        curl -s -H 'Authorization: Bearer {token}' {base}/api/v1/alerts?state=open
+Simulated data only: every reading carries the 'simulated' quality flag. Ctrl-C stops.
+""", flush=True)
+        agents = [Agent(cfg) for cfg in fleet(opts, broker_url)]
+        try:
+            asyncio.run(_run_fleet(agents, service, opts))
+        except KeyboardInterrupt:
+            pass
+        # let the consumer take what the relays delivered before shutting down
+        _wait_settled(service, agents, consumer, timeout=10)
+        _final_summary(service, opts.data_dir, database)
+    return 0
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':')[0]}:***@{host}" if ":" in creds else url
+    return url
+
+
+async def _run_fleet(agents: list[Agent], service: IngestService, opts: DemoOptions) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    tasks = [asyncio.create_task(a.run(stop)) for a in agents]
+    started = time.monotonic()
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=2.0)
+            _print_summary(service, agents, time.monotonic() - started)
+            if opts.duration is not None and time.monotonic() - started >= opts.duration:
+                stop.set()
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _print_summary(service: IngestService, agents: list[Agent], elapsed: float) -> None:
+    s = service.stats()
+    queued = sum(a.stats.observations_queued for a in agents)
+    acked = sum((a.relay_stats.acked if a.relay_stats else 0) for a in agents)
+    line = (f"[{elapsed:5.0f}s] readings queued {queued:6d} · messages relayed {acked:6d} · "
+            f"stored {s.observations:6d} · open alerts {s.open_alerts:3d} · "
+            f"dead letters {s.dead_letters}")
+    print(line, flush=True)
+
+
+def _wait_settled(service: IngestService, agents: list[Agent], consumer: Consumer,
+                  timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    want = sum(a.stats.observations_queued for a in agents)
+    while time.monotonic() < deadline and service.stats().observations < want:
+        time.sleep(0.2)
+
+
+def _final_summary(service: IngestService, data_dir: Path, database: str) -> None:
+    s = service.stats()
+    alerts = service.list_alerts(state="open", limit=8)
+    print(f"\nstored {s.observations} observations in {s.messages} messages; "
+          f"{s.open_alerts} open alerts; {s.dead_letters} dead letters", flush=True)
+    for a in alerts:
+        print(f"  [{a.priority:6}] {a.subject_ref}: {a.explanation}", flush=True)
+    print(f"\nThe data stays in {data_dir}; serve it again with:\n"
+          f"  remon ingest run --database {_redact(database)} --no-consume", flush=True)
+    sys.stdout.flush()
