@@ -168,3 +168,7 @@ def ingest_migrate(
 def main() -> None:
     with contextlib.suppress(KeyboardInterrupt):
         app()
+
+
+if __name__ == "__main__":
+    main()
