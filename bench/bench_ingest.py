@@ -1,0 +1,264 @@
+"""Ingest throughput vs a bare paho subscriber, and alert latency, against a private Mosquitto.
+
+Throughput: N messages are queued in the broker for a persistent session while its subscriber
+is away; then the subscriber connects and we time how long it takes to take all of them. The
+same is done for a bare paho subscriber that only counts (MQTT 5, QoS 1) and for the remon
+ingest consumer (decode, dedupe, store, rules, acks after commit) into SQLite and PostgreSQL.
+
+Alert latency: the ingest runs live with its API served by uvicorn; a publisher sends glucose
+readings at a steady rate (default 500 obs/s) and every 50th message carries a low reading for
+a fresh patient; a poller reads GET /api/v1/alerts and records when each alert first appears.
+
+Usage: python bench/bench_ingest.py [--quick] [--pg URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+import paho.mqtt.client as mqtt
+import sqlalchemy as sa
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from bench.common import emit, glucose_envelopes, pct
+from cloud_ingest.consumer import Consumer, ConsumerConfig
+from cloud_ingest.service import IngestService
+from cloud_ingest.storage import open_storage
+from gateway.wire import OBS_SUBSCRIPTION, OutboundMessage
+from remon.brokers import MosquittoProcess, free_port
+
+
+def _session_props() -> Properties:
+    p = Properties(PacketTypes.CONNECT)
+    p.SessionExpiryInterval = 3600
+    p.ReceiveMaximum = 4000
+    return p
+
+
+def prime_session(port: int, client_id: str) -> None:
+    """Create a persistent session subscribed to observations, then leave."""
+    done = threading.Event()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.on_subscribe = lambda *a: done.set()
+    c.connect("127.0.0.1", port, clean_start=True, properties=_session_props())
+    c.loop_start()
+    c.subscribe(OBS_SUBSCRIPTION, qos=1)
+    done.wait(5)
+    c.disconnect()
+    c.loop_stop()
+
+
+def publish_all(port: int, msgs: list[OutboundMessage]) -> None:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{time.monotonic_ns()}",
+                    protocol=mqtt.MQTTv5)
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    infos = []
+    for i, m in enumerate(msgs):
+        infos.append(c.publish(m.topic, m.payload, qos=1))
+        if i % 1000 == 999:
+            infos[-1].wait_for_publish(30)
+    for info in infos:
+        info.wait_for_publish(30)
+    c.disconnect()
+    c.loop_stop()
+
+
+def bare_subscriber(port: int, msgs: list[OutboundMessage]) -> float:
+    cid = f"bare-{time.monotonic_ns()}"
+    prime_session(port, cid)
+    publish_all(port, msgs)
+    n = len(msgs)
+    got = 0
+    done = threading.Event()
+    first: list[float] = []
+
+    def on_message(c: Any, u: Any, m: Any) -> None:
+        nonlocal got
+        if not first:
+            first.append(time.perf_counter())
+        got += 1
+        if got >= n:
+            done.set()
+
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5)
+    c.on_message = on_message
+    t0 = time.perf_counter()
+    c.connect("127.0.0.1", port, clean_start=False, properties=_session_props())
+    c.loop_start()
+    done.wait(300)
+    t1 = time.perf_counter()
+    c.disconnect()
+    c.loop_stop()
+    assert got >= n, f"bare subscriber got {got}/{n}"
+    return n / (t1 - t0)
+
+
+def ingest_run(port: int, db_url: str, msgs: list[OutboundMessage], obs_total: int) -> dict[str, float]:
+    cid = f"ingest-{time.monotonic_ns()}"
+    service = IngestService(open_storage(db_url))
+    prime_session(port, cid)
+    publish_all(port, msgs)
+    consumer = Consumer(service, ConsumerConfig(url=f"mqtt://127.0.0.1:{port}", client_id=cid,
+                                                protocol="5"))
+    t0 = time.perf_counter()
+    consumer.start()
+    deadline = time.monotonic() + 600
+    while service.stats().observations < obs_total and time.monotonic() < deadline:
+        time.sleep(0.02)
+    t1 = time.perf_counter()
+    consumer.stop()
+    stored = service.stats().observations
+    assert stored >= obs_total, f"stored {stored}/{obs_total}"
+    return {"msg_per_s": len(msgs) / (t1 - t0), "obs_per_s": obs_total / (t1 - t0),
+            "alerts_open": float(service.stats().open_alerts)}
+
+
+def alert_latency(port: int, db_url: str, rate_obs: int, seconds: float, obs_per_msg: int) -> dict[str, float]:
+    import uvicorn
+
+    from cloud_ingest.api import create_app
+    from cloud_ingest.settings import IngestSettings
+
+    token = "bench-token"
+    service = IngestService(open_storage(db_url))
+    settings = IngestSettings(database_url=db_url, api_tokens={token: "bench"})
+    consumer = Consumer(service, ConsumerConfig(url=f"mqtt://127.0.0.1:{port}",
+                                                client_id=f"lat-{time.monotonic_ns()}"))
+    consumer.start()
+    api_port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(service, settings), host="127.0.0.1",
+                                           port=api_port, log_level="warning", lifespan="off"))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    while not server.started:
+        time.sleep(0.02)
+
+    msgs_per_s = rate_obs / obs_per_msg
+    n_msgs = int(msgs_per_s * seconds)
+    msgs = glucose_envelopes(n_msgs, obs_per_msg, sites=n_msgs, low_share=0.0, tag="lat")
+    # every 50th message: the first reading is a low for that message's own fresh patient
+    trig = set(range(0, n_msgs, 50))
+    low = glucose_envelopes(len(trig), obs_per_msg, sites=len(trig), low_share=1.0, tag="lat-low")
+    li = iter(low)
+    plan = [(next(li), True) if i in trig else (m, False) for i, m in enumerate(msgs)]
+    sent_at: dict[str, float] = {}
+    seen_at: dict[str, float] = {}
+    stop = threading.Event()
+
+    def poll() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}",
+                          headers={"Authorization": f"Bearer {token}"}) as client:
+            while not stop.is_set():
+                r = client.get("/api/v1/alerts", params={"state": "open", "limit": 200})
+                now = time.perf_counter()
+                for a in r.json()["items"] if isinstance(r.json(), dict) else r.json():
+                    seen_at.setdefault(a["subject_ref"], now)
+                time.sleep(0.005)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"latpub-{time.monotonic_ns()}",
+                    protocol=mqtt.MQTTv5)
+    c.max_inflight_messages_set(1000)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    t_start = time.perf_counter()
+    for i, (m, is_trigger) in enumerate(plan):
+        target = t_start + i / msgs_per_s
+        delay = target - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        if is_trigger:
+            subject = m.topic.split("/")[2].replace("site", "p")
+            sent_at[subject] = time.perf_counter()
+        c.publish(m.topic, m.payload, qos=1)
+    deadline = time.monotonic() + 10
+    while len(seen_at.keys() & sent_at.keys()) < len(sent_at) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    poller.join(5)
+    c.disconnect()
+    c.loop_stop()
+    consumer.stop()
+    server.should_exit = True
+    th.join(10)
+    lat = [(seen_at[s] - t) * 1000 for s, t in sent_at.items() if s in seen_at]
+    return {"alerts": float(len(lat)), "expected": float(len(sent_at)),
+            "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "max_ms": max(lat) if lat else float("nan")}
+
+
+def make_pg_db(admin_url: str) -> tuple[str, sa.Engine, str]:
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"remon_bench_{os.getpid()}_{time.monotonic_ns() % 10_000_000}"
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    return sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False), admin, name
+
+
+def drop_pg_db(admin: sa.Engine, name: str) -> None:
+    with admin.connect() as c:
+        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--pg", default=os.environ.get(
+        "REMON_TEST_PG_URL", "postgresql+psycopg://root@/postgres?host=/var/run/postgresql"))
+    ap.add_argument("--messages", type=int, default=None)
+    ap.add_argument("--obs-per-msg", type=int, default=20)
+    args = ap.parse_args()
+    n_msgs = args.messages or (5_000 if args.quick else 30_000)
+    k = args.obs_per_msg
+    results: dict[str, Any] = {"messages": n_msgs, "obs_per_msg": k}
+    with tempfile.TemporaryDirectory() as tmp, MosquittoProcess(Path(tmp) / "mq") as broker:
+        bare_msgs = glucose_envelopes(n_msgs, k, tag="bare")
+        bare = bare_subscriber(broker.port, bare_msgs)
+        results["bare_msg_per_s"] = bare
+        print(f"bare paho subscriber (QoS 1, counting only): {bare:8.0f} msg/s")
+        for label in ("sqlite", "postgres"):
+            admin = name = None
+            if label == "sqlite":
+                db_url = f"sqlite:///{tmp}/bench.db"
+            else:
+                db_url, admin, name = make_pg_db(args.pg)
+            try:
+                msgs = glucose_envelopes(n_msgs, k, tag=label)
+                r = ingest_run(broker.port, db_url, msgs, n_msgs * k)
+                ratio = r["msg_per_s"] / bare
+                results[f"{label}_msg_per_s"] = r["msg_per_s"]
+                results[f"{label}_obs_per_s"] = r["obs_per_s"]
+                results[f"{label}_ratio_vs_bare"] = ratio
+                print(f"ingest → {label:8s} with rules:            {r['msg_per_s']:8.0f} msg/s "
+                      f"{r['obs_per_s']:9.0f} obs/s  ({ratio:.0%} of bare)")
+                if label == "sqlite":
+                    lat = alert_latency(broker.port, f"sqlite:///{tmp}/lat.db", 500,
+                                        5 if args.quick else 20, 10)
+                    results["alert_latency_500obs_s"] = lat
+                    print(f"alert latency at 500 obs/s (SQLite, publish → API): "
+                          f"p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms "
+                          f"({lat['alerts']:.0f}/{lat['expected']:.0f} alerts)")
+            finally:
+                if admin is not None and name is not None:
+                    drop_pg_db(admin, name)
+    emit("ingest", results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Run every benchmark, print their numbers, and write the JSON lines to bench/results/latest.json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHES = ["bench_outbox.py", "bench_ingest.py"]
+
+
+def main() -> int:
+    extra = sys.argv[1:]
+    results = []
+    for name in BENCHES:
+        print(f"== {name}", flush=True)
+        proc = subprocess.run([sys.executable, str(HERE / name), *extra], check=False,  # noqa: S603
+                              capture_output=True, text=True)
+        sys.stdout.write(proc.stdout)
+        sys.stderr.write(proc.stderr[-4000:] if proc.returncode else "")
+        if proc.returncode:
+            print(f"{name} failed with exit code {proc.returncode}", file=sys.stderr)
+            return proc.returncode
+        results += [json.loads(line[5:]) for line in proc.stdout.splitlines() if line.startswith("JSON ")]
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out / 'latest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
