@@ -1,0 +1,58 @@
+"""Alert rules: thresholds as data, evaluation and the alert life cycle. Pure functions of data.
+
+Imports neither FastAPI nor SQLAlchemy (import-linter contract "rules are pure").
+"""
+
+from cloud_ingest.rules.engine import (
+    AlertAction,
+    AlertEvent,
+    AlertState,
+    Evidence,
+    Reading,
+    clears,
+    evaluate,
+    explain,
+    meets,
+)
+from cloud_ingest.rules.lifecycle import (
+    ACTIVE_STATES,
+    AlertStateName,
+    InvalidTransitionError,
+    Transition,
+    next_state,
+)
+from cloud_ingest.rules.thresholds import (
+    DEFAULT_THRESHOLDS,
+    DEFAULTS_BY_CONDITION,
+    Priority,
+    RuleError,
+    Threshold,
+    ThresholdOverride,
+    apply_override,
+    check_override,
+)
+
+__all__ = [
+    "ACTIVE_STATES",
+    "DEFAULTS_BY_CONDITION",
+    "DEFAULT_THRESHOLDS",
+    "AlertAction",
+    "AlertEvent",
+    "AlertState",
+    "AlertStateName",
+    "Evidence",
+    "InvalidTransitionError",
+    "Priority",
+    "Reading",
+    "RuleError",
+    "Threshold",
+    "ThresholdOverride",
+    "Transition",
+    "apply_override",
+    "check_override",
+    "clears",
+    "evaluate",
+    "explain",
+    "meets",
+    "next_state",
+]

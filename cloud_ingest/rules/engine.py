@@ -1,0 +1,369 @@
+"""Threshold evaluation: newly stored readings + open alerts -> alert actions. Pure.
+
+Theory of operation (DOMAIN.md §5, alarm fatigue):
+
+- One open alert per subject + condition. An open (or acknowledged) alert is updated by further
+  triggering readings (``trigger_count``, last reading); a second alert is never raised for it.
+- A reading triggers a condition only when it *decisively* meets it: a plain value is compared
+  directly; a device LO/HI reading (value = range limit with a comparator, e.g. ``< 1.1``)
+  triggers when every value it stands for meets the threshold (``< 1.1`` is below 3.0), and does
+  not trigger when the bound leaves it undecided (``> 22.2`` says nothing about a low).
+  A reading with an ``absent_reason`` never triggers and never clears.
+- Of the conditions of one family a reading meets, only the most severe is triggered
+  (see :mod:`cloud_ingest.rules.thresholds`).
+- A reading newer than the alert's last trigger that is decisively back past the threshold by the
+  hysteresis sets ``cleared_at`` (its effective time). The alert stays open for a human to
+  resolve. A later triggering reading un-clears it.
+- Readings are processed in effective-time order. A late (backfilled) reading older than the
+  alert's last trigger adds to the count but neither clears it nor replaces the latest reading.
+- Every alert explains itself: the rule, the threshold with unit and source, the triggering
+  readings, LO/HI device readings and simulated data are named. No wording states a diagnosis.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Final, Literal
+
+from device_profiles.codes import MEASURES
+from cloud_ingest.rules.thresholds import (
+    DEFAULT_THRESHOLDS,
+    PRIORITY_ORDER,
+    Priority,
+    Threshold,
+    ThresholdComparator,
+    ThresholdOverride,
+    apply_override,
+    threshold_index,
+)
+
+SIMULATED_FLAG: Final = "simulated"
+
+EventAction = Literal["raised", "updated", "cleared"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reading:
+    """What the rules need of one stored observation."""
+
+    obs_id: str
+    subject_ref: str
+    measure: str
+    unit: str
+    effective_time: datetime
+    value: float | None
+    comparator: str | None = None
+    absent_reason: str | None = None
+    quality: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Evidence:
+    """A triggering reading as an alert remembers it."""
+
+    obs_id: str
+    value: float
+    comparator: str | None
+    time: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertState:
+    """An open or acknowledged alert (``id`` None while not yet stored)."""
+
+    id: int | None
+    subject_ref: str
+    condition: str
+    measure: str
+    priority: Priority
+    rule: str
+    threshold_value: float
+    threshold_unit: str
+    threshold_comparator: ThresholdComparator
+    threshold_source: str
+    explanation: str
+    first: Evidence
+    last: Evidence
+    trigger_count: int
+    simulated: bool
+    cleared_at: datetime | None = None
+    cleared_by_obs_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertEvent:
+    action: EventAction
+    at: datetime
+    note: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertAction:
+    """The new state of one alert and the audit events that led there."""
+
+    kind: Literal["raise", "update"]
+    state: AlertState
+    events: tuple[AlertEvent, ...] = field(default_factory=tuple)
+
+
+# --------------------------------------------------------------------------------------------
+# comparing a reading (possibly a LO/HI bound) with a threshold
+
+
+@dataclass(frozen=True, slots=True)
+class _Interval:
+    lo: float
+    lo_incl: bool
+    hi: float
+    hi_incl: bool
+
+
+def _interval(value: float, comparator: str | None) -> _Interval:
+    inf = math.inf
+    if comparator is None:
+        return _Interval(value, True, value, True)
+    if comparator == "<":
+        return _Interval(-inf, False, value, False)
+    if comparator == "<=":
+        return _Interval(-inf, False, value, True)
+    if comparator == ">":
+        return _Interval(value, False, inf, False)
+    if comparator == ">=":
+        return _Interval(value, True, inf, False)
+    raise ValueError(f"unknown comparator {comparator!r}")
+
+
+def _always(iv: _Interval, cmp: str, t: float) -> bool:
+    """Every value the reading stands for satisfies ``x cmp t``."""
+    if cmp == "<":
+        return iv.hi < t or (iv.hi == t and not iv.hi_incl)
+    if cmp == "<=":
+        return iv.hi <= t
+    if cmp == ">":
+        return iv.lo > t or (iv.lo == t and not iv.lo_incl)
+    if cmp == ">=":
+        return iv.lo >= t
+    raise ValueError(f"unknown comparator {cmp!r}")
+
+
+def _never(iv: _Interval, cmp: str, t: float) -> bool:
+    """No value the reading stands for satisfies ``x cmp t``."""
+    if cmp == "<":
+        return iv.lo >= t
+    if cmp == "<=":
+        return iv.lo > t or (iv.lo == t and not iv.lo_incl)
+    if cmp == ">":
+        return iv.hi <= t
+    if cmp == ">=":
+        return iv.hi < t or (iv.hi == t and not iv.hi_incl)
+    raise ValueError(f"unknown comparator {cmp!r}")
+
+
+def meets(reading: Reading, comparator: str, value: float) -> bool:
+    """The reading decisively meets ``comparator value`` (absent readings never do)."""
+    if reading.value is None or reading.absent_reason is not None:
+        return False
+    return _always(_interval(reading.value, reading.comparator), comparator, value)
+
+
+def clear_bound(comparator: str, value: float, hysteresis: float) -> float:
+    """The threshold moved by the hysteresis, away from the alert range (rounded: no 3.2000001)."""
+    moved = value + hysteresis if comparator in ("<", "<=") else value - hysteresis
+    return round(moved, 9)
+
+
+def clears(reading: Reading, comparator: str, value: float, hysteresis: float) -> bool:
+    """The reading is decisively back past the threshold by at least the hysteresis."""
+    if reading.value is None or reading.absent_reason is not None:
+        return False
+    bound = clear_bound(comparator, value, hysteresis)
+    return _never(_interval(reading.value, reading.comparator), comparator, bound)
+
+
+# --------------------------------------------------------------------------------------------
+# wording
+
+
+def _time(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _num(v: float) -> str:
+    return f"{v:g}"
+
+
+def describe_reading(measure: str, value: float, comparator: str | None, unit: str,
+                     time: datetime) -> str:
+    m = MEASURES.get(measure)
+    name = m.display if m is not None else measure
+    if comparator in ("<", "<="):
+        text = (f"{name} LO reading: the device reported a value below its measuring range "
+                f"({comparator} {_num(value)} {unit})")
+    elif comparator in (">", ">="):
+        text = (f"{name} HI reading: the device reported a value above its measuring range "
+                f"({comparator} {_num(value)} {unit})")
+    else:
+        text = f"{name} {_num(value)} {unit}"
+    return f"{text} at {_time(time)}"
+
+
+def explain(state: AlertState, threshold: Threshold) -> str:
+    """The alert's self-explanation: rule, threshold, unit, source, triggering readings."""
+    parts = [
+        f"{threshold.title}. Rule {threshold.condition} ({state.priority.value} priority): "
+        f"a reading {state.threshold_comparator} {_num(state.threshold_value)} "
+        f"{state.threshold_unit} triggers it. Source: {state.threshold_source}.",
+        "First triggering reading: "
+        + describe_reading(state.measure, state.first.value, state.first.comparator,
+                           state.threshold_unit, state.first.time)
+        + f" (observation {state.first.obs_id}).",
+    ]
+    if state.trigger_count > 1:
+        parts.append(
+            f"{state.trigger_count} readings have met the condition; latest: "
+            + describe_reading(state.measure, state.last.value, state.last.comparator,
+                               state.threshold_unit, state.last.time)
+            + f" (observation {state.last.obs_id})."
+        )
+    if state.simulated:
+        parts.append("Simulated data: at least one triggering reading carries the 'simulated' "
+                     "quality flag and is not patient data.")
+    if state.cleared_at is not None:
+        parts.append(
+            f"Back past the threshold by the hysteresis ({threshold.hysteresis:g} "
+            f"{threshold.unit}) since {_time(state.cleared_at)}; awaiting review."
+        )
+    return " ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation
+
+
+OverrideMap = Mapping[tuple[str, str], ThresholdOverride]
+
+
+def evaluate(
+    readings: Iterable[Reading],
+    *,
+    open_alerts: Iterable[AlertState],
+    now: datetime,
+    overrides: OverrideMap | None = None,
+    thresholds: Sequence[Threshold] = DEFAULT_THRESHOLDS,
+) -> list[AlertAction]:
+    """Alert actions for newly stored ``readings`` given the currently open alerts.
+
+    ``overrides`` maps (subject_ref, condition) to a patient-specific value. Returns one action
+    per alert raised or changed, in a stable order; unchanged alerts are not returned.
+    """
+    overrides = overrides or {}
+    by_condition = threshold_index(thresholds)
+    by_measure: dict[str, list[Threshold]] = {}
+    for t in thresholds:
+        for m in t.measures:
+            by_measure.setdefault(m, []).append(t)
+
+    states: dict[tuple[str, str], AlertState] = {}
+    for a in open_alerts:
+        key = (a.subject_ref, a.condition)
+        if key in states:
+            raise ValueError(f"two open alerts for {key}")
+        states[key] = a
+    original = dict(states)
+    events: dict[tuple[str, str], list[AlertEvent]] = {}
+    touched: list[tuple[str, str]] = []
+
+    def touch(key: tuple[str, str], new: AlertState, event: AlertEvent | None) -> None:
+        states[key] = new
+        if key not in events:
+            events[key] = []
+            touched.append(key)
+        if event is not None:
+            events[key].append(event)
+
+    ordered = sorted(readings, key=lambda r: (r.effective_time, r.obs_id))
+    for r in ordered:
+        if r.value is None or r.absent_reason is not None:
+            continue
+        applicable = by_measure.get(r.measure, [])
+        if not applicable:
+            continue
+        # 1. which condition (most severe per family) does this reading trigger?
+        triggered: dict[str, Threshold] = {}
+        for default in applicable:
+            t = apply_override(default, overrides.get((r.subject_ref, default.condition)))
+            if r.unit != t.unit or not meets(r, t.comparator, t.value):
+                continue
+            best = triggered.get(t.family)
+            if best is None or _severity(t) > _severity(best):
+                triggered[t.family] = t
+        simulated = SIMULATED_FLAG in r.quality
+        evidence = Evidence(obs_id=r.obs_id, value=r.value, comparator=r.comparator,
+                            time=r.effective_time)
+        for t in triggered.values():
+            key = (r.subject_ref, t.condition)
+            cur = states.get(key)
+            if cur is None:
+                new = AlertState(
+                    id=None, subject_ref=r.subject_ref, condition=t.condition, measure=r.measure,
+                    priority=t.priority, rule=t.condition, threshold_value=t.value,
+                    threshold_unit=t.unit, threshold_comparator=t.comparator,
+                    threshold_source=t.source, explanation="", first=evidence, last=evidence,
+                    trigger_count=1, simulated=simulated,
+                )
+                new = replace(new, explanation=explain(new, by_condition[t.condition]))
+                touch(key, new, AlertEvent(
+                    action="raised", at=now,
+                    note=f"raised by observation {r.obs_id} "
+                         f"({_num(r.value)} {r.unit} {t.describe()})"))
+                continue
+            newer = r.effective_time >= cur.last.time
+            uncleared = cur.cleared_at is not None and r.effective_time > cur.cleared_at
+            new = replace(
+                cur,
+                last=evidence if newer else cur.last,
+                trigger_count=cur.trigger_count + 1,
+                simulated=cur.simulated or simulated,
+                cleared_at=None if uncleared else cur.cleared_at,
+                cleared_by_obs_id=None if uncleared else cur.cleared_by_obs_id,
+            )
+            new = replace(new, explanation=explain(new, by_condition[t.condition]))
+            touch(key, new, AlertEvent(
+                action="updated", at=now,
+                note=(f"condition present again: observation {r.obs_id}" if uncleared
+                      else f"further triggering observation {r.obs_id}")))
+        # 2. does it clear alerts it did not trigger?
+        for default in applicable:
+            key = (r.subject_ref, default.condition)
+            cur = states.get(key)
+            if cur is None or default.condition in {t.condition for t in triggered.values()}:
+                continue
+            if cur.cleared_at is not None or r.effective_time <= cur.last.time:
+                continue
+            if r.unit != cur.threshold_unit:
+                continue
+            if not clears(r, cur.threshold_comparator, cur.threshold_value, default.hysteresis):
+                continue
+            new = replace(cur, cleared_at=r.effective_time, cleared_by_obs_id=r.obs_id)
+            new = replace(new, explanation=explain(new, by_condition[default.condition]))
+            bound = clear_bound(cur.threshold_comparator, cur.threshold_value, default.hysteresis)
+            touch(key, new, AlertEvent(
+                action="cleared", at=now,
+                note=(f"observation {r.obs_id} ({_num(r.value)} {r.unit}) is back past "
+                      f"{_num(bound)} {r.unit} (threshold ± hysteresis)")))
+
+    actions: list[AlertAction] = []
+    for key in touched:
+        state = states[key]
+        if state == original.get(key):
+            continue
+        kind: Literal["raise", "update"] = "raise" if state.id is None else "update"
+        actions.append(AlertAction(kind=kind, state=state, events=tuple(events[key])))
+    return actions
+
+
+def _severity(t: Threshold) -> tuple[int, int]:
+    return (t.rank, PRIORITY_ORDER[t.priority])

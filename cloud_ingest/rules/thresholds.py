@@ -1,0 +1,226 @@
+"""Alert thresholds as data: each default keeps its value, unit, priority and source together.
+
+Source of every figure: ../shared/docs/DOMAIN.md (§2 glucose, §3 vitals, §5 alarms). Priorities
+follow IEC 60601-1-8 (high: immediate response; medium: prompt; low: awareness). Hysteresis
+values are remon defaults chosen to stop an alert from flapping on measurement noise (DOMAIN.md
+§5 "hysteresis before clearing"); they are not from a clinical source and are configurable.
+
+Overlapping conditions on one measure form a *family* (e.g. ``glucose-low``: level 1, CGM urgent
+low, level 2). A reading triggers only the most severe condition of a family it meets (highest
+``rank``): a 2.8 mmol/L reading raises (or updates) the level 2 alert, not also a level 1 alert.
+Each condition keeps its own alert, so a patient who first reads 3.5 and then 2.8 has an open
+level 1 alert (medium) and a separate level 2 alert (high): the more urgent state is never hidden
+inside an older, lower-priority alert, and the care team resolves each. This mirrors CGM systems,
+where "low" and "urgent low" are distinct alarms.
+
+Per-patient overrides replace a default's value (same unit, same comparator); see
+:func:`apply_override`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Final, Literal
+
+ThresholdComparator = Literal["<", "<=", ">", ">="]
+
+
+class Priority(StrEnum):
+    """IEC 60601-1-8 alarm priorities (DOMAIN.md §5)."""
+
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+PRIORITY_ORDER: Final[Mapping[Priority, int]] = {Priority.LOW: 1, Priority.MEDIUM: 2, Priority.HIGH: 3}
+
+
+class RuleError(ValueError):
+    """A threshold or override that the rules cannot use (unknown condition, wrong unit...)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Threshold:
+    condition: str  # stable key: alerts and per-patient overrides refer to it
+    title: str  # what the condition means, in words a care team reads (never a diagnosis)
+    measures: frozenset[str]  # device_profiles.codes measure keys it applies to
+    comparator: ThresholdComparator
+    value: float
+    unit: str  # UCUM, the measures' canonical unit
+    priority: Priority
+    hysteresis: float  # a reading must be this far back past the value to clear the alert
+    family: str  # conditions of one family overlap; a reading triggers the most severe only
+    rank: int  # severity inside the family (higher = more severe)
+    source: str  # where the value comes from
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.value) or not math.isfinite(self.hysteresis):
+            raise RuleError(f"{self.condition}: value and hysteresis must be finite")
+        if self.hysteresis < 0:
+            raise RuleError(f"{self.condition}: hysteresis must not be negative")
+        if self.comparator not in ("<", "<=", ">", ">="):
+            raise RuleError(f"{self.condition}: unknown comparator {self.comparator!r}")
+
+    @property
+    def is_low(self) -> bool:
+        return self.comparator in ("<", "<=")
+
+    def describe(self) -> str:
+        return f"{self.comparator} {_fmt(self.value)} {self.unit}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ThresholdOverride:
+    """A clinician's patient-specific value for one condition."""
+
+    subject_ref: str
+    condition: str
+    value: float
+    unit: str
+    set_by: str
+    set_at: datetime
+
+
+def _fmt(v: float) -> str:
+    return f"{v:g}"
+
+
+_GLUCOSE: Final = frozenset({"glucose.capillary", "glucose.cgm"})
+_PULSE: Final = frozenset({"pulse.cuff", "pulse.oximeter"})
+_HYST_NOTE: Final = "hysteresis: remon default, configurable"
+
+DEFAULT_THRESHOLDS: Final[tuple[Threshold, ...]] = (
+    Threshold(
+        condition="glucose-low-l2", title="Glucose below the level 2 low threshold",
+        measures=_GLUCOSE, comparator="<", value=3.0, unit="mmol/L", priority=Priority.HIGH,
+        hysteresis=0.2, family="glucose-low", rank=3,
+        source="DOMAIN.md §2: level 2 low glucose < 3.0 mmol/L (< 54 mg/dL), "
+        "Battelino 2019 consensus; " + _HYST_NOTE,
+    ),
+    Threshold(
+        condition="cgm-urgent-low", title="CGM glucose at or below the urgent low alarm level",
+        measures=frozenset({"glucose.cgm"}), comparator="<=", value=3.1, unit="mmol/L",
+        priority=Priority.HIGH, hysteresis=0.2, family="glucose-low", rank=2,
+        source="DOMAIN.md §2: CGM urgent low alarm 3.1 mmol/L (55 mg/dL), "
+        "not disableable; " + _HYST_NOTE,
+    ),
+    Threshold(
+        condition="glucose-low-l1", title="Glucose below the level 1 low threshold",
+        measures=_GLUCOSE, comparator="<", value=3.9, unit="mmol/L", priority=Priority.MEDIUM,
+        hysteresis=0.2, family="glucose-low", rank=1,
+        source="DOMAIN.md §2: level 1 low glucose < 3.9 mmol/L (< 70 mg/dL), "
+        "Battelino 2019 consensus; " + _HYST_NOTE,
+    ),
+    Threshold(
+        condition="glucose-high-l2", title="Glucose above the level 2 high threshold",
+        measures=_GLUCOSE, comparator=">", value=13.9, unit="mmol/L", priority=Priority.MEDIUM,
+        hysteresis=0.5, family="glucose-high", rank=1,
+        source="DOMAIN.md §2: time above range level 2 > 13.9 mmol/L (> 250 mg/dL), "
+        "Battelino 2019 consensus; " + _HYST_NOTE,
+    ),
+    Threshold(
+        condition="bp-systolic-grade3", title="Systolic pressure in the ESH grade 3 range",
+        measures=frozenset({"bp.systolic"}), comparator=">=", value=180.0, unit="mm[Hg]",
+        priority=Priority.HIGH, hysteresis=5.0, family="bp-systolic-high", rank=1,
+        source="DOMAIN.md §3: ESH 2023 grade 3 systolic >= 180 mmHg "
+        "(urgent alert candidate); " + _HYST_NOTE,
+    ),
+    Threshold(
+        condition="bp-diastolic-grade3", title="Diastolic pressure in the ESH grade 3 range",
+        measures=frozenset({"bp.diastolic"}), comparator=">=", value=110.0, unit="mm[Hg]",
+        priority=Priority.HIGH, hysteresis=5.0, family="bp-diastolic-high", rank=1,
+        source="DOMAIN.md §3: ESH 2023 grade 3 diastolic >= 110 mmHg "
+        "(urgent alert candidate); " + _HYST_NOTE,
+    ),
+    Threshold(
+        condition="bp-systolic-low", title="Systolic pressure at or below the NEWS2 3-point band",
+        measures=frozenset({"bp.systolic"}), comparator="<=", value=90.0, unit="mm[Hg]",
+        priority=Priority.HIGH, hysteresis=5.0, family="bp-systolic-low", rank=1,
+        source="DOMAIN.md §3: NEWS2 systolic <= 90 mmHg scores 3 points; " + _HYST_NOTE,
+    ),
+    Threshold(
+        condition="pulse-low", title="Pulse rate at or below the NEWS2 3-point band",
+        measures=_PULSE, comparator="<=", value=40.0, unit="/min", priority=Priority.HIGH,
+        hysteresis=3.0, family="pulse-low", rank=1,
+        source="DOMAIN.md §3: NEWS2 pulse <= 40 /min scores 3 points; " + _HYST_NOTE,
+    ),
+    Threshold(
+        condition="pulse-high", title="Pulse rate at or above the NEWS2 3-point band",
+        measures=_PULSE, comparator=">=", value=131.0, unit="/min", priority=Priority.HIGH,
+        hysteresis=5.0, family="pulse-high", rank=1,
+        source="DOMAIN.md §3: NEWS2 pulse >= 131 /min scores 3 points; " + _HYST_NOTE,
+    ),
+    Threshold(
+        condition="spo2-low-news2-3", title="SpO2 at or below the NEWS2 3-point band",
+        measures=frozenset({"spo2"}), comparator="<=", value=91.0, unit="%",
+        priority=Priority.HIGH, hysteresis=1.0, family="spo2-low", rank=2,
+        source="DOMAIN.md §3: NEWS2 SpO2 <= 91 % scores 3 points; " + _HYST_NOTE,
+    ),
+    Threshold(
+        condition="spo2-low-news2-2", title="SpO2 in the NEWS2 2-point band (92-93 %)",
+        measures=frozenset({"spo2"}), comparator="<=", value=93.0, unit="%",
+        priority=Priority.MEDIUM, hysteresis=1.0, family="spo2-low", rank=1,
+        source="DOMAIN.md §3: NEWS2 SpO2 92-93 % scores 2 points; " + _HYST_NOTE,
+    ),
+    Threshold(
+        condition="temperature-low", title="Body temperature at or below the NEWS2 3-point band",
+        measures=frozenset({"body.temperature"}), comparator="<=", value=35.0, unit="Cel",
+        priority=Priority.HIGH, hysteresis=0.2, family="temperature-low", rank=1,
+        source="DOMAIN.md §3: NEWS2 temperature <= 35.0 °C scores 3 points; " + _HYST_NOTE,
+    ),
+    Threshold(
+        condition="temperature-high", title="Body temperature at or above the NEWS2 2-point band",
+        measures=frozenset({"body.temperature"}), comparator=">=", value=39.1, unit="Cel",
+        priority=Priority.MEDIUM, hysteresis=0.2, family="temperature-high", rank=1,
+        source="DOMAIN.md §3: NEWS2 temperature >= 39.1 °C scores 2 points; " + _HYST_NOTE,
+    ),
+)
+
+
+def threshold_index(thresholds: Iterable[Threshold]) -> dict[str, Threshold]:
+    """Thresholds by condition key; refuses two definitions of one condition."""
+    out: dict[str, Threshold] = {}
+    for t in thresholds:
+        if t.condition in out:
+            raise RuleError(f"condition {t.condition!r} is defined twice")
+        out[t.condition] = t
+    return out
+
+
+DEFAULTS_BY_CONDITION: Final[Mapping[str, Threshold]] = threshold_index(DEFAULT_THRESHOLDS)
+
+
+def check_override(
+    condition: str, value: float, unit: str,
+    thresholds: Mapping[str, Threshold] = DEFAULTS_BY_CONDITION,
+) -> Threshold:
+    """Validate a patient-specific value for ``condition``; return the default it replaces."""
+    default = thresholds.get(condition)
+    if default is None:
+        raise RuleError(f"unknown condition {condition!r}; known: {sorted(thresholds)}")
+    if unit != default.unit:
+        raise RuleError(f"{condition} is set in {default.unit!r}, got {unit!r}")
+    if isinstance(value, bool) or not math.isfinite(value):
+        raise RuleError(f"{condition}: value must be a finite number")
+    return default
+
+
+def apply_override(default: Threshold, override: ThresholdOverride | None) -> Threshold:
+    """The threshold in effect for one patient: the default, or its value replaced."""
+    if override is None:
+        return default
+    check_override(default.condition, override.value, override.unit,
+                   {default.condition: default})
+    return replace(
+        default,
+        value=override.value,
+        source=(
+            f"patient-specific value set by {override.set_by} at "
+            f"{override.set_at.isoformat()} (default {default.describe()}: {default.source})"
+        ),
+    )

@@ -1,0 +1,53 @@
+"""Storage for cloud ingest: the only importer of SQLAlchemy (and of the SQL drivers).
+
+:func:`open_storage` opens SQLite or PostgreSQL and upgrades the schema with Alembic
+(``cloud_ingest/migrations``). Callers get plain records (:mod:`.records`), never SQLAlchemy rows.
+"""
+
+from cloud_ingest.storage.engine import current_revision, normalise_url
+from cloud_ingest.storage.records import (
+    AlertChangedError,
+    AlertEventIn,
+    AlertEventRecord,
+    AlertNotFoundError,
+    AlertRecord,
+    ConflictError,
+    Counts,
+    DeadLetterIn,
+    DeadLetterRecord,
+    InboundEnvelope,
+    ObservationRecord,
+    OverrideRecord,
+    SiteRecord,
+    StatusIn,
+    StorageError,
+    StoredReading,
+    StoreOutcome,
+)
+from cloud_ingest.storage.store import AlertFilter, Storage, WriteTx, open_storage
+
+__all__ = [
+    "AlertChangedError",
+    "AlertEventIn",
+    "AlertEventRecord",
+    "AlertFilter",
+    "AlertNotFoundError",
+    "AlertRecord",
+    "ConflictError",
+    "Counts",
+    "DeadLetterIn",
+    "DeadLetterRecord",
+    "InboundEnvelope",
+    "ObservationRecord",
+    "OverrideRecord",
+    "SiteRecord",
+    "StatusIn",
+    "StorageError",
+    "StoreOutcome",
+    "StoredReading",
+    "Storage",
+    "WriteTx",
+    "current_revision",
+    "normalise_url",
+    "open_storage",
+]

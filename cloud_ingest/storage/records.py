@@ -1,0 +1,190 @@
+"""Plain records the storage layer returns and accepts (no SQLAlchemy types leak out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from gateway.wire import AgentStatus, Envelope, WireObservation
+
+
+class StorageError(RuntimeError):
+    """The database failed; the batch was not stored (the caller must not ack it)."""
+
+
+class ConflictError(StorageError):
+    """A concurrent writer won a race (unique index, deadlock, serialization); retry the work."""
+
+
+class AlertNotFoundError(LookupError):
+    pass
+
+
+class AlertChangedError(StorageError):
+    """The alert's state changed between read and write (compare-and-set lost)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InboundEnvelope:
+    topic: str
+    envelope: Envelope
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredReading:
+    """A reading stored by this batch (first time seen)."""
+
+    inbound: InboundEnvelope
+    observation: WireObservation
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreOutcome:
+    messages: int
+    duplicate_messages: int
+    duplicate_observations: int
+    new_readings: tuple[StoredReading, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetterIn:
+    topic: str
+    payload: bytes
+    code: str
+    path: str
+    detail: str
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusIn:
+    status: AgentStatus
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ObservationRecord:
+    obs_id: str
+    msg_id: str
+    site: str
+    device_id: str
+    device_manufacturer: str
+    device_model: str
+    device_serial: str
+    device_firmware: str | None
+    device_transport: str
+    subject_kind: str
+    subject_ref: str
+    measure: str
+    value: float | None
+    comparator: str | None
+    absent_reason: str | None
+    unit: str
+    effective_time: datetime
+    device_time: str | None
+    clock_offset_s: float | None
+    record_key: str
+    quality: list[str]
+    provenance: dict[str, Any]
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertRecord:
+    id: int
+    subject_ref: str
+    condition: str
+    measure: str
+    priority: str
+    state: str
+    rule: str
+    threshold_value: float
+    threshold_unit: str
+    threshold_comparator: str
+    threshold_source: str
+    explanation: str
+    first_obs_id: str
+    first_value: float
+    first_comparator: str | None
+    first_time: datetime
+    last_obs_id: str
+    last_value: float
+    last_comparator: str | None
+    last_time: datetime
+    trigger_count: int
+    simulated: bool
+    raised_at: datetime
+    updated_at: datetime
+    acknowledged_by: str | None
+    acknowledged_at: datetime | None
+    resolved_by: str | None
+    resolved_at: datetime | None
+    resolved_note: str | None
+    cleared_at: datetime | None
+    cleared_by_obs_id: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertEventRecord:
+    id: int
+    alert_id: int
+    at: datetime
+    action: str
+    actor: str
+    note: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertEventIn:
+    """An audit event; ``alert_index`` points into the alerts being inserted when ``alert_id``
+    is not yet known."""
+
+    alert_id: int | None
+    alert_index: int | None
+    at: datetime
+    action: str
+    actor: str
+    note: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetterRecord:
+    id: int
+    topic: str
+    payload: bytes
+    code: str
+    path: str
+    detail: str
+    received_at: datetime
+    stored_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SiteRecord:
+    site: str
+    state: str
+    at: datetime
+    agent_version: str
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OverrideRecord:
+    subject_ref: str
+    condition: str
+    value: float
+    unit: str
+    set_by: str
+    set_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Counts:
+    messages: int
+    observations: int
+    dead_letters: int
+    open_alerts: int
+    alerts_total: int
+    sites_online: int

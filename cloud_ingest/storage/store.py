@@ -1,0 +1,436 @@
+"""The relational store: the hot ingest path and the queries behind the API.
+
+Hot path (:meth:`WriteTx.store_envelopes`): one transaction per batch, a handful of statements
+per batch whatever its size. Duplicates are filtered by a pre-select and then inserted with
+``INSERT ... ON CONFLICT DO NOTHING RETURNING``: the returned keys are exactly the rows this
+transaction stored, so two workers racing on the same message or reading store it once and only
+the winner evaluates rules on it. Rows are inserted in key order so concurrent batches take
+index locks in the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Engine
+
+from cloud_ingest.storage import schema as t
+from cloud_ingest.storage.engine import SQLITE_BEGIN, create_engine
+from cloud_ingest.storage.engine import migrate as migrate_schema
+from cloud_ingest.storage.records import (
+    AlertChangedError,
+    AlertEventIn,
+    AlertEventRecord,
+    AlertNotFoundError,
+    AlertRecord,
+    ConflictError,
+    Counts,
+    DeadLetterIn,
+    DeadLetterRecord,
+    InboundEnvelope,
+    ObservationRecord,
+    OverrideRecord,
+    SiteRecord,
+    StatusIn,
+    StorageError,
+    StoredReading,
+    StoreOutcome,
+)
+
+#: Keys per IN (...) list; well under SQLite's and PostgreSQL's bind parameter limits.
+IN_CHUNK: Final = 900
+_ACTIVE: Final = ("open", "acknowledged")
+_RETRIABLE_SQLSTATES: Final = frozenset({"40001", "40P01", "23505"})
+
+R = TypeVar("R")
+
+
+def _chunks(items: Sequence[R], size: int = IN_CHUNK) -> Iterator[Sequence[R]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _translate(exc: sa.exc.DBAPIError) -> StorageError:
+    code = getattr(exc.orig, "sqlstate", None)
+    if isinstance(exc, sa.exc.IntegrityError) or code in _RETRIABLE_SQLSTATES:
+        return ConflictError(str(exc.orig))
+    return StorageError(str(exc.orig))
+
+
+def _row(cls: type[R], row: sa.Row[Any]) -> R:
+    return cls(**row._asdict())
+
+
+class WriteTx:
+    """One write transaction (see :meth:`Storage.write`)."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+        self._dialect = conn.dialect.name
+
+    def _insert(self, table: sa.Table) -> Any:
+        if self._dialect == "postgresql":
+            return pg_dialect.insert(table)
+        return sqlite_dialect.insert(table)
+
+    # -- ingest --------------------------------------------------------------------------------
+
+    def insert_dead_letters(self, rows: Sequence[DeadLetterIn], *, now: datetime) -> None:
+        if not rows:
+            return
+        self.conn.execute(
+            sa.insert(t.dead_letters),
+            [
+                {"topic": r.topic, "payload": r.payload, "code": r.code, "path": r.path,
+                 "detail": r.detail, "received_at": r.received_at, "stored_at": now}
+                for r in rows
+            ],
+        )
+
+    def store_envelopes(self, items: Sequence[InboundEnvelope]) -> StoreOutcome:
+        """Store messages and their readings exactly once; return what was new."""
+        unique: dict[str, InboundEnvelope] = {}
+        for it in items:
+            unique.setdefault(it.envelope.msg_id, it)
+        seen_msgs = self._existing(t.messages.c.msg_id, list(unique))
+        candidates = [unique[k] for k in sorted(unique) if k not in seen_msgs]
+        dup_msgs = len(items) - len(candidates)
+        if not candidates:
+            return StoreOutcome(messages=0, duplicate_messages=dup_msgs,
+                                duplicate_observations=0, new_readings=())
+
+        ins = self._insert(t.messages)
+        stmt = ins.on_conflict_do_nothing(index_elements=["msg_id"]).returning(t.messages.c.msg_id)
+        rows = self.conn.execute(stmt, [
+            {
+                "msg_id": it.envelope.msg_id, "schema": it.envelope.schema, "topic": it.topic,
+                "site": it.envelope.site, "device_id": it.envelope.device_id,
+                "subject_kind": it.envelope.subject.kind, "subject_ref": it.envelope.subject.ref,
+                "created_at": it.envelope.created_at, "received_at": it.received_at,
+                "observation_count": len(it.envelope.observations),
+            }
+            for it in candidates
+        ]).all()
+        stored_msgs = {r[0] for r in rows}
+        dup_msgs += len(candidates) - len(stored_msgs)
+
+        readings: dict[str, StoredReading] = {}
+        offered = 0
+        for it in candidates:
+            if it.envelope.msg_id not in stored_msgs:
+                continue
+            for wo in it.envelope.observations:
+                offered += 1
+                readings.setdefault(wo.obs_id, StoredReading(inbound=it, observation=wo))
+        seen_obs = self._existing(t.observations.c.obs_id, list(readings))
+        to_insert = [readings[k] for k in sorted(readings) if k not in seen_obs]
+        stored_obs: set[str] = set()
+        if to_insert:
+            ins = self._insert(t.observations)
+            stmt = ins.on_conflict_do_nothing(index_elements=["obs_id"]).returning(
+                t.observations.c.obs_id)
+            stored_obs = {r[0] for r in self.conn.execute(
+                stmt, [_observation_row(r) for r in to_insert]).all()}
+        new = tuple(r for r in to_insert if r.observation.obs_id in stored_obs)
+        return StoreOutcome(messages=len(stored_msgs), duplicate_messages=dup_msgs,
+                            duplicate_observations=offered - len(new), new_readings=new)
+
+    def _existing(self, col: sa.Column[str], keys: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for part in _chunks(keys):
+            found.update(self.conn.execute(sa.select(col).where(col.in_(part))).scalars())
+        return found
+
+    def upsert_statuses(self, rows: Sequence[StatusIn]) -> None:
+        """Latest status per site wins (by the agent's own time, else the receive time)."""
+        latest: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            at = r.status.at or r.received_at
+            cur = latest.get(r.status.site)
+            if cur is None or at >= cur["at"]:
+                latest[r.status.site] = {
+                    "site": r.status.site, "state": r.status.state, "at": at,
+                    "agent_version": r.status.agent_version, "received_at": r.received_at,
+                }
+        if not latest:
+            return
+        ins = self._insert(t.sites)
+        stmt = ins.on_conflict_do_update(
+            index_elements=["site"],
+            set_={c: ins.excluded[c] for c in ("state", "at", "agent_version", "received_at")},
+            where=t.sites.c.at <= ins.excluded.at,
+        )
+        self.conn.execute(stmt, [latest[k] for k in sorted(latest)])
+
+    # -- alerts --------------------------------------------------------------------------------
+
+    def active_alerts(self, subject_refs: Iterable[str]) -> list[AlertRecord]:
+        """Open/acknowledged alerts of these subjects, locked until commit (PostgreSQL)."""
+        refs = sorted(set(subject_refs))
+        out: list[AlertRecord] = []
+        for part in _chunks(refs):
+            stmt = (sa.select(t.alerts)
+                    .where(t.alerts.c.subject_ref.in_(part), t.alerts.c.state.in_(_ACTIVE))
+                    .order_by(t.alerts.c.id).with_for_update())
+            out.extend(_row(AlertRecord, r) for r in self.conn.execute(stmt))
+        return out
+
+    def overrides(self, subject_refs: Iterable[str]) -> list[OverrideRecord]:
+        refs = sorted(set(subject_refs))
+        out: list[OverrideRecord] = []
+        for part in _chunks(refs):
+            stmt = sa.select(t.patient_thresholds).where(
+                t.patient_thresholds.c.subject_ref.in_(part))
+            out.extend(_row(OverrideRecord, r) for r in self.conn.execute(stmt))
+        return out
+
+    def insert_alerts(self, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Insert alerts (column -> value); return their ids in the given order."""
+        if not rows:
+            return []
+        stmt = sa.insert(t.alerts).returning(t.alerts.c.id, sort_by_parameter_order=True)
+        return [r[0] for r in self.conn.execute(stmt, [dict(r) for r in rows])]
+
+    def update_alerts(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Update alerts by ``id``; every row must carry the same columns."""
+        if not rows:
+            return
+        cols = [c for c in rows[0] if c != "id"]
+        stmt = (sa.update(t.alerts).where(t.alerts.c.id == sa.bindparam("_id"))
+                .values({c: sa.bindparam(f"_v_{c}") for c in cols}))
+        self.conn.execute(stmt, [
+            {"_id": r["id"], **{f"_v_{c}": r[c] for c in cols}} for r in rows
+        ])
+
+    def insert_alert_events(self, rows: Sequence[AlertEventIn], new_ids: Sequence[int]) -> None:
+        if not rows:
+            return
+        values = []
+        for e in rows:
+            alert_id = e.alert_id if e.alert_id is not None else new_ids[e.alert_index or 0]
+            values.append({"alert_id": alert_id, "at": e.at, "action": e.action,
+                           "actor": e.actor, "note": e.note})
+        self.conn.execute(sa.insert(t.alert_events), values)
+
+
+def _observation_row(r: StoredReading) -> dict[str, Any]:
+    env = r.inbound.envelope
+    o = r.observation.observation
+    prov: dict[str, Any] = {"source": o.provenance.source}
+    if o.provenance.original_value is not None:
+        prov["original_value"] = o.provenance.original_value
+    if o.provenance.original_unit is not None:
+        prov["original_unit"] = o.provenance.original_unit
+    if o.provenance.raw is not None:
+        prov["raw"] = o.provenance.raw
+    return {
+        "obs_id": r.observation.obs_id, "msg_id": env.msg_id, "site": env.site,
+        "device_id": env.device_id, "device_manufacturer": env.device.manufacturer,
+        "device_model": env.device.model, "device_serial": env.device.serial,
+        "device_firmware": env.device.firmware, "device_transport": env.device.transport,
+        "subject_kind": env.subject.kind, "subject_ref": env.subject.ref,
+        "measure": o.measure, "value": o.value, "comparator": o.comparator,
+        "absent_reason": o.absent_reason.value if o.absent_reason is not None else None,
+        "unit": o.unit, "effective_time": o.effective_time, "device_time": o.device_time,
+        "clock_offset_s": o.clock_offset_s, "record_key": o.record_key,
+        "quality": sorted(q.value for q in o.quality), "provenance": prov,
+        "received_at": r.inbound.received_at,
+    }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertFilter:
+    state: str | None = None
+    subject_ref: str | None = None
+    priority: str | None = None
+    condition: str | None = None
+
+
+class Storage:
+    """Owns the engine. Every public method is one transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def write(self) -> Iterator[WriteTx]:
+        """A write transaction; commits on success, rolls back and raises on any error.
+
+        Database errors are translated to :class:`StorageError` (:class:`ConflictError` when a
+        retry can succeed).
+        """
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+                with conn.begin():
+                    yield WriteTx(conn)
+        except sa.exc.DBAPIError as exc:
+            raise _translate(exc) from exc
+
+    @contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+        except sa.exc.DBAPIError as exc:
+            raise _translate(exc) from exc
+
+    def ping(self) -> None:
+        with self._read() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def list_observations(
+        self, *, subject_ref: str | None = None, since: datetime | None = None,
+        until: datetime | None = None, measure: str | None = None, limit: int = 100,
+    ) -> list[ObservationRecord]:
+        c = t.observations.c
+        cols = [col for col in t.observations.columns if col.name != "id"]
+        stmt = sa.select(*cols)
+        if subject_ref is not None:
+            stmt = stmt.where(c.subject_ref == subject_ref)
+        if since is not None:
+            stmt = stmt.where(c.effective_time >= since)
+        if until is not None:
+            stmt = stmt.where(c.effective_time < until)
+        if measure is not None:
+            stmt = stmt.where(c.measure == measure)
+        stmt = stmt.order_by(c.effective_time.desc(), c.obs_id).limit(limit)
+        with self._read() as conn:
+            return [_row(ObservationRecord, r) for r in conn.execute(stmt)]
+
+    def list_alerts(self, flt: AlertFilter, *, limit: int = 100, offset: int = 0
+                    ) -> list[AlertRecord]:
+        c = t.alerts.c
+        stmt = sa.select(t.alerts)
+        if flt.state is not None:
+            stmt = stmt.where(c.state == flt.state)
+        if flt.subject_ref is not None:
+            stmt = stmt.where(c.subject_ref == flt.subject_ref)
+        if flt.priority is not None:
+            stmt = stmt.where(c.priority == flt.priority)
+        if flt.condition is not None:
+            stmt = stmt.where(c.condition == flt.condition)
+        prio = sa.case({"high": 0, "medium": 1, "low": 2}, value=c.priority, else_=3)
+        stmt = stmt.order_by(prio, c.raised_at.desc(), c.id.desc()).limit(limit).offset(offset)
+        with self._read() as conn:
+            return [_row(AlertRecord, r) for r in conn.execute(stmt)]
+
+    def get_alert(self, alert_id: int) -> AlertRecord | None:
+        with self._read() as conn:
+            r = conn.execute(sa.select(t.alerts).where(t.alerts.c.id == alert_id)).first()
+            return None if r is None else _row(AlertRecord, r)
+
+    def alert_events(self, alert_id: int) -> list[AlertEventRecord]:
+        stmt = (sa.select(t.alert_events).where(t.alert_events.c.alert_id == alert_id)
+                .order_by(t.alert_events.c.id))
+        with self._read() as conn:
+            return [_row(AlertEventRecord, r) for r in conn.execute(stmt)]
+
+    def transition_alert(
+        self, alert_id: int, *, expected_state: str, values: Mapping[str, Any],
+        event: AlertEventIn,
+    ) -> AlertRecord:
+        """Compare-and-set: apply ``values`` only if the alert is still in ``expected_state``."""
+        with self.write() as tx:
+            res = tx.conn.execute(
+                sa.update(t.alerts)
+                .where(t.alerts.c.id == alert_id, t.alerts.c.state == expected_state)
+                .values(dict(values))
+            )
+            if res.rowcount != 1:
+                exists = tx.conn.execute(
+                    sa.select(t.alerts.c.id).where(t.alerts.c.id == alert_id)).first()
+                if exists is None:
+                    raise AlertNotFoundError(alert_id)
+                raise AlertChangedError(f"alert {alert_id} is no longer {expected_state}")
+            tx.insert_alert_events([event], [])
+            row = tx.conn.execute(sa.select(t.alerts).where(t.alerts.c.id == alert_id)).one()
+            return _row(AlertRecord, row)
+
+    def list_dead_letters(self, *, limit: int = 100, offset: int = 0) -> list[DeadLetterRecord]:
+        stmt = (sa.select(t.dead_letters).order_by(t.dead_letters.c.id.desc())
+                .limit(limit).offset(offset))
+        with self._read() as conn:
+            return [_row(DeadLetterRecord, r) for r in conn.execute(stmt)]
+
+    def list_sites(self) -> list[SiteRecord]:
+        with self._read() as conn:
+            return [_row(SiteRecord, r) for r in
+                    conn.execute(sa.select(t.sites).order_by(t.sites.c.site))]
+
+    def counts(self) -> Counts:
+        def n(table: sa.Table, *where: sa.ColumnElement[bool]) -> sa.ScalarSelect[int]:
+            return sa.select(sa.func.count()).select_from(table).where(*where).scalar_subquery()
+
+        stmt = sa.select(
+            n(t.messages).label("messages"),
+            n(t.observations).label("observations"),
+            n(t.dead_letters).label("dead_letters"),
+            n(t.alerts, t.alerts.c.state.in_(_ACTIVE)).label("open_alerts"),
+            n(t.alerts).label("alerts_total"),
+            n(t.sites, t.sites.c.state == "online").label("sites_online"),
+        )
+        with self._read() as conn:
+            return _row(Counts, conn.execute(stmt).one())
+
+    def get_override(self, subject_ref: str, condition: str) -> OverrideRecord | None:
+        pt = t.patient_thresholds
+        stmt = sa.select(pt).where(pt.c.subject_ref == subject_ref, pt.c.condition == condition)
+        with self._read() as conn:
+            r = conn.execute(stmt).first()
+            return None if r is None else _row(OverrideRecord, r)
+
+    def put_override(self, rec: OverrideRecord) -> OverrideRecord:
+        with self.write() as tx:
+            ins = tx._insert(t.patient_thresholds)
+            stmt = ins.on_conflict_do_update(
+                index_elements=["subject_ref", "condition"],
+                set_={c: ins.excluded[c] for c in ("value", "unit", "set_by", "set_at")},
+            )
+            tx.conn.execute(stmt, {
+                "subject_ref": rec.subject_ref, "condition": rec.condition, "value": rec.value,
+                "unit": rec.unit, "set_by": rec.set_by, "set_at": rec.set_at,
+            })
+        return rec
+
+    def delete_override(self, subject_ref: str, condition: str) -> bool:
+        pt = t.patient_thresholds
+        with self.write() as tx:
+            res = tx.conn.execute(sa.delete(pt).where(
+                pt.c.subject_ref == subject_ref, pt.c.condition == condition))
+            return res.rowcount > 0
+
+
+def open_storage(url: str, *, migrate: bool = True) -> Storage:
+    """Open the database at ``url``; with ``migrate`` upgrade its schema to the newest revision.
+
+    ``migrate=False`` is for processes that must not change the schema.
+    """
+    engine = create_engine(url)
+    try:
+        if migrate:
+            migrate_schema(engine)
+    except Exception:
+        engine.dispose()
+        raise
+    return Storage(engine)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
