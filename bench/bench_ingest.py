@@ -61,8 +61,9 @@ def prime_session(port: int, client_id: str) -> None:
 
 
 def publish_all(port: int, msgs: list[OutboundMessage]) -> None:
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{time.monotonic_ns()}",
-                    protocol=mqtt.MQTTv5)
+    c = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"pub-{time.monotonic_ns()}", protocol=mqtt.MQTTv5
+    )
     c.max_inflight_messages_set(1000)
     c.max_queued_messages_set(0)
     c.connect("127.0.0.1", port)
@@ -108,13 +109,16 @@ def bare_subscriber(port: int, msgs: list[OutboundMessage]) -> float:
     return n / (t1 - t0)
 
 
-def ingest_run(port: int, db_url: str, msgs: list[OutboundMessage], obs_total: int) -> dict[str, float]:
+def ingest_run(
+    port: int, db_url: str, msgs: list[OutboundMessage], obs_total: int
+) -> dict[str, float]:
     cid = f"ingest-{time.monotonic_ns()}"
     service = IngestService(open_storage(db_url))
     prime_session(port, cid)
     publish_all(port, msgs)
-    consumer = Consumer(service, ConsumerConfig(url=f"mqtt://127.0.0.1:{port}", client_id=cid,
-                                                protocol="5"))
+    consumer = Consumer(
+        service, ConsumerConfig(url=f"mqtt://127.0.0.1:{port}", client_id=cid, protocol="5")
+    )
     t0 = time.perf_counter()
     consumer.start()
     deadline = time.monotonic() + 600
@@ -124,25 +128,39 @@ def ingest_run(port: int, db_url: str, msgs: list[OutboundMessage], obs_total: i
     consumer.stop()
     stored = service.stats().observations
     assert stored >= obs_total, f"stored {stored}/{obs_total}"
-    return {"msg_per_s": len(msgs) / (t1 - t0), "obs_per_s": obs_total / (t1 - t0),
-            "alerts_open": float(service.stats().open_alerts)}
+    return {
+        "msg_per_s": len(msgs) / (t1 - t0),
+        "obs_per_s": obs_total / (t1 - t0),
+        "alerts_open": float(service.stats().open_alerts),
+    }
 
 
-def alert_latency(port: int, db_url: str, rate_obs: int, seconds: float, obs_per_msg: int) -> dict[str, float]:
+def alert_latency(
+    port: int, db_url: str, rate_obs: int, seconds: float, obs_per_msg: int
+) -> dict[str, float]:
     import uvicorn
-
     from cloud_ingest.api import create_app
+
     from cloud_ingest.settings import IngestSettings
 
     token = "bench-token"
     service = IngestService(open_storage(db_url))
     settings = IngestSettings(database_url=db_url, api_tokens={token: "bench"})
-    consumer = Consumer(service, ConsumerConfig(url=f"mqtt://127.0.0.1:{port}",
-                                                client_id=f"lat-{time.monotonic_ns()}"))
+    consumer = Consumer(
+        service,
+        ConsumerConfig(url=f"mqtt://127.0.0.1:{port}", client_id=f"lat-{time.monotonic_ns()}"),
+    )
     consumer.start()
     api_port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(service, settings), host="127.0.0.1",
-                                           port=api_port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(service, settings),
+            host="127.0.0.1",
+            port=api_port,
+            log_level="warning",
+            lifespan="off",
+        )
+    )
     th = threading.Thread(target=server.run, daemon=True)
     th.start()
     while not server.started:
@@ -161,8 +179,9 @@ def alert_latency(port: int, db_url: str, rate_obs: int, seconds: float, obs_per
     stop = threading.Event()
 
     def poll() -> None:
-        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}",
-                          headers={"Authorization": f"Bearer {token}"}) as client:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{api_port}", headers={"Authorization": f"Bearer {token}"}
+        ) as client:
             while not stop.is_set():
                 r = client.get("/api/v1/alerts", params={"state": "open", "limit": 200})
                 now = time.perf_counter()
@@ -172,8 +191,9 @@ def alert_latency(port: int, db_url: str, rate_obs: int, seconds: float, obs_per
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"latpub-{time.monotonic_ns()}",
-                    protocol=mqtt.MQTTv5)
+    c = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"latpub-{time.monotonic_ns()}", protocol=mqtt.MQTTv5
+    )
     c.max_inflight_messages_set(1000)
     c.connect("127.0.0.1", port)
     c.loop_start()
@@ -198,8 +218,13 @@ def alert_latency(port: int, db_url: str, rate_obs: int, seconds: float, obs_per
     server.should_exit = True
     th.join(10)
     lat = [(seen_at[s] - t) * 1000 for s, t in sent_at.items() if s in seen_at]
-    return {"alerts": float(len(lat)), "expected": float(len(sent_at)),
-            "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "max_ms": max(lat) if lat else float("nan")}
+    return {
+        "alerts": float(len(lat)),
+        "expected": float(len(sent_at)),
+        "p50_ms": pct(lat, 50),
+        "p99_ms": pct(lat, 99),
+        "max_ms": max(lat) if lat else float("nan"),
+    }
 
 
 def make_pg_db(admin_url: str) -> tuple[str, sa.Engine, str]:
@@ -207,7 +232,11 @@ def make_pg_db(admin_url: str) -> tuple[str, sa.Engine, str]:
     name = f"remon_bench_{os.getpid()}_{time.monotonic_ns() % 10_000_000}"
     with admin.connect() as c:
         c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    return sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False), admin, name
+    return (
+        sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False),
+        admin,
+        name,
+    )
 
 
 def drop_pg_db(admin: sa.Engine, name: str) -> None:
@@ -219,8 +248,12 @@ def drop_pg_db(admin: sa.Engine, name: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--pg", default=os.environ.get(
-        "REMON_TEST_PG_URL", "postgresql+psycopg://root@/postgres?host=/var/run/postgresql"))
+    ap.add_argument(
+        "--pg",
+        default=os.environ.get(
+            "REMON_TEST_PG_URL", "postgresql+psycopg://root@/postgres?host=/var/run/postgresql"
+        ),
+    )
     ap.add_argument("--messages", type=int, default=None)
     ap.add_argument("--obs-per-msg", type=int, default=20)
     args = ap.parse_args()
@@ -245,15 +278,20 @@ def main() -> None:
                 results[f"{label}_msg_per_s"] = r["msg_per_s"]
                 results[f"{label}_obs_per_s"] = r["obs_per_s"]
                 results[f"{label}_ratio_vs_bare"] = ratio
-                print(f"ingest → {label:8s} with rules:            {r['msg_per_s']:8.0f} msg/s "
-                      f"{r['obs_per_s']:9.0f} obs/s  ({ratio:.0%} of bare)")
+                print(
+                    f"ingest → {label:8s} with rules:            {r['msg_per_s']:8.0f} msg/s "
+                    f"{r['obs_per_s']:9.0f} obs/s  ({ratio:.0%} of bare)"
+                )
                 if label == "sqlite":
-                    lat = alert_latency(broker.port, f"sqlite:///{tmp}/lat.db", 500,
-                                        5 if args.quick else 20, 10)
+                    lat = alert_latency(
+                        broker.port, f"sqlite:///{tmp}/lat.db", 500, 5 if args.quick else 20, 10
+                    )
                     results["alert_latency_500obs_s"] = lat
-                    print(f"alert latency at 500 obs/s (SQLite, publish → API): "
-                          f"p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms "
-                          f"({lat['alerts']:.0f}/{lat['expected']:.0f} alerts)")
+                    print(
+                        f"alert latency at 500 obs/s (SQLite, publish → API): "
+                        f"p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms "
+                        f"({lat['alerts']:.0f}/{lat['expected']:.0f} alerts)"
+                    )
             finally:
                 if admin is not None and name is not None:
                     drop_pg_db(admin, name)

@@ -1,4 +1,4 @@
-"""Helpers for the benchmarks: envelopes made by the production encoder, percentiles, JSON output."""
+"""Benchmark helpers: envelopes from the production encoder, percentiles, JSON output."""
 
 from __future__ import annotations
 
@@ -15,10 +15,17 @@ from gateway.wire import OutboundMessage, Subject, encode_observations
 T0 = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
 
 
-def glucose_envelopes(n_msgs: int, obs_per_msg: int, *, sites: int = 50, seed: int = 1,
-                      low_share: float = 0.02, tag: str = "b") -> list[OutboundMessage]:
+def glucose_envelopes(
+    n_msgs: int,
+    obs_per_msg: int,
+    *,
+    sites: int = 50,
+    seed: int = 1,
+    low_share: float = 0.02,
+    tag: str = "b",
+) -> list[OutboundMessage]:
     """``n_msgs`` envelopes of ``obs_per_msg`` CGM-like glucose readings; some cross thresholds."""
-    rng = random.Random(seed)  # noqa: S311 - benchmark data
+    rng = random.Random(seed)
     out: list[OutboundMessage] = []
     for m in range(n_msgs):
         site = f"{tag}-site-{m % sites}"
@@ -27,14 +34,27 @@ def glucose_envelopes(n_msgs: int, obs_per_msg: int, *, sites: int = 50, seed: i
         for k in range(obs_per_msg):
             n = m * obs_per_msg + k
             v = 2.8 if rng.random() < low_share else round(rng.uniform(4.5, 9.0), 1)
-            obs.append(Observation(
-                measure="glucose.cgm", unit="mmol/L", value=v,
-                effective_time=T0 + timedelta(seconds=n), record_key=f"seq:{n}",
-                quality=frozenset({QualityFlag.SIMULATED}), provenance=Provenance(source="bench"),
-            ))
-        out.extend(encode_observations(site=site, device_id="cgm", device=dev,
-                                       subject=Subject(kind="patient", ref=f"{tag}-p-{m % sites}"),
-                                       observations=obs, created_at=T0))
+            obs.append(
+                Observation(
+                    measure="glucose.cgm",
+                    unit="mmol/L",
+                    value=v,
+                    effective_time=T0 + timedelta(seconds=n),
+                    record_key=f"seq:{n}",
+                    quality=frozenset({QualityFlag.SIMULATED}),
+                    provenance=Provenance(source="bench"),
+                )
+            )
+        out.extend(
+            encode_observations(
+                site=site,
+                device_id="cgm",
+                device=dev,
+                subject=Subject(kind="patient", ref=f"{tag}-p-{m % sites}"),
+                observations=obs,
+                created_at=T0,
+            )
+        )
     return out
 
 

@@ -1,4 +1,4 @@
-"""Run every benchmark, print their numbers, and write the JSON lines to bench/results/latest.json."""
+"""Run every benchmark, print their numbers and write their JSON to bench/results/latest.json."""
 
 from __future__ import annotations
 
@@ -16,14 +16,17 @@ def main() -> int:
     results = []
     for name in BENCHES:
         print(f"== {name}", flush=True)
-        proc = subprocess.run([sys.executable, str(HERE / name), *extra], check=False,  # noqa: S603
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, str(HERE / name), *extra], check=False, capture_output=True, text=True
+        )
         sys.stdout.write(proc.stdout)
         sys.stderr.write(proc.stderr[-4000:] if proc.returncode else "")
         if proc.returncode:
             print(f"{name} failed with exit code {proc.returncode}", file=sys.stderr)
             return proc.returncode
-        results += [json.loads(line[5:]) for line in proc.stdout.splitlines() if line.startswith("JSON ")]
+        results += [
+            json.loads(line[5:]) for line in proc.stdout.splitlines() if line.startswith("JSON ")
+        ]
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")

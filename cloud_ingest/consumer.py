@@ -75,8 +75,13 @@ class _Inbound:
 
 
 class Consumer:
-    def __init__(self, service: IngestService, config: ConsumerConfig,
-                 *, on_result: Callable[[IngestResult], None] | None = None) -> None:
+    def __init__(
+        self,
+        service: IngestService,
+        config: ConsumerConfig,
+        *,
+        on_result: Callable[[IngestResult], None] | None = None,
+    ) -> None:
         self.service = service
         self.config = config
         self.stats = ConsumerStats()
@@ -91,7 +96,9 @@ class Consumer:
         self._connected = threading.Event()
         u = urlparse(config.url)
         if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
-            raise ValueError(f"broker URL must be mqtt://host:port or mqtts://host:port, got {config.url!r}")
+            raise ValueError(
+                f"broker URL must be mqtt://host:port or mqtts://host:port, got {config.url!r}"
+            )
         self._host = u.hostname
         self._port = u.port or (8883 if u.scheme == "mqtts" else 1883)
         self._tls = u.scheme == "mqtts"
@@ -119,9 +126,11 @@ class Consumer:
     def _connect(self, protocol: str) -> None:
         v5 = protocol == "5"
         client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
+            CallbackAPIVersion.VERSION2,
+            client_id=self.config.client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            clean_session=None if v5 else False, manual_ack=True,
+            clean_session=None if v5 else False,
+            manual_ack=True,
         )
         if self.config.username:
             client.username_pw_set(self.config.username, self.config.password)
@@ -138,13 +147,23 @@ class Consumer:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = SESSION_EXPIRY_S
             props.ReceiveMaximum = RECEIVE_MAXIMUM
-        client.connect_async(self._host, self._port, keepalive=30,
-                             clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-                             properties=props)
+        client.connect_async(
+            self._host,
+            self._port,
+            keepalive=30,
+            clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=props,
+        )
         client.loop_start()
 
-    def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
-                    reason: ReasonCode, properties: Properties | None) -> None:
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         if reason.is_failure:
             if self._protocol == "auto" and self.stats.protocol == "5" and reason.value in (1, 132):
                 log.info("broker refused MQTT 5 (%s); falling back to MQTT 3.1.1", reason)
@@ -160,16 +179,25 @@ class Consumer:
         client.subscribe([(obs, 1), (STATUS_SUBSCRIPTION, 1)])
         self.stats.connected = True
         self._connected.set()
-        log.info("ingest consumer connected (MQTT %s, session present=%s)",
-                 self.stats.protocol, flags.session_present)
+        log.info(
+            "ingest consumer connected (MQTT %s, session present=%s)",
+            self.stats.protocol,
+            flags.session_present,
+        )
 
     def _fallback(self, old: mqtt.Client) -> None:
         old.loop_stop()
         self._protocol = "3.1.1"
         self._connect("3.1.1")
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags,
-                       reason: ReasonCode, properties: Properties | None) -> None:
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         self.stats.connected = False
         self._connected.clear()
         if not self._stop.is_set():
@@ -177,8 +205,9 @@ class Consumer:
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self.stats.received += 1
-        self._queue.put(_Inbound(msg.topic, msg.payload, msg.mid, msg.qos, self._generation,
-                                 datetime.now(UTC)))
+        self._queue.put(
+            _Inbound(msg.topic, msg.payload, msg.mid, msg.qos, self._generation, datetime.now(UTC))
+        )
 
     # -- worker --------------------------------------------------------------------------------
 
@@ -192,14 +221,18 @@ class Consumer:
                     continue
             try:
                 result = self.service.ingest_batch(
-                    [RawMessage(topic=m.topic, payload=m.payload, received_at=m.received_at)
-                     for m in pending]
+                    [
+                        RawMessage(topic=m.topic, payload=m.payload, received_at=m.received_at)
+                        for m in pending
+                    ]
                 )
             except Exception:
                 # Nothing is acknowledged: the batch is retried here, and the broker still holds
                 # it should this process die. Ingest is idempotent, so retries are harmless.
                 self.stats.ingest_failures += 1
-                log.exception("ingest of %d messages failed; retrying in %.1f s", len(pending), backoff)
+                log.exception(
+                    "ingest of %d messages failed; retrying in %.1f s", len(pending), backoff
+                )
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
@@ -244,4 +277,3 @@ class Consumer:
             # on the new session and we dedupe them.
             if m.qos > 0 and m.generation == gen:
                 client.ack(m.mid, m.qos)
-

@@ -56,18 +56,23 @@ class Agent:
     def relay_config(self) -> RelayConfig:
         m = self.config.mqtt
         return RelayConfig(
-            url=m.url, client_id=self.config.client_id, protocol=m.protocol,
-            username=m.username, password=m.password,
+            url=m.url,
+            client_id=self.config.client_id,
+            protocol=m.protocol,
+            username=m.username,
+            password=m.password,
             ca_file=str(m.ca_file) if m.ca_file else None,
             cert_file=str(m.cert_file) if m.cert_file else None,
             key_file=str(m.key_file) if m.key_file else None,
-            keepalive_s=m.keepalive_s, window=m.window,
+            keepalive_s=m.keepalive_s,
+            window=m.window,
         )
 
     def build_source(self, dev: DeviceSection, outbox: Outbox) -> DeviceSource:
         serial = dev.serial or f"{self.config.agent.site}-{dev.id}"
         bound = BoundDevice(
-            device_id=dev.id, identity=sim_identity(dev.kind, serial),
+            device_id=dev.id,
+            identity=sim_identity(dev.kind, serial),
             subject=Subject(kind=dev.subject_kind, ref=dev.subject),
         )
         start = dev.start
@@ -82,9 +87,14 @@ class Agent:
             else:
                 start = datetime.fromisoformat(saved)
         settings = SimSettings(
-            profile=dev.profile, interval_s=dev.interval_s, seed=dev.seed,
-            max_records=dev.max_records, start=start, clock_skew_s=dev.clock_skew_s,
-            unit=dev.unit, error_rate=dev.error_rate,
+            profile=dev.profile,
+            interval_s=dev.interval_s,
+            seed=dev.seed,
+            max_records=dev.max_records,
+            start=start,
+            clock_skew_s=dev.clock_skew_s,
+            unit=dev.unit,
+            error_rate=dev.error_rate,
         )
         sim: SimulatedDevice = SIMULATORS[dev.kind](bound, settings, clock=self._clock)
         return sim
@@ -97,10 +107,18 @@ class Agent:
         relay = Relay(outbox, self.relay_config(), site=cfg.agent.site, agent_version=AGENT_VERSION)
         self._relay = relay
         relay.start()
-        log.info("agent started: site=%s devices=%d outbox=%s pending=%d broker=%s",
-                 cfg.agent.site, len(cfg.devices), cfg.outbox_path, outbox.pending(), cfg.mqtt.url)
+        log.info(
+            "agent started: site=%s devices=%d outbox=%s pending=%d broker=%s",
+            cfg.agent.site,
+            len(cfg.devices),
+            cfg.outbox_path,
+            outbox.pending(),
+            cfg.mqtt.url,
+        )
         tasks = [
-            asyncio.create_task(self._supervise(self.build_source(d, outbox)), name=f"source-{d.id}")
+            asyncio.create_task(
+                self._supervise(self.build_source(d, outbox)), name=f"source-{d.id}"
+            )
             for d in cfg.devices
         ]
         try:
@@ -129,16 +147,24 @@ class Agent:
                 raise
             except Exception:
                 self.stats.session_errors += 1
-                log.exception("session with device %s failed; retrying in %.0f s", device_id, backoff)
+                log.exception(
+                    "session with device %s failed; retrying in %.0f s", device_id, backoff
+                )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, SESSION_BACKOFF_MAX_S)
 
-    async def _sink(self, device: BoundDevice, observations: Sequence[Observation],
-                    cursor: str | None) -> None:
-        assert self._outbox is not None and self._relay is not None
+    async def _sink(
+        self, device: BoundDevice, observations: Sequence[Observation], cursor: str | None
+    ) -> None:
+        assert self._outbox is not None
+        assert self._relay is not None
         msgs = encode_observations(
-            site=self.config.agent.site, device_id=device.device_id, device=device.identity,
-            subject=device.subject, observations=observations, created_at=self._clock(),
+            site=self.config.agent.site,
+            device_id=device.device_id,
+            device=device.identity,
+            subject=device.subject,
+            observations=observations,
+            created_at=self._clock(),
         )
         cursors = {cursor_key(device.device_id): cursor} if cursor is not None else None
         await asyncio.to_thread(self._outbox.put_many, msgs, cursors=cursors)

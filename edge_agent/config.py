@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gateway.wire import is_token
 
+
 class ConfigError(ValueError):
     """The configuration cannot be used. ``str()`` is the message for the operator."""
 
@@ -39,7 +40,9 @@ class _Strict(BaseModel):
 
 def _token(v: str) -> str:
     if not is_token(v):
-        raise ValueError("must be 1-63 lowercase letters, digits or '-', starting with a letter or digit")
+        raise ValueError(
+            "must be 1-63 lowercase letters, digits or '-', starting with a letter or digit"
+        )
     return v
 
 
@@ -74,9 +77,7 @@ class MqttSection(_Strict):
 
 class DeviceSection(_Strict):
     id: str
-    kind: Literal[
-        "sim.glucose-meter", "sim.bp-monitor", "sim.pulse-oximeter", "sim.thermometer"
-    ]
+    kind: Literal["sim.glucose-meter", "sim.bp-monitor", "sim.pulse-oximeter", "sim.thermometer"]
     subject: str = Field(min_length=1, max_length=128)
     subject_kind: Literal["patient", "kiosk-session"] = "patient"
     serial: str | None = Field(default=None, min_length=1, max_length=64)

@@ -74,13 +74,18 @@ def _round(v: float, nd: int) -> float:
 
 
 class SimulatedDevice:
-    """A simulated device holding records 1..N; implements :class:`~edge_agent.sources.DeviceSource`."""
+    """A simulated device holding records 1..N (a :class:`~edge_agent.sources.DeviceSource`)."""
 
     model: str = "sim"
     manufacturer: str = "remon simulator"
 
-    def __init__(self, device: BoundDevice, settings: SimSettings, *,
-                 clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        device: BoundDevice,
+        settings: SimSettings,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self._device = device
         self.settings = settings
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -109,25 +114,52 @@ class SimulatedDevice:
     def record(self, n: int) -> list[Observation]:
         t = self.record_time(n)
         skew = self.settings.clock_skew_s
-        device_time = (t + timedelta(seconds=skew)).replace(tzinfo=None).isoformat(timespec="seconds")
+        device_time = (
+            (t + timedelta(seconds=skew)).replace(tzinfo=None).isoformat(timespec="seconds")
+        )
         quality = clock_quality(skew) | {QualityFlag.SIMULATED}
         return self.make(n, self.rng(n), t, device_time, skew, frozenset(quality))
 
-    def make(self, n: int, rng: random.Random, t: datetime, device_time: str,
-             skew: float, quality: frozenset[QualityFlag]) -> list[Observation]:
+    def make(
+        self,
+        n: int,
+        rng: random.Random,
+        t: datetime,
+        device_time: str,
+        skew: float,
+        quality: frozenset[QualityFlag],
+    ) -> list[Observation]:
         raise NotImplementedError
 
-    def _obs(self, measure: str, unit: str, n: int, t: datetime, device_time: str, skew: float,
-             quality: frozenset[QualityFlag], value: float | None, *, rng: random.Random,
-             original: tuple[float, str] | None = None, comparator: str | None = None,
-             extra_quality: frozenset[QualityFlag] = frozenset()) -> Observation:
+    def _obs(
+        self,
+        measure: str,
+        unit: str,
+        n: int,
+        t: datetime,
+        device_time: str,
+        skew: float,
+        quality: frozenset[QualityFlag],
+        value: float | None,
+        *,
+        rng: random.Random,
+        original: tuple[float, str] | None = None,
+        comparator: str | None = None,
+        extra_quality: frozenset[QualityFlag] = frozenset(),
+    ) -> Observation:
         absent = None
         if value is not None and rng.random() < self.settings.error_rate:
             value, comparator, original, absent = None, None, None, AbsentReason.ERROR
         return Observation(
-            measure=measure, unit=unit, effective_time=t, record_key=f"seq:{n}",
-            value=value, comparator=comparator,  # type: ignore[arg-type]
-            absent_reason=absent, device_time=device_time, clock_offset_s=skew,
+            measure=measure,
+            unit=unit,
+            effective_time=t,
+            record_key=f"seq:{n}",
+            value=value,
+            comparator=comparator,  # type: ignore[arg-type]
+            absent_reason=absent,
+            device_time=device_time,
+            clock_offset_s=skew,
             quality=quality | extra_quality,
             provenance=Provenance(
                 source=f"sim:{self.model}",
@@ -167,8 +199,15 @@ def _parse_cursor(cursor: str | None) -> int:
 class SimGlucoseMeter(SimulatedDevice):
     model = "SimGluco 1"
 
-    def make(self, n: int, rng: random.Random, t: datetime, device_time: str,
-             skew: float, quality: frozenset[QualityFlag]) -> list[Observation]:
+    def make(
+        self,
+        n: int,
+        rng: random.Random,
+        t: datetime,
+        device_time: str,
+        skew: float,
+        quality: frozenset[QualityFlag],
+    ) -> list[Observation]:
         mean, sd = self.profile.glucose
         true_mmol = rng.gauss(mean, sd)
         lo, hi = SIM_METER_RANGE_MMOL
@@ -187,49 +226,96 @@ class SimGlucoseMeter(SimulatedDevice):
             original: tuple[float, str] | None = (shown, "mg/dL")
         else:
             value, original = shown_mmol, None
-        return [self._obs("glucose.capillary", "mmol/L", n, t, device_time, skew, quality, value,
-                          rng=rng, original=original, comparator=comparator, extra_quality=extra)]
+        return [
+            self._obs(
+                "glucose.capillary",
+                "mmol/L",
+                n,
+                t,
+                device_time,
+                skew,
+                quality,
+                value,
+                rng=rng,
+                original=original,
+                comparator=comparator,
+                extra_quality=extra,
+            )
+        ]
 
 
 class SimBloodPressureMonitor(SimulatedDevice):
     model = "SimBP 1"
 
-    def make(self, n: int, rng: random.Random, t: datetime, device_time: str,
-             skew: float, quality: frozenset[QualityFlag]) -> list[Observation]:
+    def make(
+        self,
+        n: int,
+        rng: random.Random,
+        t: datetime,
+        device_time: str,
+        skew: float,
+        quality: frozenset[QualityFlag],
+    ) -> list[Observation]:
         p = self.profile
         sbp = round(rng.gauss(*p.sbp))
         dbp = round(min(rng.gauss(*p.dbp), sbp - 15))
         pulse = round(rng.gauss(*p.pulse))
         if rng.random() < self.settings.error_rate:  # a cuff error voids the whole reading
-            return [self._obs(m, u, n, t, device_time, skew, quality, None, rng=rng)
-                    for m, u in (("bp.systolic", "mm[Hg]"), ("bp.diastolic", "mm[Hg]"))]
+            return [
+                self._obs(m, u, n, t, device_time, skew, quality, None, rng=rng)
+                for m, u in (("bp.systolic", "mm[Hg]"), ("bp.diastolic", "mm[Hg]"))
+            ]
         return [
-            self._obs("bp.systolic", "mm[Hg]", n, t, device_time, skew, quality, float(sbp), rng=_NO_ERR),
-            self._obs("bp.diastolic", "mm[Hg]", n, t, device_time, skew, quality, float(dbp), rng=_NO_ERR),
-            self._obs("pulse.cuff", "/min", n, t, device_time, skew, quality, float(pulse), rng=_NO_ERR),
+            self._obs(
+                "bp.systolic", "mm[Hg]", n, t, device_time, skew, quality, float(sbp), rng=_NO_ERR
+            ),
+            self._obs(
+                "bp.diastolic", "mm[Hg]", n, t, device_time, skew, quality, float(dbp), rng=_NO_ERR
+            ),
+            self._obs(
+                "pulse.cuff", "/min", n, t, device_time, skew, quality, float(pulse), rng=_NO_ERR
+            ),
         ]
 
 
 class SimPulseOximeter(SimulatedDevice):
     model = "SimOx 1"
 
-    def make(self, n: int, rng: random.Random, t: datetime, device_time: str,
-             skew: float, quality: frozenset[QualityFlag]) -> list[Observation]:
+    def make(
+        self,
+        n: int,
+        rng: random.Random,
+        t: datetime,
+        device_time: str,
+        skew: float,
+        quality: frozenset[QualityFlag],
+    ) -> list[Observation]:
         spo2 = min(100.0, float(round(rng.gauss(*self.profile.spo2))))  # a saturation reads <= 100
         pulse = float(round(rng.gauss(*self.profile.pulse)))
         return [
             self._obs("spo2", "%", n, t, device_time, skew, quality, spo2, rng=rng),
-            self._obs("pulse.oximeter", "/min", n, t, device_time, skew, quality, pulse, rng=_NO_ERR),
+            self._obs(
+                "pulse.oximeter", "/min", n, t, device_time, skew, quality, pulse, rng=_NO_ERR
+            ),
         ]
 
 
 class SimThermometer(SimulatedDevice):
     model = "SimTherm 1"
 
-    def make(self, n: int, rng: random.Random, t: datetime, device_time: str,
-             skew: float, quality: frozenset[QualityFlag]) -> list[Observation]:
+    def make(
+        self,
+        n: int,
+        rng: random.Random,
+        t: datetime,
+        device_time: str,
+        skew: float,
+        quality: frozenset[QualityFlag],
+    ) -> list[Observation]:
         temp = _round(rng.gauss(*self.profile.temp), 1)
-        return [self._obs("body.temperature", "Cel", n, t, device_time, skew, quality, temp, rng=rng)]
+        return [
+            self._obs("body.temperature", "Cel", n, t, device_time, skew, quality, temp, rng=rng)
+        ]
 
 
 class _NeverError(random.Random):
@@ -249,12 +335,17 @@ SIMULATORS: Final[dict[str, type[SimulatedDevice]]] = {
 
 def sim_identity(kind: str, serial: str) -> DeviceIdentity:
     cls = SIMULATORS[kind]
-    return DeviceIdentity(manufacturer=cls.manufacturer, model=cls.model, serial=serial,
-                          firmware="sim-1.0", transport="sim")
+    return DeviceIdentity(
+        manufacturer=cls.manufacturer,
+        model=cls.model,
+        serial=serial,
+        firmware="sim-1.0",
+        transport="sim",
+    )
 
 
 def observations_of(device: SimulatedDevice, numbers: Sequence[int]) -> list[Observation]:
-    """The observations a simulated device holds for record numbers (tests compare against these)."""
+    """The observations a simulated device holds for these record numbers."""
     out: list[Observation] = []
     for n in numbers:
         out.extend(device.record(n))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ class WireErrorCode(StrEnum):
 
 
 class WireError(ValueError):
-    """A payload or topic that breaks the contract. ``path`` is a JSON path like ``observations[2].value``."""
+    """A payload or topic that breaks the contract; ``path`` is a JSON path to the defect."""
 
     def __init__(self, code: WireErrorCode, path: str, message: str) -> None:
         super().__init__(f"{code.value} at {path or '<payload>'}: {message}")
@@ -171,7 +172,9 @@ def parse_obs_topic(topic: str) -> tuple[str, str]:
         or not is_token(parts[2])
         or not is_token(parts[3])
     ):
-        raise WireError(WireErrorCode.BAD_TOPIC, "topic", f"not an observation topic: {topic[:200]!r}")
+        raise WireError(
+            WireErrorCode.BAD_TOPIC, "topic", f"not an observation topic: {topic[:200]!r}"
+        )
     return parts[2], parts[3]
 
 
@@ -192,7 +195,12 @@ def observation_id(device: DeviceIdentity, record_key: str, measure: str) -> str
 
 
 def message_id(
-    *, schema: str, site: str, device_id: str, device: DeviceIdentity, subject: Subject,
+    *,
+    schema: str,
+    site: str,
+    device_id: str,
+    device: DeviceIdentity,
+    subject: Subject,
     obs_ids: Sequence[str],
 ) -> str:
     return _digest("msg", schema, site, device_id, device.key, subject.kind, subject.ref, *obs_ids)
@@ -251,8 +259,13 @@ def _device_to_json(dev: DeviceIdentity) -> dict[str, Any]:
 
 
 def encode_observations(
-    *, site: str, device_id: str, device: DeviceIdentity, subject: Subject,
-    observations: Sequence[Observation], created_at: datetime,
+    *,
+    site: str,
+    device_id: str,
+    device: DeviceIdentity,
+    subject: Subject,
+    observations: Sequence[Observation],
+    created_at: datetime,
 ) -> list[OutboundMessage]:
     """Encode observations into as many envelopes as the size bounds require (order kept)."""
     topic = obs_topic(site, device_id)
@@ -277,14 +290,23 @@ def encode_observations(
 
 
 def _encode_one(
-    topic: str, site: str, device_id: str, device: DeviceIdentity, subject: Subject,
-    observations: Sequence[Observation], created_at: datetime,
+    topic: str,
+    site: str,
+    device_id: str,
+    device: DeviceIdentity,
+    subject: Subject,
+    observations: Sequence[Observation],
+    created_at: datetime,
 ) -> OutboundMessage:
     obs_ids = [observation_id(device, o.record_key, o.measure) for o in observations]
     if len(set(obs_ids)) != len(obs_ids):
         raise EncodeError("the same reading appears twice in one batch")
     msg_id = message_id(
-        schema=SCHEMA_OBS_V1, site=site, device_id=device_id, device=device, subject=subject,
+        schema=SCHEMA_OBS_V1,
+        site=site,
+        device_id=device_id,
+        device=device,
+        subject=subject,
         obs_ids=obs_ids,
     )
     body = {
@@ -312,7 +334,9 @@ def encode_status(status: AgentStatus) -> OutboundMessage:
         body["at"] = _iso(status.at)
     payload = json.dumps(body, separators=(",", ":")).encode()
     return OutboundMessage(
-        topic=status_topic(status.site), payload=payload, msg_id=_digest("status", payload.decode()),
+        topic=status_topic(status.site),
+        payload=payload,
+        msg_id=_digest("status", payload.decode()),
         retain=True,
     )
 
@@ -335,16 +359,22 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _str(obj: Mapping[str, Any], key: str, path: str, *, optional: bool = False,
-         max_len: int = MAX_TEXT) -> str | None:
+def _str(
+    obj: Mapping[str, Any], key: str, path: str, *, optional: bool = False, max_len: int = MAX_TEXT
+) -> str | None:
     if optional and obj.get(key) is None:
         return None
     v = _get(obj, key, path)
     if not isinstance(v, str):
-        raise _fail(WireErrorCode.WRONG_TYPE, _join(path, key), f"expected a string, got {_tname(v)}")
+        raise _fail(
+            WireErrorCode.WRONG_TYPE, _join(path, key), f"expected a string, got {_tname(v)}"
+        )
     if not v or len(v) > max_len:
-        raise _fail(WireErrorCode.INVALID_VALUE, _join(path, key),
-                    f"must be 1..{max_len} characters, got {len(v)}")
+        raise _fail(
+            WireErrorCode.INVALID_VALUE,
+            _join(path, key),
+            f"must be 1..{max_len} characters, got {len(v)}",
+        )
     return v
 
 
@@ -359,9 +389,11 @@ def _num(obj: Mapping[str, Any], key: str, path: str, *, optional: bool = False)
         return None
     v = _get(obj, key, path)
     if isinstance(v, bool) or not isinstance(v, int | float):
-        raise _fail(WireErrorCode.WRONG_TYPE, _join(path, key), f"expected a number, got {_tname(v)}")
+        raise _fail(
+            WireErrorCode.WRONG_TYPE, _join(path, key), f"expected a number, got {_tname(v)}"
+        )
     f = float(v)
-    if f != f or f in (float("inf"), float("-inf")):
+    if not math.isfinite(f):
         raise _fail(WireErrorCode.INVALID_VALUE, _join(path, key), "must be finite")
     return f
 
@@ -371,11 +403,13 @@ def _time(obj: Mapping[str, Any], key: str, path: str) -> datetime:
     try:
         dt = datetime.fromisoformat(s)
     except ValueError:
-        raise _fail(WireErrorCode.INVALID_VALUE, _join(path, key),
-                    f"not an ISO 8601 date-time: {s!r}") from None
+        raise _fail(
+            WireErrorCode.INVALID_VALUE, _join(path, key), f"not an ISO 8601 date-time: {s!r}"
+        ) from None
     if dt.tzinfo is None or dt.utcoffset() is None:
-        raise _fail(WireErrorCode.INVALID_VALUE, _join(path, key),
-                    f"date-time without a UTC offset: {s!r}")
+        raise _fail(
+            WireErrorCode.INVALID_VALUE, _join(path, key), f"date-time without a UTC offset: {s!r}"
+        )
     return dt.astimezone(UTC)
 
 
@@ -386,8 +420,15 @@ def _obj(v: Any, path: str) -> Mapping[str, Any]:
 
 
 def _tname(v: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
-            float: "number", type(None): "null"}.get(type(v), type(v).__name__)
+    return {
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        int: "number",
+        float: "number",
+        type(None): "null",
+    }.get(type(v), type(v).__name__)
 
 
 def load_json(payload: bytes) -> Mapping[str, Any]:
@@ -400,8 +441,11 @@ def load_json(payload: bytes) -> Mapping[str, Any]:
     try:
         doc = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise _fail(WireErrorCode.NOT_JSON, "",
-                    f"{exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})") from None
+        raise _fail(
+            WireErrorCode.NOT_JSON,
+            "",
+            f"{exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})",
+        ) from None
     except RecursionError:
         raise _fail(WireErrorCode.NOT_JSON, "", "nesting too deep") from None
     return _obj(doc, "")
@@ -417,8 +461,11 @@ def decode_observations(topic: str, payload: bytes) -> Envelope:
     doc = load_json(payload)
     schema = _get(doc, "schema", "")
     if not isinstance(schema, str) or schema not in ACCEPTED_SCHEMAS:
-        raise _fail(WireErrorCode.UNKNOWN_SCHEMA, "schema",
-                    f"{schema!r} is not one of {sorted(ACCEPTED_SCHEMAS)}")
+        raise _fail(
+            WireErrorCode.UNKNOWN_SCHEMA,
+            "schema",
+            f"{schema!r} is not one of {sorted(ACCEPTED_SCHEMAS)}",
+        )
     return _decode_obs_v1(site_t, device_t, doc)
 
 
@@ -429,8 +476,11 @@ def _decode_obs_v1(site_t: str, device_t: str, doc: Mapping[str, Any]) -> Envelo
     site = _req_str(doc, "site", "")
     device_id = _req_str(doc, "device_id", "")
     if site != site_t or device_id != device_t:
-        raise _fail(WireErrorCode.TOPIC_MISMATCH, "site",
-                    f"payload says {site}/{device_id}, topic says {site_t}/{device_t}")
+        raise _fail(
+            WireErrorCode.TOPIC_MISMATCH,
+            "site",
+            f"payload says {site}/{device_id}, topic says {site_t}/{device_t}",
+        )
     dev = _obj(_get(doc, "device", ""), "device")
     try:
         device = DeviceIdentity(
@@ -445,28 +495,56 @@ def _decode_obs_v1(site_t: str, device_t: str, doc: Mapping[str, Any]) -> Envelo
     subj = _obj(_get(doc, "subject", ""), "subject")
     kind = _req_str(subj, "kind", "subject")
     if kind not in SUBJECT_KINDS:
-        raise _fail(WireErrorCode.INVALID_VALUE, "subject.kind",
-                    f"{kind!r} is not one of {sorted(SUBJECT_KINDS)}")
+        raise _fail(
+            WireErrorCode.INVALID_VALUE,
+            "subject.kind",
+            f"{kind!r} is not one of {sorted(SUBJECT_KINDS)}",
+        )
     subject = Subject(kind=kind, ref=_req_str(subj, "ref", "subject"))  # type: ignore[arg-type]
     created_at = _time(doc, "created_at", "")
     raw_obs = _get(doc, "observations", "")
     if not isinstance(raw_obs, list):
-        raise _fail(WireErrorCode.WRONG_TYPE, "observations", f"expected an array, got {_tname(raw_obs)}")
+        raise _fail(
+            WireErrorCode.WRONG_TYPE, "observations", f"expected an array, got {_tname(raw_obs)}"
+        )
     if not 1 <= len(raw_obs) <= MAX_OBSERVATIONS:
-        raise _fail(WireErrorCode.INVALID_VALUE, "observations",
-                    f"must hold 1..{MAX_OBSERVATIONS} observations, got {len(raw_obs)}")
-    observations = tuple(_decode_obs(device, raw, f"observations[{i}]") for i, raw in enumerate(raw_obs))
+        raise _fail(
+            WireErrorCode.INVALID_VALUE,
+            "observations",
+            f"must hold 1..{MAX_OBSERVATIONS} observations, got {len(raw_obs)}",
+        )
+    observations = tuple(
+        _decode_obs(device, raw, f"observations[{i}]") for i, raw in enumerate(raw_obs)
+    )
     ids = [o.obs_id for o in observations]
     if len(set(ids)) != len(ids):
-        raise _fail(WireErrorCode.DUPLICATE_OBSERVATION, "observations",
-                    "the same reading appears twice in one message")
-    expected = message_id(schema=SCHEMA_OBS_V1, site=site, device_id=device_id, device=device,
-                          subject=subject, obs_ids=ids)
+        raise _fail(
+            WireErrorCode.DUPLICATE_OBSERVATION,
+            "observations",
+            "the same reading appears twice in one message",
+        )
+    expected = message_id(
+        schema=SCHEMA_OBS_V1,
+        site=site,
+        device_id=device_id,
+        device=device,
+        subject=subject,
+        obs_ids=ids,
+    )
     if expected != msg_id:
-        raise _fail(WireErrorCode.ID_MISMATCH, "msg_id",
-                    f"does not match the content (expected {expected})")
-    return Envelope(schema=SCHEMA_OBS_V1, msg_id=msg_id, site=site, device_id=device_id,
-                    device=device, subject=subject, created_at=created_at, observations=observations)
+        raise _fail(
+            WireErrorCode.ID_MISMATCH, "msg_id", f"does not match the content (expected {expected})"
+        )
+    return Envelope(
+        schema=SCHEMA_OBS_V1,
+        msg_id=msg_id,
+        site=site,
+        device_id=device_id,
+        device=device,
+        subject=subject,
+        created_at=created_at,
+        observations=observations,
+    )
 
 
 def _decode_obs(device: DeviceIdentity, raw: Any, path: str) -> WireObservation:
@@ -478,16 +556,22 @@ def _decode_obs(device: DeviceIdentity, raw: Any, path: str) -> WireObservation:
     value = _num(o, "value", path, optional=True)
     comparator = _str(o, "comparator", path, optional=True, max_len=2)
     if comparator is not None and comparator not in COMPARATORS:
-        raise _fail(WireErrorCode.INVALID_VALUE, _join(path, "comparator"),
-                    f"{comparator!r} is not one of {sorted(COMPARATORS)}")
+        raise _fail(
+            WireErrorCode.INVALID_VALUE,
+            _join(path, "comparator"),
+            f"{comparator!r} is not one of {sorted(COMPARATORS)}",
+        )
     absent_raw = _str(o, "absent_reason", path, optional=True, max_len=32)
     absent: AbsentReason | None = None
     if absent_raw is not None:
         try:
             absent = AbsentReason(absent_raw)
         except ValueError:
-            raise _fail(WireErrorCode.INVALID_VALUE, _join(path, "absent_reason"),
-                        f"unknown absent reason {absent_raw!r}") from None
+            raise _fail(
+                WireErrorCode.INVALID_VALUE,
+                _join(path, "absent_reason"),
+                f"unknown absent reason {absent_raw!r}",
+            ) from None
     quality_raw = o.get("quality", [])
     if not isinstance(quality_raw, list):
         raise _fail(WireErrorCode.WRONG_TYPE, _join(path, "quality"), "expected an array")
@@ -496,8 +580,9 @@ def _decode_obs(device: DeviceIdentity, raw: Any, path: str) -> WireObservation:
         try:
             quality.add(QualityFlag(q))
         except ValueError:
-            raise _fail(WireErrorCode.INVALID_VALUE, f"{path}.quality[{i}]",
-                        f"unknown quality flag {q!r}") from None
+            raise _fail(
+                WireErrorCode.INVALID_VALUE, f"{path}.quality[{i}]", f"unknown quality flag {q!r}"
+            ) from None
     prov = _obj(_get(o, "provenance", path), _join(path, "provenance"))
     ppath = _join(path, "provenance")
     try:
@@ -508,8 +593,12 @@ def _decode_obs(device: DeviceIdentity, raw: Any, path: str) -> WireObservation:
             raw=_str(prov, "raw", ppath, optional=True, max_len=4096),
         )
         observation = Observation(
-            measure=measure, unit=unit, effective_time=_time(o, "effective_time", path),
-            record_key=record_key, provenance=provenance, value=value,
+            measure=measure,
+            unit=unit,
+            effective_time=_time(o, "effective_time", path),
+            record_key=record_key,
+            provenance=provenance,
+            value=value,
             comparator=comparator,  # type: ignore[arg-type]
             absent_reason=absent,
             device_time=_str(o, "device_time", path, optional=True, max_len=40),
@@ -520,8 +609,11 @@ def _decode_obs(device: DeviceIdentity, raw: Any, path: str) -> WireObservation:
         raise _fail(WireErrorCode.INVALID_VALUE, path, str(exc)) from None
     expected = observation_id(device, record_key, measure)
     if obs_id != expected:
-        raise _fail(WireErrorCode.ID_MISMATCH, _join(path, "obs_id"),
-                    f"does not match device, record_key and measure (expected {expected})")
+        raise _fail(
+            WireErrorCode.ID_MISMATCH,
+            _join(path, "obs_id"),
+            f"does not match device, record_key and measure (expected {expected})",
+        )
     return WireObservation(obs_id=obs_id, observation=observation)
 
 
@@ -539,6 +631,9 @@ def decode_status(topic: str, payload: bytes) -> AgentStatus:
     if state not in ("online", "offline"):
         raise _fail(WireErrorCode.INVALID_VALUE, "state", f"{state!r}")
     at = _time(doc, "at", "") if doc.get("at") is not None else None
-    return AgentStatus(site=site, state=state,  # type: ignore[arg-type]
-                       at=at, agent_version=_req_str(doc, "agent_version", ""))
-
+    return AgentStatus(
+        site=site,
+        state=state,  # type: ignore[arg-type]
+        at=at,
+        agent_version=_req_str(doc, "agent_version", ""),
+    )

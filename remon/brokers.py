@@ -47,7 +47,7 @@ def mosquitto_binary() -> str | None:
 
 
 class MosquittoProcess:
-    """A private Mosquitto on 127.0.0.1 with persistence in ``data_dir``; restartable on the same port.
+    """A private Mosquitto on 127.0.0.1, persistence in ``data_dir``, restartable on the same port.
 
     The queue limits are lifted (``max_queued_messages 0``): with Mosquitto's default of 1000, a
     subscriber that is away while more than 1000 messages arrive loses the rest silently.
@@ -90,7 +90,8 @@ class MosquittoProcess:
             return
         self.proc = subprocess.Popen(  # noqa: S603 - fixed binary and arguments
             [self.binary, "-c", str(self.conf)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         try:
             wait_for_port("127.0.0.1", self.port)
@@ -158,7 +159,9 @@ class EmbeddedBroker:
         self._loop = loop
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
-            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
         }
         try:
             self._broker = Broker(config, loop=loop)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud_ingest.api import create_app
+
 from cloud_ingest.consumer import Consumer, ConsumerConfig
 from cloud_ingest.service import IngestService
 from cloud_ingest.settings import IngestSettings
@@ -57,21 +58,27 @@ def fleet(opts: DemoOptions, broker_url: str) -> list[AgentConfig]:
         profile = FLEET_PROFILES[i % len(FLEET_PROFILES)]
         devices = [
             DeviceSection(
-                id=kind.split(".")[1], kind=kind, subject=f"demo-patient-{i + 1:04d}",  # type: ignore[arg-type]
+                id=kind.split(".")[1],
+                kind=kind,
+                subject=f"demo-patient-{i + 1:04d}",  # type: ignore[arg-type]
                 profile=profile,  # type: ignore[arg-type]
-                interval_s=opts.interval * (1 + 0.25 * j), seed=i,
+                interval_s=opts.interval * (1 + 0.25 * j),
+                seed=i,
                 unit="mg/dL" if (kind == "sim.glucose-meter" and i % 3 == 2) else "mmol/L",
                 clock_skew_s=1200.0 if (i == 4 and j == 0) else 0.0,
                 error_rate=0.02,
             )
             for j, kind in enumerate(DEVICE_KINDS)
         ]
-        configs.append(AgentConfig(
-            agent=AgentSection(site=site, data_dir=opts.data_dir / "agents" / site,
-                               outbox_synchronous="NORMAL"),
-            mqtt=MqttSection(url=broker_url, client_id=f"remon-agent-{site}"),
-            devices=devices,
-        ))
+        configs.append(
+            AgentConfig(
+                agent=AgentSection(
+                    site=site, data_dir=opts.data_dir / "agents" / site, outbox_synchronous="NORMAL"
+                ),
+                mqtt=MqttSection(url=broker_url, client_id=f"remon-agent-{site}"),
+                devices=devices,
+            )
+        )
     return configs
 
 
@@ -79,8 +86,9 @@ class _ApiServer:
     def __init__(self, app: Any, host: str, port: int) -> None:
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                                    lifespan="off"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+        )
         self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
 
     def start(self) -> None:
@@ -117,8 +125,9 @@ def run_demo(opts: DemoOptions) -> int:
                 broker_url, broker_kind = eb.url, "embedded amqtt (MQTT 3.1.1)"
         database = opts.database or f"sqlite:///{opts.data_dir / 'remon.db'}"
         token = secrets.token_urlsafe(18)
-        settings = IngestSettings(database_url=database, broker_url=broker_url,
-                                  api_tokens={token: "demo-clinician"})
+        settings = IngestSettings(
+            database_url=database, broker_url=broker_url, api_tokens={token: "demo-clinician"}
+        )
         storage = open_storage(database)
         service = IngestService(storage)
         consumer = Consumer(service, ConsumerConfig(url=broker_url, client_id="remon-demo-ingest"))
@@ -130,7 +139,8 @@ def run_demo(opts: DemoOptions) -> int:
         stack.callback(api.stop)
 
         base = f"http://{opts.host}:{port}"
-        print(f"""
+        print(
+            f"""
 remon demo — {opts.patients} simulated patients, {opts.patients * len(DEVICE_KINDS)} devices
   broker     {broker_url} ({broker_kind})
   database   {_redact(database)}
@@ -139,12 +149,12 @@ remon demo — {opts.patients} simulated patients, {opts.patients * len(DEVICE_K
   token      {token}
   try        curl -s -H 'Authorization: Bearer {token}' {base}/api/v1/alerts?state=open
 Simulated data only: every reading carries the 'simulated' quality flag. Ctrl-C stops.
-""", flush=True)
+""",
+            flush=True,
+        )
         agents = [Agent(cfg) for cfg in fleet(opts, broker_url)]
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_run_fleet(agents, service, opts))
-        except KeyboardInterrupt:
-            pass
         # let the consumer take what the relays delivered before shutting down
         _wait_settled(service, agents, consumer, timeout=10)
         _final_summary(service, opts.data_dir, database)
@@ -183,14 +193,17 @@ def _print_summary(service: IngestService, agents: list[Agent], elapsed: float) 
     s = service.stats()
     queued = sum(a.stats.observations_queued for a in agents)
     acked = sum((a.relay_stats.acked if a.relay_stats else 0) for a in agents)
-    line = (f"[{elapsed:5.0f}s] readings queued {queued:6d} · messages relayed {acked:6d} · "
-            f"stored {s.observations:6d} · open alerts {s.open_alerts:3d} · "
-            f"dead letters {s.dead_letters}")
+    line = (
+        f"[{elapsed:5.0f}s] readings queued {queued:6d} · messages relayed {acked:6d} · "
+        f"stored {s.observations:6d} · open alerts {s.open_alerts:3d} · "
+        f"dead letters {s.dead_letters}"
+    )
     print(line, flush=True)
 
 
-def _wait_settled(service: IngestService, agents: list[Agent], consumer: Consumer,
-                  timeout: float) -> None:
+def _wait_settled(
+    service: IngestService, agents: list[Agent], consumer: Consumer, timeout: float
+) -> None:
     deadline = time.monotonic() + timeout
     want = sum(a.stats.observations_queued for a in agents)
     while time.monotonic() < deadline and service.stats().observations < want:
@@ -200,10 +213,16 @@ def _wait_settled(service: IngestService, agents: list[Agent], consumer: Consume
 def _final_summary(service: IngestService, data_dir: Path, database: str) -> None:
     s = service.stats()
     alerts = service.list_alerts(state="open", limit=8)
-    print(f"\nstored {s.observations} observations in {s.messages} messages; "
-          f"{s.open_alerts} open alerts; {s.dead_letters} dead letters", flush=True)
+    print(
+        f"\nstored {s.observations} observations in {s.messages} messages; "
+        f"{s.open_alerts} open alerts; {s.dead_letters} dead letters",
+        flush=True,
+    )
     for a in alerts:
         print(f"  [{a.priority:6}] {a.subject_ref}: {a.explanation}", flush=True)
-    print(f"\nThe data stays in {data_dir}; serve it again with:\n"
-          f"  remon ingest run --database {_redact(database)} --no-consume", flush=True)
+    print(
+        f"\nThe data stays in {data_dir}; serve it again with:\n"
+        f"  remon ingest run --database {_redact(database)} --no-consume",
+        flush=True,
+    )
     sys.stdout.flush()

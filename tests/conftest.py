@@ -18,7 +18,10 @@ from hypothesis import HealthCheck, settings
 from remon.brokers import MosquittoProcess
 
 settings.register_profile(
-    "ci", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+    "ci",
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
     print_blob=True,
 )
 settings.register_profile("dev", max_examples=100, deadline=None, print_blob=True)

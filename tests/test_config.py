@@ -39,14 +39,26 @@ def test_valid_config() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (GOOD.replace("interval_s = 5", "interval_s = -5"),
-         "agent.toml:12: devices[0].interval_s: Input should be greater than 0"),
-        (GOOD.replace('kind = "sim.bp-monitor"', 'kind = "sim.toaster"'),
-         "agent.toml:16: devices[1].kind:"),
-        (GOOD.replace('site = "home-0001"', 'site = "Home 1"'), "agent.toml:2: agent.site: Value error"),
-        (GOOD.replace('url = "mqtt://127.0.0.1:1883"', 'url = "http://x"'), "agent.toml:6: mqtt.url"),
-        (GOOD.replace("interval_s = 5", "intervall_s = 5"),
-         "agent.toml:12: devices[0].intervall_s: Extra inputs are not permitted"),
+        (
+            GOOD.replace("interval_s = 5", "interval_s = -5"),
+            "agent.toml:12: devices[0].interval_s: Input should be greater than 0",
+        ),
+        (
+            GOOD.replace('kind = "sim.bp-monitor"', 'kind = "sim.toaster"'),
+            "agent.toml:16: devices[1].kind:",
+        ),
+        (
+            GOOD.replace('site = "home-0001"', 'site = "Home 1"'),
+            "agent.toml:2: agent.site: Value error",
+        ),
+        (
+            GOOD.replace('url = "mqtt://127.0.0.1:1883"', 'url = "http://x"'),
+            "agent.toml:6: mqtt.url",
+        ),
+        (
+            GOOD.replace("interval_s = 5", "intervall_s = 5"),
+            "agent.toml:12: devices[0].intervall_s: Extra inputs are not permitted",
+        ),
         (GOOD.replace('id = "bp1"', 'id = "gm1"'), "device id 'gm1' is used twice"),
         (GOOD.replace('site = "home-0001"\n', ""), "agent.toml:1: agent.site: Field required"),
         (GOOD.replace("[mqtt]", "[mqtt"), "agent.toml: not valid TOML: "),

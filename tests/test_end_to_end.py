@@ -27,7 +27,7 @@ from cloud_ingest.service import IngestService
 from cloud_ingest.storage import open_storage
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig, parse_config
-from edge_agent.simulators import SimSettings, SIMULATORS, sim_identity
+from edge_agent.simulators import SIMULATORS, SimSettings, sim_identity
 from edge_agent.sources import BoundDevice
 from gateway.wire import Subject, observation_id
 from remon.brokers import MosquittoProcess
@@ -49,7 +49,7 @@ def agent_toml(tmp: Path, broker_url: str, *, site: str = "home-0001", devices: 
     return f"""
 [agent]
 site = "{site}"
-data_dir = "{tmp / 'agent'}"
+data_dir = "{tmp / "agent"}"
 outbox_synchronous = "FULL"
 
 [mqtt]
@@ -59,9 +59,17 @@ url = "{broker_url}"
 """
 
 
-def device_block(dev_id: str, kind: str, *, subject: str, profile: str = "normal",
-                 interval: float, max_records: int, start: datetime | None = None,
-                 seed: int = 0) -> str:
+def device_block(
+    dev_id: str,
+    kind: str,
+    *,
+    subject: str,
+    profile: str = "normal",
+    interval: float,
+    max_records: int,
+    start: datetime | None = None,
+    seed: int = 0,
+) -> str:
     s = f'start = "{start.isoformat()}"\n' if start else ""
     return f"""[[devices]]
 id = "{dev_id}"
@@ -80,10 +88,15 @@ def expected_obs_ids(cfg: AgentConfig) -> set[str]:
     for d in cfg.devices:
         serial = d.serial or f"{cfg.agent.site}-{d.id}"
         ident = sim_identity(d.kind, serial)
-        bound = BoundDevice(device_id=d.id, identity=ident, subject=Subject(kind="patient", ref=d.subject))
-        assert d.max_records is not None and d.start is not None
-        sim = SIMULATORS[d.kind](bound, SimSettings(start=d.start, seed=d.seed, profile=d.profile,
-                                                     interval_s=d.interval_s))
+        bound = BoundDevice(
+            device_id=d.id, identity=ident, subject=Subject(kind="patient", ref=d.subject)
+        )
+        assert d.max_records is not None
+        assert d.start is not None
+        sim = SIMULATORS[d.kind](
+            bound,
+            SimSettings(start=d.start, seed=d.seed, profile=d.profile, interval_s=d.interval_s),
+        )
         for n in range(1, d.max_records + 1):
             ids.update(observation_id(ident, o.record_key, o.measure) for o in sim.record(n))
     return ids
@@ -123,22 +136,41 @@ class RunningAgent:
 @pytest.fixture
 def ingest(db_url: str, mosquitto: MosquittoProcess) -> Iterator[tuple[IngestService, str]]:
     service = IngestService(open_storage(db_url))
-    consumer = Consumer(service, ConsumerConfig(url=mosquitto.url, client_id=f"it-{os.getpid()}-{id(service)}"))
+    consumer = Consumer(
+        service, ConsumerConfig(url=mosquitto.url, client_id=f"it-{os.getpid()}-{id(service)}")
+    )
     consumer.start()
     yield service, db_url
     consumer.stop()
 
 
-def test_agent_to_alert_end_to_end(ingest: tuple[IngestService, str], mosquitto: MosquittoProcess,
-                                   tmp_path: Path) -> None:
+def test_agent_to_alert_end_to_end(
+    ingest: tuple[IngestService, str], mosquitto: MosquittoProcess, tmp_path: Path
+) -> None:
     service, url = ingest
     start = datetime.now(UTC) - timedelta(hours=2)
-    devices = "\n".join([
-        device_block("gm1", "sim.glucose-meter", subject="p-hypo", profile="hypo-prone",
-                     interval=60, max_records=120, start=start),
-        device_block("bp1", "sim.bp-monitor", subject="p-hypo", profile="hypertensive",
-                     interval=60, max_records=120, start=start),
-    ])
+    devices = "\n".join(
+        [
+            device_block(
+                "gm1",
+                "sim.glucose-meter",
+                subject="p-hypo",
+                profile="hypo-prone",
+                interval=60,
+                max_records=120,
+                start=start,
+            ),
+            device_block(
+                "bp1",
+                "sim.bp-monitor",
+                subject="p-hypo",
+                profile="hypertensive",
+                interval=60,
+                max_records=120,
+                start=start,
+            ),
+        ]
+    )
     cfg = parse_config(agent_toml(tmp_path, mosquitto.url, devices=devices))
     want = expected_obs_ids(cfg)
     with RunningAgent(cfg):
@@ -154,13 +186,16 @@ def test_agent_to_alert_end_to_end(ingest: tuple[IngestService, str], mosquitto:
 
 
 def test_agent_sigkilled_mid_stream_loses_and_duplicates_nothing(
-    ingest: tuple[IngestService, str], mosquitto: MosquittoProcess, tmp_path: Path,
+    ingest: tuple[IngestService, str],
+    mosquitto: MosquittoProcess,
+    tmp_path: Path,
 ) -> None:
     service, url = ingest
     # 1500 glucose records produced live at 300/s: the agent is killed twice while reading
     start = datetime.now(UTC) + timedelta(seconds=1)
-    devices = device_block("gm1", "sim.glucose-meter", subject="p-1", interval=0.004,
-                           max_records=1500, start=start)
+    devices = device_block(
+        "gm1", "sim.glucose-meter", subject="p-1", interval=0.004, max_records=1500, start=start
+    )
     text = agent_toml(tmp_path, mosquitto.url, devices=devices)
     conf = tmp_path / "agent.toml"
     conf.write_text(text)
@@ -188,15 +223,17 @@ def test_agent_sigkilled_mid_stream_loses_and_duplicates_nothing(
     assert set(got) == want
 
 
-def test_broker_restart_mid_stream_loses_nothing(db_url: str, fresh_mosquitto: MosquittoProcess,
-                                                 tmp_path: Path) -> None:
+def test_broker_restart_mid_stream_loses_nothing(
+    db_url: str, fresh_mosquitto: MosquittoProcess, tmp_path: Path
+) -> None:
     service = IngestService(open_storage(db_url))
     consumer = Consumer(service, ConsumerConfig(url=fresh_mosquitto.url, client_id="it-restart"))
     consumer.start()
     try:
         start = datetime.now(UTC)
-        devices = device_block("gm1", "sim.glucose-meter", subject="p-1", interval=0.01,
-                               max_records=800, start=start)
+        devices = device_block(
+            "gm1", "sim.glucose-meter", subject="p-1", interval=0.01, max_records=800, start=start
+        )
         cfg = parse_config(agent_toml(tmp_path, fresh_mosquitto.url, devices=devices))
         want = expected_obs_ids(cfg)
         with RunningAgent(cfg):
@@ -220,8 +257,9 @@ def _publish(url_port: int, items: list[tuple[str, bytes]]) -> None:
         c.loop_stop()
 
 
-def test_same_message_twice_is_stored_once(ingest: tuple[IngestService, str],
-                                           mosquitto: MosquittoProcess) -> None:
+def test_same_message_twice_is_stored_once(
+    ingest: tuple[IngestService, str], mosquitto: MosquittoProcess
+) -> None:
     service, url = ingest
     msg = envelope([glucose(1, 5.0), glucose(2, 5.2)], site="dup-site")
     _publish(mosquitto.port, [(msg.topic, msg.payload), (msg.topic, msg.payload)])
@@ -236,7 +274,8 @@ def test_same_message_twice_is_stored_once(ingest: tuple[IngestService, str],
 
 
 def test_malformed_payloads_are_dead_lettered_and_the_stream_flows(
-    ingest: tuple[IngestService, str], mosquitto: MosquittoProcess,
+    ingest: tuple[IngestService, str],
+    mosquitto: MosquittoProcess,
 ) -> None:
     service, _ = ingest
     good = [envelope([glucose(n, 6.0)], site="dl-site") for n in range(1, 6)]
@@ -252,10 +291,14 @@ def test_malformed_payloads_are_dead_lettered_and_the_stream_flows(
         if b is not None:
             items.append(b)
     _publish(mosquitto.port, items)
-    wait_until(lambda: service.stats().dead_letters >= 4 and service.stats().observations >= 5,
-               10, "4 dead letters and 5 readings")
+    wait_until(
+        lambda: service.stats().dead_letters >= 4 and service.stats().observations >= 5,
+        10,
+        "4 dead letters and 5 readings",
+    )
     letters = service.list_dead_letters(limit=10)
     codes = sorted(d.code for d in letters)
     assert codes == sorted(["not-utf8", "unknown-schema", "wrong-type", "topic-mismatch"])
     for d in letters:
-        assert d.detail and d.payload  # kept for inspection, with the reason
+        assert d.detail  # the reason is kept ...
+        assert d.payload  # ... with the payload, for inspection

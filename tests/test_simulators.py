@@ -22,8 +22,11 @@ from tests.helpers import T0
 
 
 def bound(kind: str = "sim.glucose-meter") -> BoundDevice:
-    return BoundDevice(device_id="gm1", identity=sim_identity(kind, "S1"),
-                       subject=Subject(kind="patient", ref="p-1"))
+    return BoundDevice(
+        device_id="gm1",
+        identity=sim_identity(kind, "S1"),
+        subject=Subject(kind="patient", ref="p-1"),
+    )
 
 
 def meter(**kw: object) -> SimGlucoseMeter:
@@ -79,16 +82,21 @@ def test_other_devices_make_plausible_panels() -> None:
     bp = SimBloodPressureMonitor(bound("sim.bp-monitor"), SimSettings(start=T0))
     assert [o.measure for o in bp.record(1)] == ["bp.systolic", "bp.diastolic", "pulse.cuff"]
     ox = SimPulseOximeter(bound("sim.pulse-oximeter"), SimSettings(start=T0, profile="hypoxic"))
-    assert all(o.value is not None and o.value <= 100 for n in range(1, 500)
-               for o in ox.record(n) if o.measure == "spo2")
+    assert all(
+        o.value is not None and o.value <= 100
+        for n in range(1, 500)
+        for o in ox.record(n)
+        if o.measure == "spo2"
+    )
     th = SimThermometer(bound("sim.thermometer"), SimSettings(start=T0))
     assert th.record(1)[0].unit == "Cel"
 
 
 def test_session_resumes_after_cursor_without_gaps_or_duplicates() -> None:
     now = [T0 + timedelta(minutes=250)]
-    m = SimGlucoseMeter(bound(), SimSettings(start=T0, interval_s=60.0, max_records=240),
-                        clock=lambda: now[0])
+    m = SimGlucoseMeter(
+        bound(), SimSettings(start=T0, interval_s=60.0, max_records=240), clock=lambda: now[0]
+    )
     got: list[tuple[list[str], str | None]] = []
 
     async def sink(dev: BoundDevice, obs: Sequence[Observation], cursor: str | None) -> None:
