@@ -32,6 +32,7 @@ from cloud_ingest.rules import (
     Threshold,
     ThresholdOverride,
     Transition,
+    UnknownConditionError,
     check_override,
     evaluate,
     next_state,
@@ -63,6 +64,7 @@ __all__ = [
     "AlertNotFoundError",
     "AlertRecord",
     "AlertWithEvents",
+    "ConflictError",
     "DeadLetterRecord",
     "IngestResult",
     "IngestService",
@@ -74,6 +76,7 @@ __all__ = [
     "Stats",
     "StorageError",
     "ThresholdView",
+    "UnknownConditionError",
 ]
 
 log = logging.getLogger("remon.ingest.service")
@@ -138,8 +141,12 @@ def _utcnow() -> datetime:
 
 def _is_status_topic(topic: str) -> bool:
     parts = topic.split("/")
-    return (len(parts) == 5 and f"{parts[0]}/{parts[1]}" == TOPIC_ROOT
-            and parts[3] == "_agent" and parts[4] == "status")
+    return (
+        len(parts) == 5
+        and f"{parts[0]}/{parts[1]}" == TOPIC_ROOT
+        and parts[3] == "_agent"
+        and parts[4] == "status"
+    )
 
 
 @dataclass(slots=True)
@@ -150,12 +157,18 @@ class _Decoded:
 
 
 class IngestService:
-    def __init__(self, storage: Storage, *, clock: Callable[[], datetime] = _utcnow,
-                 thresholds: Sequence[Threshold] | None = None) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        thresholds: Sequence[Threshold] | None = None,
+    ) -> None:
         self.storage = storage
         self._clock = clock
-        self._thresholds = tuple(thresholds) if thresholds is not None else tuple(
-            DEFAULTS_BY_CONDITION.values())
+        self._thresholds = (
+            tuple(thresholds) if thresholds is not None else tuple(DEFAULTS_BY_CONDITION.values())
+        )
         self._by_condition = {t.condition: t for t in self._thresholds}
 
     # -- ingest --------------------------------------------------------------------------------
@@ -178,16 +191,27 @@ class IngestService:
         for m in batch:
             try:
                 if _is_status_topic(m.topic):
-                    out.statuses.append(StatusIn(status=decode_status(m.topic, m.payload),
-                                                 received_at=m.received_at))
+                    out.statuses.append(
+                        StatusIn(
+                            status=decode_status(m.topic, m.payload), received_at=m.received_at
+                        )
+                    )
                 else:
                     env = decode_observations(m.topic, m.payload)
-                    out.envelopes.append(InboundEnvelope(topic=m.topic, envelope=env,
-                                                         received_at=m.received_at))
+                    out.envelopes.append(
+                        InboundEnvelope(topic=m.topic, envelope=env, received_at=m.received_at)
+                    )
             except WireError as exc:
-                out.dead.append(DeadLetterIn(
-                    topic=m.topic, payload=bytes(m.payload), code=exc.code.value,
-                    path=exc.path, detail=exc.detail, received_at=m.received_at))
+                out.dead.append(
+                    DeadLetterIn(
+                        topic=m.topic,
+                        payload=bytes(m.payload),
+                        code=exc.code.value,
+                        path=exc.path,
+                        detail=exc.detail,
+                        received_at=m.received_at,
+                    )
+                )
         return out
 
     def _store(self, d: _Decoded) -> IngestResult:
@@ -204,22 +228,28 @@ class IngestService:
             duplicate_messages=outcome.duplicate_messages if outcome else 0,
             observations=len(outcome.new_readings) if outcome else 0,
             duplicate_observations=outcome.duplicate_observations if outcome else 0,
-            dead_letters=len(d.dead), alerts_raised=raised, alerts_updated=updated,
+            dead_letters=len(d.dead),
+            alerts_raised=raised,
+            alerts_updated=updated,
             statuses=len(d.statuses),
         )
 
-    def _apply_rules(self, tx: WriteTx, new: Sequence[StoredReading], now: datetime
-                     ) -> tuple[int, int]:
-        readings = [_reading(r) for r in new
-                    if r.observation.observation.measure in self._measures()]
+    def _apply_rules(
+        self, tx: WriteTx, new: Sequence[StoredReading], now: datetime
+    ) -> tuple[int, int]:
+        readings = [
+            _reading(r) for r in new if r.observation.observation.measure in self._measures()
+        ]
         if not readings:
             return 0, 0
         subjects = {r.subject_ref for r in readings}
-        active = [_alert_state(a) for a in tx.active_alerts(subjects)
-                  if a.condition in self._by_condition]
+        active = [
+            _alert_state(a) for a in tx.active_alerts(subjects) if a.condition in self._by_condition
+        ]
         overrides = {(o.subject_ref, o.condition): _override(o) for o in tx.overrides(subjects)}
-        actions = evaluate(readings, open_alerts=active, now=now, overrides=overrides,
-                           thresholds=self._thresholds)
+        actions = evaluate(
+            readings, open_alerts=active, now=now, overrides=overrides, thresholds=self._thresholds
+        )
         raises = [a for a in actions if a.kind == "raise"]
         updates = [a for a in actions if a.kind == "update"]
         new_ids = tx.insert_alerts([_alert_columns(a.state, now, new=True) for a in raises])
@@ -253,19 +283,29 @@ class IngestService:
         return self.storage.list_sites()
 
     def list_observations(
-        self, *, subject: str | None = None, since: datetime | None = None,
-        until: datetime | None = None, measure: str | None = None, limit: int = 100,
+        self,
+        *,
+        subject: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        measure: str | None = None,
+        limit: int = 100,
     ) -> list[ObservationRecord]:
-        return self.storage.list_observations(subject_ref=subject, since=since, until=until,
-                                              measure=measure, limit=limit)
+        return self.storage.list_observations(
+            subject_ref=subject, since=since, until=until, measure=measure, limit=limit
+        )
 
     def list_alerts(
-        self, *, state: str | None = None, subject: str | None = None,
-        priority: str | None = None, condition: str | None = None, limit: int = 100,
+        self,
+        *,
+        state: str | None = None,
+        subject: str | None = None,
+        priority: str | None = None,
+        condition: str | None = None,
+        limit: int = 100,
         offset: int = 0,
     ) -> list[AlertRecord]:
-        flt = AlertFilter(state=state, subject_ref=subject, priority=priority,
-                          condition=condition)
+        flt = AlertFilter(state=state, subject_ref=subject, priority=priority, condition=condition)
         return self.storage.list_alerts(flt, limit=limit, offset=offset)
 
     def get_alert(self, alert_id: int) -> AlertWithEvents:
@@ -280,8 +320,9 @@ class IngestService:
     def resolve(self, alert_id: int, *, actor: str, note: str | None = None) -> AlertRecord:
         return self._transition(alert_id, Transition.RESOLVE, actor=actor, note=note)
 
-    def _transition(self, alert_id: int, transition: Transition, *, actor: str,
-                    note: str | None) -> AlertRecord:
+    def _transition(
+        self, alert_id: int, transition: Transition, *, actor: str, note: str | None
+    ) -> AlertRecord:
         for _ in range(MAX_ATTEMPTS):
             alert = self.storage.get_alert(alert_id)
             if alert is None:
@@ -293,12 +334,18 @@ class IngestService:
                 values |= {"acknowledged_by": actor, "acknowledged_at": now}
             else:
                 values |= {"resolved_by": actor, "resolved_at": now, "resolved_note": note}
-            event = AlertEventIn(alert_id=alert_id, alert_index=None, at=now,
-                                 action="acknowledged" if target is AlertStateName.ACKNOWLEDGED
-                                 else "resolved", actor=actor, note=note)
+            event = AlertEventIn(
+                alert_id=alert_id,
+                alert_index=None,
+                at=now,
+                action="acknowledged" if target is AlertStateName.ACKNOWLEDGED else "resolved",
+                actor=actor,
+                note=note,
+            )
             try:
                 return self.storage.transition_alert(
-                    alert_id, expected_state=alert.state, values=values, event=event)
+                    alert_id, expected_state=alert.state, values=values, event=event
+                )
             except AlertChangedError:
                 continue  # re-read: the new state decides whether the transition is valid
         raise ConflictError(f"alert {alert_id} kept changing; try again")
@@ -309,23 +356,35 @@ class IngestService:
     def get_threshold(self, subject: str, condition: str) -> ThresholdView:
         default = self._by_condition.get(condition)
         if default is None:
-            raise RuleError(f"unknown condition {condition!r}; known: {sorted(self._by_condition)}")
+            raise UnknownConditionError(
+                f"unknown condition {condition!r}; known: {sorted(self._by_condition)}"
+            )
         return _view(subject, default, self.storage.get_override(subject, condition))
 
-    def put_threshold(self, subject: str, condition: str, *, value: float, unit: str,
-                      actor: str) -> ThresholdView:
+    def put_threshold(
+        self, subject: str, condition: str, *, value: float, unit: str, actor: str
+    ) -> ThresholdView:
         """Set a patient-specific value for ``condition`` (same unit as the default)."""
         default = check_override(condition, value, unit, self._by_condition)
-        rec = self.storage.put_override(OverrideRecord(
-            subject_ref=subject, condition=condition, value=float(value), unit=unit,
-            set_by=actor, set_at=self._clock()))
+        rec = self.storage.put_override(
+            OverrideRecord(
+                subject_ref=subject,
+                condition=condition,
+                value=float(value),
+                unit=unit,
+                set_by=actor,
+                set_at=self._clock(),
+            )
+        )
         return _view(subject, default, rec)
 
     def reset_threshold(self, subject: str, condition: str) -> ThresholdView:
         """Remove a patient-specific value: the default applies again."""
         default = self._by_condition.get(condition)
         if default is None:
-            raise RuleError(f"unknown condition {condition!r}; known: {sorted(self._by_condition)}")
+            raise UnknownConditionError(
+                f"unknown condition {condition!r}; known: {sorted(self._by_condition)}"
+            )
         self.storage.delete_override(subject, condition)
         return _view(subject, default, None)
 
@@ -340,8 +399,12 @@ class IngestService:
 def _reading(r: StoredReading) -> Reading:
     o = r.observation.observation
     return Reading(
-        obs_id=r.observation.obs_id, subject_ref=r.inbound.envelope.subject.ref,
-        measure=o.measure, unit=o.unit, effective_time=o.effective_time, value=o.value,
+        obs_id=r.observation.obs_id,
+        subject_ref=r.inbound.envelope.subject.ref,
+        measure=o.measure,
+        unit=o.unit,
+        effective_time=o.effective_time,
+        value=o.value,
         comparator=o.comparator,
         absent_reason=o.absent_reason.value if o.absent_reason is not None else None,
         quality=frozenset(q.value for q in o.quality),
@@ -350,16 +413,29 @@ def _reading(r: StoredReading) -> Reading:
 
 def _alert_state(a: AlertRecord) -> AlertState:
     return AlertState(
-        id=a.id, subject_ref=a.subject_ref, condition=a.condition, measure=a.measure,
-        priority=Priority(a.priority), rule=a.rule, threshold_value=a.threshold_value,
+        id=a.id,
+        subject_ref=a.subject_ref,
+        condition=a.condition,
+        measure=a.measure,
+        priority=Priority(a.priority),
+        rule=a.rule,
+        threshold_value=a.threshold_value,
         threshold_unit=a.threshold_unit,
         threshold_comparator=a.threshold_comparator,  # type: ignore[arg-type]
-        threshold_source=a.threshold_source, explanation=a.explanation,
-        first=Evidence(obs_id=a.first_obs_id, value=a.first_value,
-                       comparator=a.first_comparator, time=a.first_time),
-        last=Evidence(obs_id=a.last_obs_id, value=a.last_value, comparator=a.last_comparator,
-                      time=a.last_time),
-        trigger_count=a.trigger_count, simulated=a.simulated, cleared_at=a.cleared_at,
+        threshold_source=a.threshold_source,
+        explanation=a.explanation,
+        first=Evidence(
+            obs_id=a.first_obs_id,
+            value=a.first_value,
+            comparator=a.first_comparator,
+            time=a.first_time,
+        ),
+        last=Evidence(
+            obs_id=a.last_obs_id, value=a.last_value, comparator=a.last_comparator, time=a.last_time
+        ),
+        trigger_count=a.trigger_count,
+        simulated=a.simulated,
+        cleared_at=a.cleared_at,
         cleared_by_obs_id=a.cleared_by_obs_id,
     )
 
@@ -367,21 +443,32 @@ def _alert_state(a: AlertRecord) -> AlertState:
 def _alert_columns(s: AlertState, now: datetime, *, new: bool) -> dict[str, Any]:
     cols: dict[str, Any] = {
         "explanation": s.explanation,
-        "last_obs_id": s.last.obs_id, "last_value": s.last.value,
-        "last_comparator": s.last.comparator, "last_time": s.last.time,
-        "trigger_count": s.trigger_count, "simulated": s.simulated,
-        "cleared_at": s.cleared_at, "cleared_by_obs_id": s.cleared_by_obs_id,
+        "last_obs_id": s.last.obs_id,
+        "last_value": s.last.value,
+        "last_comparator": s.last.comparator,
+        "last_time": s.last.time,
+        "trigger_count": s.trigger_count,
+        "simulated": s.simulated,
+        "cleared_at": s.cleared_at,
+        "cleared_by_obs_id": s.cleared_by_obs_id,
         "updated_at": now,
     }
     if new:
         cols |= {
-            "subject_ref": s.subject_ref, "condition": s.condition, "measure": s.measure,
-            "priority": s.priority.value, "state": AlertStateName.OPEN.value, "rule": s.rule,
-            "threshold_value": s.threshold_value, "threshold_unit": s.threshold_unit,
+            "subject_ref": s.subject_ref,
+            "condition": s.condition,
+            "measure": s.measure,
+            "priority": s.priority.value,
+            "state": AlertStateName.OPEN.value,
+            "rule": s.rule,
+            "threshold_value": s.threshold_value,
+            "threshold_unit": s.threshold_unit,
             "threshold_comparator": s.threshold_comparator,
             "threshold_source": s.threshold_source,
-            "first_obs_id": s.first.obs_id, "first_value": s.first.value,
-            "first_comparator": s.first.comparator, "first_time": s.first.time,
+            "first_obs_id": s.first.obs_id,
+            "first_value": s.first.value,
+            "first_comparator": s.first.comparator,
+            "first_time": s.first.time,
             "raised_at": now,
         }
     else:
@@ -390,22 +477,44 @@ def _alert_columns(s: AlertState, now: datetime, *, new: bool) -> dict[str, Any]
 
 
 def _events(a: AlertAction, *, alert_id: int | None, index: int | None) -> list[AlertEventIn]:
-    return [AlertEventIn(alert_id=alert_id, alert_index=index, at=e.at, action=e.action,
-                         actor=SYSTEM_ACTOR, note=e.note) for e in a.events]
+    return [
+        AlertEventIn(
+            alert_id=alert_id,
+            alert_index=index,
+            at=e.at,
+            action=e.action,
+            actor=SYSTEM_ACTOR,
+            note=e.note,
+        )
+        for e in a.events
+    ]
 
 
 def _override(o: OverrideRecord) -> ThresholdOverride:
-    return ThresholdOverride(subject_ref=o.subject_ref, condition=o.condition, value=o.value,
-                             unit=o.unit, set_by=o.set_by, set_at=o.set_at)
+    return ThresholdOverride(
+        subject_ref=o.subject_ref,
+        condition=o.condition,
+        value=o.value,
+        unit=o.unit,
+        set_by=o.set_by,
+        set_at=o.set_at,
+    )
 
 
 def _view(subject: str, default: Threshold, o: OverrideRecord | None) -> ThresholdView:
     return ThresholdView(
-        subject_ref=subject, condition=default.condition, title=default.title,
-        comparator=default.comparator, value=o.value if o else default.value,
-        unit=default.unit, priority=default.priority.value, hysteresis=default.hysteresis,
+        subject_ref=subject,
+        condition=default.condition,
+        title=default.title,
+        comparator=default.comparator,
+        value=o.value if o else default.value,
+        unit=default.unit,
+        priority=default.priority.value,
+        hysteresis=default.hysteresis,
         source=(f"patient-specific value set by {o.set_by}" if o else default.source),
-        default_value=default.value, default_source=default.source, overridden=o is not None,
-        set_by=o.set_by if o else None, set_at=o.set_at if o else None,
+        default_value=default.value,
+        default_source=default.source,
+        overridden=o is not None,
+        set_by=o.set_by if o else None,
+        set_at=o.set_at if o else None,
     )
-

@@ -28,6 +28,7 @@ from cloud_ingest.rules.thresholds import (
     RuleError,
     Threshold,
     ThresholdOverride,
+    UnknownConditionError,
     apply_override,
     check_override,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "Threshold",
     "ThresholdOverride",
     "Transition",
+    "UnknownConditionError",
     "apply_override",
     "check_override",
     "clears",

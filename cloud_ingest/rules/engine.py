@@ -28,7 +28,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Final, Literal
 
-from device_profiles.codes import MEASURES
 from cloud_ingest.rules.thresholds import (
     DEFAULT_THRESHOLDS,
     PRIORITY_ORDER,
@@ -39,6 +38,7 @@ from cloud_ingest.rules.thresholds import (
     apply_override,
     threshold_index,
 )
+from device_profiles.codes import MEASURES
 
 SIMULATED_FLAG: Final = "simulated"
 
@@ -195,16 +195,21 @@ def _num(v: float) -> str:
     return f"{v:g}"
 
 
-def describe_reading(measure: str, value: float, comparator: str | None, unit: str,
-                     time: datetime) -> str:
+def describe_reading(
+    measure: str, value: float, comparator: str | None, unit: str, time: datetime
+) -> str:
     m = MEASURES.get(measure)
     name = m.display if m is not None else measure
     if comparator in ("<", "<="):
-        text = (f"{name} LO reading: the device reported a value below its measuring range "
-                f"({comparator} {_num(value)} {unit})")
+        text = (
+            f"{name} LO reading: the device reported a value below its measuring range "
+            f"({comparator} {_num(value)} {unit})"
+        )
     elif comparator in (">", ">="):
-        text = (f"{name} HI reading: the device reported a value above its measuring range "
-                f"({comparator} {_num(value)} {unit})")
+        text = (
+            f"{name} HI reading: the device reported a value above its measuring range "
+            f"({comparator} {_num(value)} {unit})"
+        )
     else:
         text = f"{name} {_num(value)} {unit}"
     return f"{text} at {_time(time)}"
@@ -217,20 +222,32 @@ def explain(state: AlertState, threshold: Threshold) -> str:
         f"a reading {state.threshold_comparator} {_num(state.threshold_value)} "
         f"{state.threshold_unit} triggers it. Source: {state.threshold_source}.",
         "First triggering reading: "
-        + describe_reading(state.measure, state.first.value, state.first.comparator,
-                           state.threshold_unit, state.first.time)
+        + describe_reading(
+            state.measure,
+            state.first.value,
+            state.first.comparator,
+            state.threshold_unit,
+            state.first.time,
+        )
         + f" (observation {state.first.obs_id}).",
     ]
     if state.trigger_count > 1:
         parts.append(
             f"{state.trigger_count} readings have met the condition; latest: "
-            + describe_reading(state.measure, state.last.value, state.last.comparator,
-                               state.threshold_unit, state.last.time)
+            + describe_reading(
+                state.measure,
+                state.last.value,
+                state.last.comparator,
+                state.threshold_unit,
+                state.last.time,
+            )
             + f" (observation {state.last.obs_id})."
         )
     if state.simulated:
-        parts.append("Simulated data: at least one triggering reading carries the 'simulated' "
-                     "quality flag and is not patient data.")
+        parts.append(
+            "Simulated data: at least one triggering reading carries the 'simulated' "
+            "quality flag and is not patient data."
+        )
     if state.cleared_at is not None:
         parts.append(
             f"Back past the threshold by the hysteresis ({threshold.hysteresis:g} "
@@ -301,24 +318,41 @@ def evaluate(
             if best is None or _severity(t) > _severity(best):
                 triggered[t.family] = t
         simulated = SIMULATED_FLAG in r.quality
-        evidence = Evidence(obs_id=r.obs_id, value=r.value, comparator=r.comparator,
-                            time=r.effective_time)
+        evidence = Evidence(
+            obs_id=r.obs_id, value=r.value, comparator=r.comparator, time=r.effective_time
+        )
         for t in triggered.values():
             key = (r.subject_ref, t.condition)
             cur = states.get(key)
             if cur is None:
                 new = AlertState(
-                    id=None, subject_ref=r.subject_ref, condition=t.condition, measure=r.measure,
-                    priority=t.priority, rule=t.condition, threshold_value=t.value,
-                    threshold_unit=t.unit, threshold_comparator=t.comparator,
-                    threshold_source=t.source, explanation="", first=evidence, last=evidence,
-                    trigger_count=1, simulated=simulated,
+                    id=None,
+                    subject_ref=r.subject_ref,
+                    condition=t.condition,
+                    measure=r.measure,
+                    priority=t.priority,
+                    rule=t.condition,
+                    threshold_value=t.value,
+                    threshold_unit=t.unit,
+                    threshold_comparator=t.comparator,
+                    threshold_source=t.source,
+                    explanation="",
+                    first=evidence,
+                    last=evidence,
+                    trigger_count=1,
+                    simulated=simulated,
                 )
                 new = replace(new, explanation=explain(new, by_condition[t.condition]))
-                touch(key, new, AlertEvent(
-                    action="raised", at=now,
-                    note=f"raised by observation {r.obs_id} "
-                         f"({_num(r.value)} {r.unit} {t.describe()})"))
+                touch(
+                    key,
+                    new,
+                    AlertEvent(
+                        action="raised",
+                        at=now,
+                        note=f"raised by observation {r.obs_id} "
+                        f"({_num(r.value)} {r.unit} {t.describe()})",
+                    ),
+                )
                 continue
             newer = r.effective_time >= cur.last.time
             uncleared = cur.cleared_at is not None and r.effective_time > cur.cleared_at
@@ -331,10 +365,19 @@ def evaluate(
                 cleared_by_obs_id=None if uncleared else cur.cleared_by_obs_id,
             )
             new = replace(new, explanation=explain(new, by_condition[t.condition]))
-            touch(key, new, AlertEvent(
-                action="updated", at=now,
-                note=(f"condition present again: observation {r.obs_id}" if uncleared
-                      else f"further triggering observation {r.obs_id}")))
+            touch(
+                key,
+                new,
+                AlertEvent(
+                    action="updated",
+                    at=now,
+                    note=(
+                        f"condition present again: observation {r.obs_id}"
+                        if uncleared
+                        else f"further triggering observation {r.obs_id}"
+                    ),
+                ),
+            )
         # 2. does it clear alerts it did not trigger?
         for default in applicable:
             key = (r.subject_ref, default.condition)
@@ -350,10 +393,18 @@ def evaluate(
             new = replace(cur, cleared_at=r.effective_time, cleared_by_obs_id=r.obs_id)
             new = replace(new, explanation=explain(new, by_condition[default.condition]))
             bound = clear_bound(cur.threshold_comparator, cur.threshold_value, default.hysteresis)
-            touch(key, new, AlertEvent(
-                action="cleared", at=now,
-                note=(f"observation {r.obs_id} ({_num(r.value)} {r.unit}) is back past "
-                      f"{_num(bound)} {r.unit} (threshold ± hysteresis)")))
+            touch(
+                key,
+                new,
+                AlertEvent(
+                    action="cleared",
+                    at=now,
+                    note=(
+                        f"observation {r.obs_id} ({_num(r.value)} {r.unit}) is back past "
+                        f"{_num(bound)} {r.unit} (threshold ± hysteresis)"
+                    ),
+                ),
+            )
 
     actions: list[AlertAction] = []
     for key in touched:

@@ -37,11 +37,19 @@ class Priority(StrEnum):
     LOW = "low"
 
 
-PRIORITY_ORDER: Final[Mapping[Priority, int]] = {Priority.LOW: 1, Priority.MEDIUM: 2, Priority.HIGH: 3}
+PRIORITY_ORDER: Final[Mapping[Priority, int]] = {
+    Priority.LOW: 1,
+    Priority.MEDIUM: 2,
+    Priority.HIGH: 3,
+}
 
 
 class RuleError(ValueError):
     """A threshold or override that the rules cannot use (unknown condition, wrong unit...)."""
+
+
+class UnknownConditionError(RuleError):
+    """No threshold is defined for this condition key."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,87 +104,178 @@ _HYST_NOTE: Final = "hysteresis: remon default, configurable"
 
 DEFAULT_THRESHOLDS: Final[tuple[Threshold, ...]] = (
     Threshold(
-        condition="glucose-low-l2", title="Glucose below the level 2 low threshold",
-        measures=_GLUCOSE, comparator="<", value=3.0, unit="mmol/L", priority=Priority.HIGH,
-        hysteresis=0.2, family="glucose-low", rank=3,
+        condition="glucose-low-l2",
+        title="Glucose below the level 2 low threshold",
+        measures=_GLUCOSE,
+        comparator="<",
+        value=3.0,
+        unit="mmol/L",
+        priority=Priority.HIGH,
+        hysteresis=0.2,
+        family="glucose-low",
+        rank=3,
         source="DOMAIN.md §2: level 2 low glucose < 3.0 mmol/L (< 54 mg/dL), "
         "Battelino 2019 consensus; " + _HYST_NOTE,
     ),
     Threshold(
-        condition="cgm-urgent-low", title="CGM glucose at or below the urgent low alarm level",
-        measures=frozenset({"glucose.cgm"}), comparator="<=", value=3.1, unit="mmol/L",
-        priority=Priority.HIGH, hysteresis=0.2, family="glucose-low", rank=2,
+        condition="cgm-urgent-low",
+        title="CGM glucose at or below the urgent low alarm level",
+        measures=frozenset({"glucose.cgm"}),
+        comparator="<=",
+        value=3.1,
+        unit="mmol/L",
+        priority=Priority.HIGH,
+        hysteresis=0.2,
+        family="glucose-low",
+        rank=2,
         source="DOMAIN.md §2: CGM urgent low alarm 3.1 mmol/L (55 mg/dL), "
         "not disableable; " + _HYST_NOTE,
     ),
     Threshold(
-        condition="glucose-low-l1", title="Glucose below the level 1 low threshold",
-        measures=_GLUCOSE, comparator="<", value=3.9, unit="mmol/L", priority=Priority.MEDIUM,
-        hysteresis=0.2, family="glucose-low", rank=1,
+        condition="glucose-low-l1",
+        title="Glucose below the level 1 low threshold",
+        measures=_GLUCOSE,
+        comparator="<",
+        value=3.9,
+        unit="mmol/L",
+        priority=Priority.MEDIUM,
+        hysteresis=0.2,
+        family="glucose-low",
+        rank=1,
         source="DOMAIN.md §2: level 1 low glucose < 3.9 mmol/L (< 70 mg/dL), "
         "Battelino 2019 consensus; " + _HYST_NOTE,
     ),
     Threshold(
-        condition="glucose-high-l2", title="Glucose above the level 2 high threshold",
-        measures=_GLUCOSE, comparator=">", value=13.9, unit="mmol/L", priority=Priority.MEDIUM,
-        hysteresis=0.5, family="glucose-high", rank=1,
+        condition="glucose-high-l2",
+        title="Glucose above the level 2 high threshold",
+        measures=_GLUCOSE,
+        comparator=">",
+        value=13.9,
+        unit="mmol/L",
+        priority=Priority.MEDIUM,
+        hysteresis=0.5,
+        family="glucose-high",
+        rank=1,
         source="DOMAIN.md §2: time above range level 2 > 13.9 mmol/L (> 250 mg/dL), "
         "Battelino 2019 consensus; " + _HYST_NOTE,
     ),
     Threshold(
-        condition="bp-systolic-grade3", title="Systolic pressure in the ESH grade 3 range",
-        measures=frozenset({"bp.systolic"}), comparator=">=", value=180.0, unit="mm[Hg]",
-        priority=Priority.HIGH, hysteresis=5.0, family="bp-systolic-high", rank=1,
+        condition="bp-systolic-grade3",
+        title="Systolic pressure in the ESH grade 3 range",
+        measures=frozenset({"bp.systolic"}),
+        comparator=">=",
+        value=180.0,
+        unit="mm[Hg]",
+        priority=Priority.HIGH,
+        hysteresis=5.0,
+        family="bp-systolic-high",
+        rank=1,
         source="DOMAIN.md §3: ESH 2023 grade 3 systolic >= 180 mmHg "
         "(urgent alert candidate); " + _HYST_NOTE,
     ),
     Threshold(
-        condition="bp-diastolic-grade3", title="Diastolic pressure in the ESH grade 3 range",
-        measures=frozenset({"bp.diastolic"}), comparator=">=", value=110.0, unit="mm[Hg]",
-        priority=Priority.HIGH, hysteresis=5.0, family="bp-diastolic-high", rank=1,
+        condition="bp-diastolic-grade3",
+        title="Diastolic pressure in the ESH grade 3 range",
+        measures=frozenset({"bp.diastolic"}),
+        comparator=">=",
+        value=110.0,
+        unit="mm[Hg]",
+        priority=Priority.HIGH,
+        hysteresis=5.0,
+        family="bp-diastolic-high",
+        rank=1,
         source="DOMAIN.md §3: ESH 2023 grade 3 diastolic >= 110 mmHg "
         "(urgent alert candidate); " + _HYST_NOTE,
     ),
     Threshold(
-        condition="bp-systolic-low", title="Systolic pressure at or below the NEWS2 3-point band",
-        measures=frozenset({"bp.systolic"}), comparator="<=", value=90.0, unit="mm[Hg]",
-        priority=Priority.HIGH, hysteresis=5.0, family="bp-systolic-low", rank=1,
+        condition="bp-systolic-low",
+        title="Systolic pressure at or below the NEWS2 3-point band",
+        measures=frozenset({"bp.systolic"}),
+        comparator="<=",
+        value=90.0,
+        unit="mm[Hg]",
+        priority=Priority.HIGH,
+        hysteresis=5.0,
+        family="bp-systolic-low",
+        rank=1,
         source="DOMAIN.md §3: NEWS2 systolic <= 90 mmHg scores 3 points; " + _HYST_NOTE,
     ),
     Threshold(
-        condition="pulse-low", title="Pulse rate at or below the NEWS2 3-point band",
-        measures=_PULSE, comparator="<=", value=40.0, unit="/min", priority=Priority.HIGH,
-        hysteresis=3.0, family="pulse-low", rank=1,
+        condition="pulse-low",
+        title="Pulse rate at or below the NEWS2 3-point band",
+        measures=_PULSE,
+        comparator="<=",
+        value=40.0,
+        unit="/min",
+        priority=Priority.HIGH,
+        hysteresis=3.0,
+        family="pulse-low",
+        rank=1,
         source="DOMAIN.md §3: NEWS2 pulse <= 40 /min scores 3 points; " + _HYST_NOTE,
     ),
     Threshold(
-        condition="pulse-high", title="Pulse rate at or above the NEWS2 3-point band",
-        measures=_PULSE, comparator=">=", value=131.0, unit="/min", priority=Priority.HIGH,
-        hysteresis=5.0, family="pulse-high", rank=1,
+        condition="pulse-high",
+        title="Pulse rate at or above the NEWS2 3-point band",
+        measures=_PULSE,
+        comparator=">=",
+        value=131.0,
+        unit="/min",
+        priority=Priority.HIGH,
+        hysteresis=5.0,
+        family="pulse-high",
+        rank=1,
         source="DOMAIN.md §3: NEWS2 pulse >= 131 /min scores 3 points; " + _HYST_NOTE,
     ),
     Threshold(
-        condition="spo2-low-news2-3", title="SpO2 at or below the NEWS2 3-point band",
-        measures=frozenset({"spo2"}), comparator="<=", value=91.0, unit="%",
-        priority=Priority.HIGH, hysteresis=1.0, family="spo2-low", rank=2,
+        condition="spo2-low-news2-3",
+        title="SpO2 at or below the NEWS2 3-point band",
+        measures=frozenset({"spo2"}),
+        comparator="<=",
+        value=91.0,
+        unit="%",
+        priority=Priority.HIGH,
+        hysteresis=1.0,
+        family="spo2-low",
+        rank=2,
         source="DOMAIN.md §3: NEWS2 SpO2 <= 91 % scores 3 points; " + _HYST_NOTE,
     ),
     Threshold(
-        condition="spo2-low-news2-2", title="SpO2 in the NEWS2 2-point band (92-93 %)",
-        measures=frozenset({"spo2"}), comparator="<=", value=93.0, unit="%",
-        priority=Priority.MEDIUM, hysteresis=1.0, family="spo2-low", rank=1,
+        condition="spo2-low-news2-2",
+        title="SpO2 in the NEWS2 2-point band (92-93 %)",
+        measures=frozenset({"spo2"}),
+        comparator="<=",
+        value=93.0,
+        unit="%",
+        priority=Priority.MEDIUM,
+        hysteresis=1.0,
+        family="spo2-low",
+        rank=1,
         source="DOMAIN.md §3: NEWS2 SpO2 92-93 % scores 2 points; " + _HYST_NOTE,
     ),
     Threshold(
-        condition="temperature-low", title="Body temperature at or below the NEWS2 3-point band",
-        measures=frozenset({"body.temperature"}), comparator="<=", value=35.0, unit="Cel",
-        priority=Priority.HIGH, hysteresis=0.2, family="temperature-low", rank=1,
+        condition="temperature-low",
+        title="Body temperature at or below the NEWS2 3-point band",
+        measures=frozenset({"body.temperature"}),
+        comparator="<=",
+        value=35.0,
+        unit="Cel",
+        priority=Priority.HIGH,
+        hysteresis=0.2,
+        family="temperature-low",
+        rank=1,
         source="DOMAIN.md §3: NEWS2 temperature <= 35.0 °C scores 3 points; " + _HYST_NOTE,
     ),
     Threshold(
-        condition="temperature-high", title="Body temperature at or above the NEWS2 2-point band",
-        measures=frozenset({"body.temperature"}), comparator=">=", value=39.1, unit="Cel",
-        priority=Priority.MEDIUM, hysteresis=0.2, family="temperature-high", rank=1,
+        condition="temperature-high",
+        title="Body temperature at or above the NEWS2 2-point band",
+        measures=frozenset({"body.temperature"}),
+        comparator=">=",
+        value=39.1,
+        unit="Cel",
+        priority=Priority.MEDIUM,
+        hysteresis=0.2,
+        family="temperature-high",
+        rank=1,
         source="DOMAIN.md §3: NEWS2 temperature >= 39.1 °C scores 2 points; " + _HYST_NOTE,
     ),
 )
@@ -196,13 +295,15 @@ DEFAULTS_BY_CONDITION: Final[Mapping[str, Threshold]] = threshold_index(DEFAULT_
 
 
 def check_override(
-    condition: str, value: float, unit: str,
+    condition: str,
+    value: float,
+    unit: str,
     thresholds: Mapping[str, Threshold] = DEFAULTS_BY_CONDITION,
 ) -> Threshold:
     """Validate a patient-specific value for ``condition``; return the default it replaces."""
     default = thresholds.get(condition)
     if default is None:
-        raise RuleError(f"unknown condition {condition!r}; known: {sorted(thresholds)}")
+        raise UnknownConditionError(f"unknown condition {condition!r}; known: {sorted(thresholds)}")
     if unit != default.unit:
         raise RuleError(f"{condition} is set in {default.unit!r}, got {unit!r}")
     if isinstance(value, bool) or not math.isfinite(value):
@@ -214,8 +315,7 @@ def apply_override(default: Threshold, override: ThresholdOverride | None) -> Th
     """The threshold in effect for one patient: the default, or its value replaced."""
     if override is None:
         return default
-    check_override(default.condition, override.value, override.unit,
-                   {default.condition: default})
+    check_override(default.condition, override.value, override.unit, {default.condition: default})
     return replace(
         default,
         value=override.value,

@@ -76,12 +76,13 @@ def alembic_config() -> Config:
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Upgrade the schema to ``revision`` in one transaction, holding a migration lock."""
     cfg = alembic_config()
-    with engine.connect() as conn:
-        conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+    with engine.connect() as raw:
+        conn = raw.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
         with conn.begin():
             if engine.dialect.name == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"),
-                             {"k": _MIGRATION_LOCK_KEY})
+                conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY}
+                )
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
 
@@ -41,12 +42,13 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-JSONType: Final[Any] = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")
+JSONType: Final[Any] = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 metadata = sa.MetaData()
 
 messages = sa.Table(
-    "messages", metadata,
+    "messages",
+    metadata,
     sa.Column("msg_id", sa.String(32), primary_key=True),
     sa.Column("schema", sa.String(40), nullable=False),
     sa.Column("topic", sa.String(300), nullable=False),
@@ -60,9 +62,14 @@ messages = sa.Table(
 )
 
 observations = sa.Table(
-    "observations", metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=True),
+    "observations",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
     sa.Column("obs_id", sa.String(32), nullable=False, unique=True),
     sa.Column("msg_id", sa.String(32), sa.ForeignKey("messages.msg_id"), nullable=False),
     sa.Column("site", sa.String(63), nullable=False),
@@ -90,9 +97,14 @@ observations = sa.Table(
 )
 
 dead_letters = sa.Table(
-    "dead_letters", metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=True),
+    "dead_letters",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
     sa.Column("topic", sa.Text, nullable=False),
     sa.Column("payload", sa.LargeBinary, nullable=False),
     sa.Column("code", sa.String(40), nullable=False),
@@ -103,7 +115,8 @@ dead_letters = sa.Table(
 )
 
 sites = sa.Table(
-    "sites", metadata,
+    "sites",
+    metadata,
     sa.Column("site", sa.String(63), primary_key=True),
     sa.Column("state", sa.String(10), nullable=False),
     sa.Column("at", UTCDateTime(), nullable=False),
@@ -112,9 +125,14 @@ sites = sa.Table(
 )
 
 alerts = sa.Table(
-    "alerts", metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=True),
+    "alerts",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
     sa.Column("subject_ref", sa.String(128), nullable=False),
     sa.Column("condition", sa.String(64), nullable=False),
     sa.Column("measure", sa.String(64), nullable=False),
@@ -148,18 +166,31 @@ alerts = sa.Table(
     sa.Index("ix_alerts_state_priority", "state", "priority"),
     sa.Index("ix_alerts_subject", "subject_ref"),
     sa.Index(
-        "uq_alerts_active_subject_condition", "subject_ref", "condition", unique=True,
+        "uq_alerts_active_subject_condition",
+        "subject_ref",
+        "condition",
+        unique=True,
         sqlite_where=sa.text("state IN ('open', 'acknowledged')"),
         postgresql_where=sa.text("state IN ('open', 'acknowledged')"),
     ),
 )
 
 alert_events = sa.Table(
-    "alert_events", metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=True),
-    sa.Column("alert_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-              sa.ForeignKey("alerts.id"), nullable=False, index=True),
+    "alert_events",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column(
+        "alert_id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        sa.ForeignKey("alerts.id"),
+        nullable=False,
+        index=True,
+    ),
     sa.Column("at", UTCDateTime(), nullable=False),
     sa.Column("action", sa.String(20), nullable=False),
     sa.Column("actor", sa.String(128), nullable=False),
@@ -167,7 +198,8 @@ alert_events = sa.Table(
 )
 
 patient_thresholds = sa.Table(
-    "patient_thresholds", metadata,
+    "patient_thresholds",
+    metadata,
     sa.Column("subject_ref", sa.String(128), primary_key=True),
     sa.Column("condition", sa.String(64), primary_key=True),
     sa.Column("value", sa.Float, nullable=False),

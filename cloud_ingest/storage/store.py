@@ -64,7 +64,7 @@ def _translate(exc: sa.exc.DBAPIError) -> StorageError:
     return StorageError(str(exc.orig))
 
 
-def _row(cls: type[R], row: sa.Row[Any]) -> R:
+def _row(cls: type[R], row: Any) -> R:
     return cls(**row._asdict())
 
 
@@ -88,8 +88,15 @@ class WriteTx:
         self.conn.execute(
             sa.insert(t.dead_letters),
             [
-                {"topic": r.topic, "payload": r.payload, "code": r.code, "path": r.path,
-                 "detail": r.detail, "received_at": r.received_at, "stored_at": now}
+                {
+                    "topic": r.topic,
+                    "payload": r.payload,
+                    "code": r.code,
+                    "path": r.path,
+                    "detail": r.detail,
+                    "received_at": r.received_at,
+                    "stored_at": now,
+                }
                 for r in rows
             ],
         )
@@ -103,21 +110,30 @@ class WriteTx:
         candidates = [unique[k] for k in sorted(unique) if k not in seen_msgs]
         dup_msgs = len(items) - len(candidates)
         if not candidates:
-            return StoreOutcome(messages=0, duplicate_messages=dup_msgs,
-                                duplicate_observations=0, new_readings=())
+            return StoreOutcome(
+                messages=0, duplicate_messages=dup_msgs, duplicate_observations=0, new_readings=()
+            )
 
         ins = self._insert(t.messages)
         stmt = ins.on_conflict_do_nothing(index_elements=["msg_id"]).returning(t.messages.c.msg_id)
-        rows = self.conn.execute(stmt, [
-            {
-                "msg_id": it.envelope.msg_id, "schema": it.envelope.schema, "topic": it.topic,
-                "site": it.envelope.site, "device_id": it.envelope.device_id,
-                "subject_kind": it.envelope.subject.kind, "subject_ref": it.envelope.subject.ref,
-                "created_at": it.envelope.created_at, "received_at": it.received_at,
-                "observation_count": len(it.envelope.observations),
-            }
-            for it in candidates
-        ]).all()
+        rows = self.conn.execute(
+            stmt,
+            [
+                {
+                    "msg_id": it.envelope.msg_id,
+                    "schema": it.envelope.schema,
+                    "topic": it.topic,
+                    "site": it.envelope.site,
+                    "device_id": it.envelope.device_id,
+                    "subject_kind": it.envelope.subject.kind,
+                    "subject_ref": it.envelope.subject.ref,
+                    "created_at": it.envelope.created_at,
+                    "received_at": it.received_at,
+                    "observation_count": len(it.envelope.observations),
+                }
+                for it in candidates
+            ],
+        ).all()
         stored_msgs = {r[0] for r in rows}
         dup_msgs += len(candidates) - len(stored_msgs)
 
@@ -135,12 +151,19 @@ class WriteTx:
         if to_insert:
             ins = self._insert(t.observations)
             stmt = ins.on_conflict_do_nothing(index_elements=["obs_id"]).returning(
-                t.observations.c.obs_id)
-            stored_obs = {r[0] for r in self.conn.execute(
-                stmt, [_observation_row(r) for r in to_insert]).all()}
+                t.observations.c.obs_id
+            )
+            stored_obs = {
+                r[0]
+                for r in self.conn.execute(stmt, [_observation_row(r) for r in to_insert]).all()
+            }
         new = tuple(r for r in to_insert if r.observation.obs_id in stored_obs)
-        return StoreOutcome(messages=len(stored_msgs), duplicate_messages=dup_msgs,
-                            duplicate_observations=offered - len(new), new_readings=new)
+        return StoreOutcome(
+            messages=len(stored_msgs),
+            duplicate_messages=dup_msgs,
+            duplicate_observations=offered - len(new),
+            new_readings=new,
+        )
 
     def _existing(self, col: sa.Column[str], keys: Sequence[str]) -> set[str]:
         found: set[str] = set()
@@ -156,8 +179,11 @@ class WriteTx:
             cur = latest.get(r.status.site)
             if cur is None or at >= cur["at"]:
                 latest[r.status.site] = {
-                    "site": r.status.site, "state": r.status.state, "at": at,
-                    "agent_version": r.status.agent_version, "received_at": r.received_at,
+                    "site": r.status.site,
+                    "state": r.status.state,
+                    "at": at,
+                    "agent_version": r.status.agent_version,
+                    "received_at": r.received_at,
                 }
         if not latest:
             return
@@ -176,9 +202,12 @@ class WriteTx:
         refs = sorted(set(subject_refs))
         out: list[AlertRecord] = []
         for part in _chunks(refs):
-            stmt = (sa.select(t.alerts)
-                    .where(t.alerts.c.subject_ref.in_(part), t.alerts.c.state.in_(_ACTIVE))
-                    .order_by(t.alerts.c.id).with_for_update())
+            stmt = (
+                sa.select(t.alerts)
+                .where(t.alerts.c.subject_ref.in_(part), t.alerts.c.state.in_(_ACTIVE))
+                .order_by(t.alerts.c.id)
+                .with_for_update()
+            )
             out.extend(_row(AlertRecord, r) for r in self.conn.execute(stmt))
         return out
 
@@ -187,7 +216,8 @@ class WriteTx:
         out: list[OverrideRecord] = []
         for part in _chunks(refs):
             stmt = sa.select(t.patient_thresholds).where(
-                t.patient_thresholds.c.subject_ref.in_(part))
+                t.patient_thresholds.c.subject_ref.in_(part)
+            )
             out.extend(_row(OverrideRecord, r) for r in self.conn.execute(stmt))
         return out
 
@@ -203,11 +233,12 @@ class WriteTx:
         if not rows:
             return
         cols = [c for c in rows[0] if c != "id"]
-        stmt = (sa.update(t.alerts).where(t.alerts.c.id == sa.bindparam("_id"))
-                .values({c: sa.bindparam(f"_v_{c}") for c in cols}))
-        self.conn.execute(stmt, [
-            {"_id": r["id"], **{f"_v_{c}": r[c] for c in cols}} for r in rows
-        ])
+        stmt = (
+            sa.update(t.alerts)
+            .where(t.alerts.c.id == sa.bindparam("_id"))
+            .values({c: sa.bindparam(f"_v_{c}") for c in cols})
+        )
+        self.conn.execute(stmt, [{"_id": r["id"], **{f"_v_{c}": r[c] for c in cols}} for r in rows])
 
     def insert_alert_events(self, rows: Sequence[AlertEventIn], new_ids: Sequence[int]) -> None:
         if not rows:
@@ -215,8 +246,15 @@ class WriteTx:
         values = []
         for e in rows:
             alert_id = e.alert_id if e.alert_id is not None else new_ids[e.alert_index or 0]
-            values.append({"alert_id": alert_id, "at": e.at, "action": e.action,
-                           "actor": e.actor, "note": e.note})
+            values.append(
+                {
+                    "alert_id": alert_id,
+                    "at": e.at,
+                    "action": e.action,
+                    "actor": e.actor,
+                    "note": e.note,
+                }
+            )
         self.conn.execute(sa.insert(t.alert_events), values)
 
 
@@ -231,16 +269,28 @@ def _observation_row(r: StoredReading) -> dict[str, Any]:
     if o.provenance.raw is not None:
         prov["raw"] = o.provenance.raw
     return {
-        "obs_id": r.observation.obs_id, "msg_id": env.msg_id, "site": env.site,
-        "device_id": env.device_id, "device_manufacturer": env.device.manufacturer,
-        "device_model": env.device.model, "device_serial": env.device.serial,
-        "device_firmware": env.device.firmware, "device_transport": env.device.transport,
-        "subject_kind": env.subject.kind, "subject_ref": env.subject.ref,
-        "measure": o.measure, "value": o.value, "comparator": o.comparator,
+        "obs_id": r.observation.obs_id,
+        "msg_id": env.msg_id,
+        "site": env.site,
+        "device_id": env.device_id,
+        "device_manufacturer": env.device.manufacturer,
+        "device_model": env.device.model,
+        "device_serial": env.device.serial,
+        "device_firmware": env.device.firmware,
+        "device_transport": env.device.transport,
+        "subject_kind": env.subject.kind,
+        "subject_ref": env.subject.ref,
+        "measure": o.measure,
+        "value": o.value,
+        "comparator": o.comparator,
         "absent_reason": o.absent_reason.value if o.absent_reason is not None else None,
-        "unit": o.unit, "effective_time": o.effective_time, "device_time": o.device_time,
-        "clock_offset_s": o.clock_offset_s, "record_key": o.record_key,
-        "quality": sorted(q.value for q in o.quality), "provenance": prov,
+        "unit": o.unit,
+        "effective_time": o.effective_time,
+        "device_time": o.device_time,
+        "clock_offset_s": o.clock_offset_s,
+        "record_key": o.record_key,
+        "quality": sorted(q.value for q in o.quality),
+        "provenance": prov,
         "received_at": r.inbound.received_at,
     }
 
@@ -274,8 +324,8 @@ class Storage:
         retry can succeed).
         """
         try:
-            with self.engine.connect() as conn:
-                conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+            with self.engine.connect() as raw:
+                conn = raw.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
                 with conn.begin():
                     yield WriteTx(conn)
         except sa.exc.DBAPIError as exc:
@@ -296,8 +346,13 @@ class Storage:
     # -- queries -------------------------------------------------------------------------------
 
     def list_observations(
-        self, *, subject_ref: str | None = None, since: datetime | None = None,
-        until: datetime | None = None, measure: str | None = None, limit: int = 100,
+        self,
+        *,
+        subject_ref: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        measure: str | None = None,
+        limit: int = 100,
     ) -> list[ObservationRecord]:
         c = t.observations.c
         cols = [col for col in t.observations.columns if col.name != "id"]
@@ -314,8 +369,9 @@ class Storage:
         with self._read() as conn:
             return [_row(ObservationRecord, r) for r in conn.execute(stmt)]
 
-    def list_alerts(self, flt: AlertFilter, *, limit: int = 100, offset: int = 0
-                    ) -> list[AlertRecord]:
+    def list_alerts(
+        self, flt: AlertFilter, *, limit: int = 100, offset: int = 0
+    ) -> list[AlertRecord]:
         c = t.alerts.c
         stmt = sa.select(t.alerts)
         if flt.state is not None:
@@ -337,13 +393,20 @@ class Storage:
             return None if r is None else _row(AlertRecord, r)
 
     def alert_events(self, alert_id: int) -> list[AlertEventRecord]:
-        stmt = (sa.select(t.alert_events).where(t.alert_events.c.alert_id == alert_id)
-                .order_by(t.alert_events.c.id))
+        stmt = (
+            sa.select(t.alert_events)
+            .where(t.alert_events.c.alert_id == alert_id)
+            .order_by(t.alert_events.c.id)
+        )
         with self._read() as conn:
             return [_row(AlertEventRecord, r) for r in conn.execute(stmt)]
 
     def transition_alert(
-        self, alert_id: int, *, expected_state: str, values: Mapping[str, Any],
+        self,
+        alert_id: int,
+        *,
+        expected_state: str,
+        values: Mapping[str, Any],
         event: AlertEventIn,
     ) -> AlertRecord:
         """Compare-and-set: apply ``values`` only if the alert is still in ``expected_state``."""
@@ -355,7 +418,8 @@ class Storage:
             )
             if res.rowcount != 1:
                 exists = tx.conn.execute(
-                    sa.select(t.alerts.c.id).where(t.alerts.c.id == alert_id)).first()
+                    sa.select(t.alerts.c.id).where(t.alerts.c.id == alert_id)
+                ).first()
                 if exists is None:
                     raise AlertNotFoundError(alert_id)
                 raise AlertChangedError(f"alert {alert_id} is no longer {expected_state}")
@@ -364,15 +428,21 @@ class Storage:
             return _row(AlertRecord, row)
 
     def list_dead_letters(self, *, limit: int = 100, offset: int = 0) -> list[DeadLetterRecord]:
-        stmt = (sa.select(t.dead_letters).order_by(t.dead_letters.c.id.desc())
-                .limit(limit).offset(offset))
+        stmt = (
+            sa.select(t.dead_letters)
+            .order_by(t.dead_letters.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
         with self._read() as conn:
             return [_row(DeadLetterRecord, r) for r in conn.execute(stmt)]
 
     def list_sites(self) -> list[SiteRecord]:
         with self._read() as conn:
-            return [_row(SiteRecord, r) for r in
-                    conn.execute(sa.select(t.sites).order_by(t.sites.c.site))]
+            return [
+                _row(SiteRecord, r)
+                for r in conn.execute(sa.select(t.sites).order_by(t.sites.c.site))
+            ]
 
     def counts(self) -> Counts:
         def n(table: sa.Table, *where: sa.ColumnElement[bool]) -> sa.ScalarSelect[int]:
@@ -403,17 +473,25 @@ class Storage:
                 index_elements=["subject_ref", "condition"],
                 set_={c: ins.excluded[c] for c in ("value", "unit", "set_by", "set_at")},
             )
-            tx.conn.execute(stmt, {
-                "subject_ref": rec.subject_ref, "condition": rec.condition, "value": rec.value,
-                "unit": rec.unit, "set_by": rec.set_by, "set_at": rec.set_at,
-            })
+            tx.conn.execute(
+                stmt,
+                {
+                    "subject_ref": rec.subject_ref,
+                    "condition": rec.condition,
+                    "value": rec.value,
+                    "unit": rec.unit,
+                    "set_by": rec.set_by,
+                    "set_at": rec.set_at,
+                },
+            )
         return rec
 
     def delete_override(self, subject_ref: str, condition: str) -> bool:
         pt = t.patient_thresholds
         with self.write() as tx:
-            res = tx.conn.execute(sa.delete(pt).where(
-                pt.c.subject_ref == subject_ref, pt.c.condition == condition))
+            res = tx.conn.execute(
+                sa.delete(pt).where(pt.c.subject_ref == subject_ref, pt.c.condition == condition)
+            )
             return res.rowcount > 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision = "0001"
 down_revision = None
@@ -16,7 +17,7 @@ branch_labels = None
 depends_on = None
 
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-_JSON = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")
+_JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 _ACTIVE = "state IN ('open', 'acknowledged')"
 
 
@@ -37,7 +38,7 @@ def upgrade() -> None:
         _ts("created_at"),
         _ts("received_at"),
         sa.Column("observation_count", sa.Integer, nullable=False),
-        )
+    )
     op.create_table(
         "observations",
         sa.Column("id", _ID, primary_key=True, autoincrement=True),
@@ -66,8 +67,9 @@ def upgrade() -> None:
         _ts("received_at"),
         sa.UniqueConstraint("obs_id", name="uq_observations_obs_id"),
     )
-    op.create_index("ix_observations_subject_time", "observations",
-                    ["subject_ref", "effective_time"])
+    op.create_index(
+        "ix_observations_subject_time", "observations", ["subject_ref", "effective_time"]
+    )
     op.create_table(
         "dead_letters",
         sa.Column("id", _ID, primary_key=True, autoincrement=True),
@@ -120,15 +122,18 @@ def upgrade() -> None:
         sa.Column("resolved_note", sa.Text, nullable=True),
         _ts("cleared_at", nullable=True),
         sa.Column("cleared_by_obs_id", sa.String(32), nullable=True),
-        sa.CheckConstraint("state IN ('open', 'acknowledged', 'resolved')",
-                           name="ck_alerts_state"),
+        sa.CheckConstraint("state IN ('open', 'acknowledged', 'resolved')", name="ck_alerts_state"),
         sa.CheckConstraint("priority IN ('high', 'medium', 'low')", name="ck_alerts_priority"),
     )
     op.create_index("ix_alerts_state_priority", "alerts", ["state", "priority"])
     op.create_index("ix_alerts_subject", "alerts", ["subject_ref"])
     op.create_index(
-        "uq_alerts_active_subject_condition", "alerts", ["subject_ref", "condition"],
-        unique=True, sqlite_where=sa.text(_ACTIVE), postgresql_where=sa.text(_ACTIVE),
+        "uq_alerts_active_subject_condition",
+        "alerts",
+        ["subject_ref", "condition"],
+        unique=True,
+        sqlite_where=sa.text(_ACTIVE),
+        postgresql_where=sa.text(_ACTIVE),
     )
     op.create_table(
         "alert_events",
@@ -152,6 +157,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("patient_thresholds", "alert_events", "alerts", "sites", "dead_letters",
-                  "observations", "messages"):
+    for table in (
+        "patient_thresholds",
+        "alert_events",
+        "alerts",
+        "sites",
+        "dead_letters",
+        "observations",
+        "messages",
+    ):
         op.drop_table(table)

@@ -1,0 +1,72 @@
+"""The care team's HTTP API (FastAPI): thin handlers over :class:`IngestService`.
+
+Every route but ``/api/v1/health`` needs ``Authorization: Bearer <token>``; tokens map to actor
+names in :attr:`IngestSettings.api_tokens`. Service exceptions map to HTTP statuses in one place
+(:func:`_install_error_handlers`).
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+
+from cloud_ingest.api.routers import alerts, dead_letters, health, observations, patients, stats
+from cloud_ingest.service import (
+    AlertNotFoundError,
+    ConflictError,
+    IngestService,
+    InvalidTransitionError,
+    RuleError,
+    StorageError,
+    UnknownConditionError,
+)
+from cloud_ingest.settings import IngestSettings
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(service: IngestService, settings: IngestSettings) -> FastAPI:
+    app = FastAPI(
+        title="remon cloud ingest API",
+        version="1",
+        description="Readings, alerts and their audit trail for the care team.",
+    )
+    app.state.service = service
+    app.state.settings = settings
+    for module in (health, observations, alerts, dead_letters, stats, patients):
+        app.include_router(module.router, prefix=API_PREFIX)
+    _install_error_handlers(app)
+    return app
+
+
+def _error(code: int, detail: str) -> JSONResponse:
+    return JSONResponse(status_code=code, content={"detail": detail})
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AlertNotFoundError)
+    def _not_found(_r: Request, exc: AlertNotFoundError) -> JSONResponse:
+        return _error(status.HTTP_404_NOT_FOUND, f"alert {exc.args[0]} not found")
+
+    @app.exception_handler(InvalidTransitionError)
+    def _conflict(_r: Request, exc: InvalidTransitionError) -> JSONResponse:
+        return _error(status.HTTP_409_CONFLICT, str(exc))
+
+    @app.exception_handler(ConflictError)
+    def _race(_r: Request, exc: ConflictError) -> JSONResponse:
+        return _error(status.HTTP_409_CONFLICT, str(exc))
+
+    @app.exception_handler(UnknownConditionError)
+    def _unknown_condition(_r: Request, exc: UnknownConditionError) -> JSONResponse:
+        return _error(status.HTTP_404_NOT_FOUND, str(exc))
+
+    @app.exception_handler(RuleError)
+    def _rule(_r: Request, exc: RuleError) -> JSONResponse:
+        return _error(422, str(exc))
+
+    @app.exception_handler(StorageError)
+    def _storage(_r: Request, exc: StorageError) -> JSONResponse:
+        return _error(status.HTTP_503_SERVICE_UNAVAILABLE, f"database unavailable: {exc}")
+
+
+__all__ = ["API_PREFIX", "create_app"]

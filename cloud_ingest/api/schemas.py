@@ -1,0 +1,198 @@
+"""Response and request bodies of the API (pydantic); built from the service's records."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from cloud_ingest.service import (
+    AlertRecord,
+    AlertWithEvents,
+    DeadLetterRecord,
+    ObservationRecord,
+    Stats,
+    ThresholdView,
+)
+
+AlertStateName = Literal["open", "acknowledged", "resolved"]
+PriorityName = Literal["high", "medium", "low"]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True, frozen=True)
+
+
+class Health(_Out):
+    status: Literal["ok"]
+    database: Literal["ok"]
+
+
+class ObservationOut(_Out):
+    obs_id: str
+    msg_id: str
+    site: str
+    device_id: str
+    device_manufacturer: str
+    device_model: str
+    device_serial: str
+    device_firmware: str | None
+    device_transport: str
+    subject_kind: str
+    subject_ref: str
+    measure: str
+    value: float | None
+    comparator: str | None
+    absent_reason: str | None
+    unit: str
+    effective_time: datetime
+    device_time: str | None
+    clock_offset_s: float | None
+    record_key: str
+    quality: list[str]
+    provenance: dict[str, Any]
+    received_at: datetime
+
+    @classmethod
+    def of(cls, r: ObservationRecord) -> ObservationOut:
+        return cls.model_validate(r)
+
+
+class AlertOut(_Out):
+    id: int
+    subject_ref: str
+    condition: str
+    measure: str
+    priority: PriorityName
+    state: AlertStateName
+    rule: str
+    threshold_value: float
+    threshold_unit: str
+    threshold_comparator: str
+    threshold_source: str
+    explanation: str
+    first_obs_id: str
+    first_value: float
+    first_comparator: str | None
+    first_time: datetime
+    last_obs_id: str
+    last_value: float
+    last_comparator: str | None
+    last_time: datetime
+    trigger_count: int
+    simulated: bool
+    raised_at: datetime
+    updated_at: datetime
+    acknowledged_by: str | None
+    acknowledged_at: datetime | None
+    resolved_by: str | None
+    resolved_at: datetime | None
+    resolved_note: str | None
+    cleared_at: datetime | None
+    cleared_by_obs_id: str | None
+
+    @classmethod
+    def of(cls, r: AlertRecord) -> AlertOut:
+        return cls.model_validate(r)
+
+
+class AlertEventOut(_Out):
+    id: int
+    at: datetime
+    action: Literal["raised", "updated", "cleared", "acknowledged", "resolved"]
+    actor: str
+    note: str | None
+
+
+class AlertDetailOut(AlertOut):
+    events: list[AlertEventOut]
+
+    @classmethod
+    def of_detail(cls, a: AlertWithEvents) -> AlertDetailOut:
+        base = AlertOut.model_validate(a.alert).model_dump()
+        return cls(**base, events=[AlertEventOut.model_validate(e) for e in a.events])
+
+
+class AlertNote(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class DeadLetterOut(_Out):
+    id: int
+    topic: str
+    code: str
+    path: str
+    detail: str
+    received_at: datetime
+    stored_at: datetime
+    payload_base64: str
+    payload_text: str = Field(
+        description="the payload decoded as UTF-8 with replacement "
+        "characters, cut to 2000 characters"
+    )
+    payload_bytes: int
+
+    @classmethod
+    def of(cls, r: DeadLetterRecord) -> DeadLetterOut:
+        return cls(
+            id=r.id,
+            topic=r.topic,
+            code=r.code,
+            path=r.path,
+            detail=r.detail,
+            received_at=r.received_at,
+            stored_at=r.stored_at,
+            payload_base64=base64.b64encode(r.payload).decode("ascii"),
+            payload_text=r.payload.decode("utf-8", errors="replace")[:2000],
+            payload_bytes=len(r.payload),
+        )
+
+
+class StatsOut(_Out):
+    messages: int
+    observations: int
+    dead_letters: int
+    open_alerts: int
+    alerts_total: int
+    sites_online: int
+
+    @classmethod
+    def of(cls, s: Stats) -> StatsOut:
+        return cls.model_validate(s)
+
+
+class ThresholdOut(_Out):
+    subject_ref: str
+    condition: str
+    title: str
+    comparator: str
+    value: float
+    unit: str
+    priority: PriorityName
+    hysteresis: float
+    source: str
+    default_value: float
+    default_source: str
+    overridden: bool
+    set_by: str | None
+    set_at: datetime | None
+
+    @classmethod
+    def of(cls, v: ThresholdView) -> ThresholdOut:
+        return cls.model_validate(v)
+
+
+class ThresholdIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    value: float = Field(allow_inf_nan=False)
+    unit: str = Field(min_length=1, max_length=32)
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+__all__ = ["AwareDatetime"]
