@@ -122,7 +122,10 @@ class RunningAgent:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self.agent.run(self._stop))
+        try:
+            self._loop.run_until_complete(self.agent.run(self._stop))
+        finally:
+            self._loop.close()
 
     def __enter__(self) -> RunningAgent:
         self._thread.start()
@@ -135,13 +138,15 @@ class RunningAgent:
 
 @pytest.fixture
 def ingest(db_url: str, mosquitto: MosquittoProcess) -> Iterator[tuple[IngestService, str]]:
-    service = IngestService(open_storage(db_url))
+    storage = open_storage(db_url)
+    service = IngestService(storage)
     consumer = Consumer(
         service, ConsumerConfig(url=mosquitto.url, client_id=f"it-{os.getpid()}-{id(service)}")
     )
     consumer.start()
     yield service, db_url
     consumer.stop()
+    storage.close()
 
 
 def test_agent_to_alert_end_to_end(
@@ -226,7 +231,8 @@ def test_agent_sigkilled_mid_stream_loses_and_duplicates_nothing(
 def test_broker_restart_mid_stream_loses_nothing(
     db_url: str, fresh_mosquitto: MosquittoProcess, tmp_path: Path
 ) -> None:
-    service = IngestService(open_storage(db_url))
+    storage = open_storage(db_url)
+    service = IngestService(storage)
     consumer = Consumer(service, ConsumerConfig(url=fresh_mosquitto.url, client_id="it-restart"))
     consumer.start()
     try:
@@ -243,6 +249,7 @@ def test_broker_restart_mid_stream_loses_nothing(
         assert sorted(stored_obs_ids(db_url)) == sorted(want)
     finally:
         consumer.stop()
+        storage.close()
 
 
 def _publish(url_port: int, items: list[tuple[str, bytes]]) -> None:
