@@ -146,8 +146,8 @@ class SimulatedDevice:
         original: tuple[float, str] | None = None,
         comparator: str | None = None,
         extra_quality: frozenset[QualityFlag] = frozenset(),
+        absent: AbsentReason | None = None,
     ) -> Observation:
-        absent = None
         if value is not None and rng.random() < self.settings.error_rate:
             value, comparator, original, absent = None, None, None, AbsentReason.ERROR
         return Observation(
@@ -262,7 +262,9 @@ class SimBloodPressureMonitor(SimulatedDevice):
         pulse = round(rng.gauss(*p.pulse))
         if rng.random() < self.settings.error_rate:  # a cuff error voids the whole reading
             return [
-                self._obs(m, u, n, t, device_time, skew, quality, None, rng=rng)
+                self._obs(
+                    m, u, n, t, device_time, skew, quality, None, rng=rng, absent=AbsentReason.ERROR
+                )
                 for m, u in (("bp.systolic", "mm[Hg]"), ("bp.diastolic", "mm[Hg]"))
             ]
         return [

@@ -121,3 +121,10 @@ def test_session_resumes_after_cursor_without_gaps_or_duplicates() -> None:
 
     asyncio.run(resume())
     assert got == [([f"seq:{n}" for n in range(201, 241)], "seq:240")]
+
+
+def test_cuff_error_voids_the_whole_bp_reading() -> None:
+    bp = SimBloodPressureMonitor(bound("sim.bp-monitor"), SimSettings(start=T0, error_rate=1.0))
+    obs = bp.record(1)
+    assert [o.measure for o in obs] == ["bp.systolic", "bp.diastolic"]
+    assert all(o.value is None and o.absent_reason is AbsentReason.ERROR for o in obs)
