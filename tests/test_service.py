@@ -1,0 +1,342 @@
+"""Ingest service against real SQLite and PostgreSQL: dedupe, dead letters, alerts, thresholds."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from cloud_ingest.service import (
+    AlertNotFoundError,
+    IngestResult,
+    IngestService,
+    InvalidTransitionError,
+    RawMessage,
+    RuleError,
+    StorageError,
+    UnknownConditionError,
+)
+from cloud_ingest.storage import Storage, open_storage
+from device_profiles.observation import (
+    AbsentReason,
+    DeviceIdentity,
+    Observation,
+    Provenance,
+    QualityFlag,
+)
+from gateway.wire import AgentStatus, Subject, encode_observations, encode_status
+
+T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+RECEIVED = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+METER = DeviceIdentity(manufacturer="Acme", model="GlucoOne", serial="SN1", transport="sim")
+CGM = DeviceIdentity(manufacturer="Acme", model="Flow", serial="CG7", transport="sim")
+UNITS = {"glucose.capillary": "mmol/L", "glucose.cgm": "mmol/L", "spo2": "%",
+         "bp.systolic": "mm[Hg]", "body.weight": "kg"}
+
+
+def ob(seq: int, value: float | None, *, measure: str = "glucose.capillary",
+       comparator: str | None = None, absent: AbsentReason | None = None,
+       simulated: bool = False) -> Observation:
+    return Observation(
+        measure=measure, unit=UNITS[measure], effective_time=T0 + timedelta(minutes=seq),
+        record_key=f"seq:{seq}", provenance=Provenance(source="sim:test"), value=value,
+        comparator=comparator, absent_reason=absent,  # type: ignore[arg-type]
+        quality=frozenset({QualityFlag.SIMULATED}) if simulated else frozenset(),
+    )
+
+
+def msgs(observations: Sequence[Observation], *, subject: str = "p1", site: str = "home-1",
+         device_id: str = "meter-1", device: DeviceIdentity = METER,
+         created_minutes: int = 0) -> list[RawMessage]:
+    out = encode_observations(
+        site=site, device_id=device_id, device=device,
+        subject=Subject(kind="patient", ref=subject), observations=observations,
+        created_at=T0 + timedelta(minutes=created_minutes),
+    )
+    return [RawMessage(topic=m.topic, payload=m.payload, received_at=RECEIVED) for m in out]
+
+
+@pytest.fixture
+def storage(db_url: str) -> Iterator[Storage]:
+    s = open_storage(db_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def svc(storage: Storage) -> IngestService:
+    return IngestService(storage, clock=lambda: RECEIVED)
+
+
+def test_valid_batch_is_stored(svc: IngestService) -> None:
+    batch = msgs([ob(1, 5.5), ob(2, 6.1)]) + msgs([ob(3, 98, measure="spo2")],
+                                                   device_id="ox-1", device=CGM)
+    r = svc.ingest_batch(batch)
+    assert r == IngestResult(messages=2, duplicate_messages=0, observations=3,
+                             duplicate_observations=0, dead_letters=0, alerts_raised=0,
+                             alerts_updated=0)
+    rows = svc.list_observations(subject="p1")
+    assert len(rows) == 3
+    assert [o.effective_time for o in rows] == sorted((o.effective_time for o in rows),
+                                                      reverse=True)
+    o = next(x for x in rows if x.record_key == "seq:1")
+    assert o.value == 5.5
+    assert o.unit == "mmol/L"
+    assert o.effective_time == T0 + timedelta(minutes=1)
+    assert o.effective_time.tzinfo is not None
+    assert o.received_at == RECEIVED
+    assert (o.device_manufacturer, o.device_model, o.device_serial) == ("Acme", "GlucoOne", "SN1")
+    assert o.provenance == {"source": "sim:test"}
+    assert o.quality == []
+    s = svc.stats()
+    assert (s.messages, s.observations, s.dead_letters) == (2, 3, 0)
+
+
+def test_same_message_twice_is_stored_once(svc: IngestService) -> None:
+    batch = msgs([ob(1, 5.5), ob(2, 2.5)])
+    first = svc.ingest_batch(batch + batch)  # twice in one batch
+    assert (first.messages, first.duplicate_messages, first.observations) == (1, 1, 2)
+    assert first.alerts_raised == 1
+    again = svc.ingest_batch(batch)  # redelivery
+    assert again == IngestResult(messages=0, duplicate_messages=1, observations=0,
+                                 duplicate_observations=0, dead_letters=0, alerts_raised=0,
+                                 alerts_updated=0)
+    s = svc.stats()
+    assert (s.messages, s.observations, s.alerts_total) == (1, 2, 1)
+    assert svc.list_alerts()[0].trigger_count == 1  # redelivery is not new evidence
+
+
+def test_same_reading_in_two_envelopes_is_stored_once(svc: IngestService) -> None:
+    a = msgs([ob(1, 2.5), ob(2, 5.0)])
+    b = msgs([ob(2, 5.0), ob(3, 5.2)])  # a re-read overlapping the first: different msg_id
+    assert a[0].payload != b[0].payload
+    r1 = svc.ingest_batch(a)
+    r2 = svc.ingest_batch(b)
+    assert (r1.observations, r2.observations, r2.duplicate_observations) == (2, 1, 1)
+    assert r2.messages == 1
+    # and in one batch
+    c = msgs([ob(4, 5.0), ob(5, 5.1)])
+    d = msgs([ob(5, 5.1)])
+    r3 = svc.ingest_batch(c + d)
+    assert (r3.messages, r3.observations, r3.duplicate_observations) == (2, 2, 1)
+    assert svc.stats().observations == 5
+    assert svc.list_alerts()[0].trigger_count == 1
+
+
+def _valid_doc() -> dict[str, object]:
+    doc: dict[str, object] = json.loads(msgs([ob(1, 5.0)])[0].payload)
+    return doc
+
+
+def _bad(doc: dict[str, object]) -> bytes:
+    return json.dumps(doc).encode()
+
+
+BAD_PAYLOADS = [
+    (b"not json at all", "not-json", ""),
+    (b"\xff\xfe{}", "not-utf8", ""),
+    (b"[1, 2]", "wrong-type", ""),
+    (b'{"schema": "remon.obs/99"}', "unknown-schema", "schema"),
+    (b'{"schema": "remon.obs/1", "value": NaN}', "not-json", ""),
+]
+
+
+def test_malformed_payloads_are_dead_lettered_and_the_rest_stored(svc: IngestService) -> None:
+    topic = msgs([ob(1, 5.0)])[0].topic
+    doc = _valid_doc()
+    no_field = dict(doc)
+    del no_field["created_at"]
+    id_mismatch = dict(doc, msg_id="0" * 32)
+    obs = [dict(o) for o in doc["observations"]]  # type: ignore[attr-defined]
+    obs[0]["value"] = "high"
+    wrong_type = dict(doc, observations=obs)
+    cases = [*BAD_PAYLOADS,
+             (_bad(no_field), "missing-field", "created_at"),
+             (_bad(id_mismatch), "id-mismatch", "msg_id"),
+             (_bad(wrong_type), "wrong-type", "observations[0].value")]
+    batch = [RawMessage(topic=topic, payload=p, received_at=RECEIVED) for p, _, _ in cases]
+    batch.append(RawMessage(topic="remon/v1/BAD TOPIC/x/obs", payload=b"{}",
+                            received_at=RECEIVED))
+    batch += msgs([ob(7, 6.0)])
+    r = svc.ingest_batch(batch)
+    assert r.dead_letters == len(cases) + 1
+    assert (r.messages, r.observations) == (1, 1)
+    dead = svc.list_dead_letters(limit=100)
+    got = {(d.payload, d.code, d.path) for d in dead}
+    assert {(p, c, path) for p, c, path in cases} <= got
+    assert ("bad-topic", "topic") in {(d.code, d.path) for d in dead}
+    assert all(d.detail and d.received_at == RECEIVED for d in dead)
+    assert svc.stats().dead_letters == len(cases) + 1
+
+
+def test_alert_raised_deduplicated_and_cleared(svc: IngestService) -> None:
+    r = svc.ingest_batch(msgs([ob(1, 2.7, simulated=True)]))
+    assert (r.alerts_raised, r.alerts_updated) == (1, 0)
+    r = svc.ingest_batch(msgs([ob(2, 2.6)]))
+    assert (r.alerts_raised, r.alerts_updated) == (0, 1)
+    [a] = svc.list_alerts(state="open")
+    assert (a.condition, a.priority, a.trigger_count, a.last_value) == (
+        "glucose-low-l2", "high", 2, 2.6)
+    assert a.simulated
+    assert "Simulated data" in a.explanation
+    assert a.cleared_at is None
+    r = svc.ingest_batch(msgs([ob(3, 3.1)]))  # inside the hysteresis: not cleared
+    assert svc.get_alert(a.id).alert.cleared_at is None
+    r = svc.ingest_batch(msgs([ob(4, 5.5)]))
+    detail = svc.get_alert(a.id)
+    assert detail.alert.cleared_at == T0 + timedelta(minutes=4)
+    assert detail.alert.state == "open"  # stays for a human to resolve
+    # 3.1 at minute 3 raised a level 1 alert; 5.5 clears that one too
+    assert [e.action for e in detail.events] == ["raised", "updated", "cleared"]
+    assert all(e.actor == "system:rules" for e in detail.events)
+    assert svc.stats().open_alerts == 2
+
+
+def test_lo_reading_raises_and_absent_does_not(svc: IngestService) -> None:
+    svc.ingest_batch(msgs([ob(1, None, absent=AbsentReason.ERROR),
+                           ob(2, 1.1, comparator="<")]))
+    [a] = svc.list_alerts()
+    assert a.first_comparator == "<"
+    assert "LO reading" in a.explanation
+    stored = svc.list_observations(subject="p1")
+    assert {o.absent_reason for o in stored} == {"error", None}
+
+
+def test_ack_and_resolve_life_cycle(svc: IngestService) -> None:
+    svc.ingest_batch(msgs([ob(1, 88, measure="spo2")], device_id="ox-1", device=CGM))
+    [a] = svc.list_alerts()
+    acked = svc.acknowledge(a.id, actor="nurse.a", note="calling")
+    assert (acked.state, acked.acknowledged_by, acked.acknowledged_at) == (
+        "acknowledged", "nurse.a", RECEIVED)
+    with pytest.raises(InvalidTransitionError):
+        svc.acknowledge(a.id, actor="nurse.b")
+    # an acknowledged alert still deduplicates new evidence
+    r = svc.ingest_batch(msgs([ob(2, 87, measure="spo2")], device_id="ox-1", device=CGM))
+    assert (r.alerts_raised, r.alerts_updated) == (0, 1)
+    done = svc.resolve(a.id, actor="nurse.a", note="ok after call")
+    assert (done.state, done.resolved_by, done.resolved_note) == ("resolved", "nurse.a",
+                                                                  "ok after call")
+    with pytest.raises(InvalidTransitionError):
+        svc.resolve(a.id, actor="nurse.a")
+    with pytest.raises(AlertNotFoundError):
+        svc.resolve(99999, actor="nurse.a")
+    events = svc.get_alert(a.id).events
+    assert [(e.action, e.actor) for e in events] == [
+        ("raised", "system:rules"), ("acknowledged", "nurse.a"), ("updated", "system:rules"),
+        ("resolved", "nurse.a")]
+    # after resolution new evidence raises a new alert
+    r = svc.ingest_batch(msgs([ob(3, 86, measure="spo2")], device_id="ox-1", device=CGM))
+    assert r.alerts_raised == 1
+    assert svc.stats().alerts_total == 2
+
+
+def test_threshold_override_per_patient(svc: IngestService) -> None:
+    view = svc.get_threshold("p1", "glucose-low-l1")
+    assert (view.value, view.overridden) == (3.9, False)
+    view = svc.put_threshold("p1", "glucose-low-l1", value=4.5, unit="mmol/L", actor="dr.k")
+    assert (view.value, view.overridden, view.set_by) == (4.5, True, "dr.k")
+    assert svc.get_threshold("p1", "glucose-low-l1").value == 4.5
+    svc.put_threshold("p1", "glucose-low-l1", value=4.4, unit="mmol/L", actor="dr.k")
+    assert svc.get_threshold("p1", "glucose-low-l1").value == 4.4
+    with pytest.raises(RuleError):
+        svc.put_threshold("p1", "glucose-low-l1", value=80, unit="mg/dL", actor="dr.k")
+    with pytest.raises(UnknownConditionError):
+        svc.get_threshold("p1", "nope")
+    svc.ingest_batch(msgs([ob(1, 4.2)]) + msgs([ob(2, 4.2)], subject="p2"))
+    [a] = svc.list_alerts()
+    assert (a.subject_ref, a.threshold_value) == ("p1", 4.4)
+    assert "patient-specific value set by dr.k" in a.threshold_source
+    assert svc.reset_threshold("p1", "glucose-low-l1").value == 3.9
+
+
+def test_alert_filters(svc: IngestService) -> None:
+    svc.ingest_batch(msgs([ob(1, 2.5)]) + msgs([ob(2, 92, measure="spo2")], subject="p2",
+                                                device_id="ox-1", device=CGM))
+    assert {a.subject_ref for a in svc.list_alerts(subject="p2")} == {"p2"}
+    assert [a.priority for a in svc.list_alerts()] == ["high", "medium"]
+    assert [a.condition for a in svc.list_alerts(priority="medium")] == ["spo2-low-news2-2"]
+    assert [a.condition for a in svc.list_alerts(condition="glucose-low-l2")] == [
+        "glucose-low-l2"]
+    assert len(svc.list_alerts(limit=1, offset=1)) == 1
+    assert svc.list_alerts(state="resolved") == []
+
+
+def test_observation_filters(svc: IngestService) -> None:
+    svc.ingest_batch(msgs([ob(i, 5.0 + i / 10) for i in range(10)]) +
+                     msgs([ob(1, 97, measure="spo2")], device_id="ox-1", device=CGM))
+    since = T0 + timedelta(minutes=3)
+    until = T0 + timedelta(minutes=6)
+    got = svc.list_observations(subject="p1", since=since, until=until,
+                                measure="glucose.capillary")
+    assert [o.record_key for o in got] == ["seq:5", "seq:4", "seq:3"]
+    assert len(svc.list_observations(measure="spo2")) == 1
+    assert len(svc.list_observations(limit=4)) == 4
+    assert svc.list_observations(subject="nobody") == []
+
+
+def test_status_messages_recorded(svc: IngestService) -> None:
+    online = encode_status(AgentStatus(site="home-1", state="online", at=T0, agent_version="1.0"))
+    offline = encode_status(AgentStatus(site="home-1", state="offline",
+                                        at=T0 - timedelta(hours=1), agent_version="1.0"))
+    r = svc.ingest_batch([RawMessage(topic=online.topic, payload=online.payload,
+                                     received_at=RECEIVED)])
+    assert (r.statuses, r.dead_letters) == (1, 0)
+    assert svc.stats().sites_online == 1
+    # an older report does not overwrite a newer one
+    svc.ingest_batch([RawMessage(topic=offline.topic, payload=offline.payload,
+                                 received_at=RECEIVED)])
+    [site] = svc.list_sites()
+    assert (site.site, site.state, site.at) == ("home-1", "online", T0)
+    svc.record_status(AgentStatus(site="home-1", state="offline", at=T0 + timedelta(hours=1),
+                                  agent_version="1.0"))
+    assert svc.stats().sites_online == 0
+    bad = svc.ingest_batch([RawMessage(topic=online.topic, payload=b"{", received_at=RECEIVED)])
+    assert bad.dead_letters == 1
+
+
+def test_storage_failure_raises(db_url: str) -> None:
+    storage = open_storage(db_url)
+    svc = IngestService(storage)
+    storage.engine.dispose()
+    with storage.write() as tx:  # break the schema under the service's feet
+        tx.conn.exec_driver_sql("DROP TABLE alert_events")
+        tx.conn.exec_driver_sql("DROP TABLE alerts")
+    with pytest.raises(StorageError):
+        svc.ingest_batch(msgs([ob(1, 2.0)]))
+    # nothing of the failed batch was committed
+    assert svc.list_observations() == []
+    storage.close()
+
+
+def test_concurrent_workers_store_exactly_once(db_url: str) -> None:
+    """Several workers ingest overlapping batches at once: every reading once, one alert."""
+    storages = [open_storage(db_url) for _ in range(4)]
+    services = [IngestService(s) for s in storages]
+    batches = [msgs([ob(i, 2.5 + i / 1000) for i in range(k, k + 40)]) for k in (0, 20, 10, 30)]
+    results: list[IngestResult] = []
+    errors: list[BaseException] = []
+
+    def work(svc: IngestService, batch: list[RawMessage]) -> None:
+        try:
+            results.append(svc.ingest_batch(batch))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(s, b)) for s, b in zip(services, batches,
+                                                                          strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert sum(r.observations for r in results) == 70
+    svc = services[0]
+    assert svc.stats().observations == 70
+    alerts = svc.list_alerts()
+    assert len(alerts) == 1
+    assert alerts[0].trigger_count == 70
+    for s in storages:
+        s.close()
