@@ -31,18 +31,35 @@ UNITS = {k: m.unit for k, m in MEASURES.items()}
 _seq = iter(range(10**9))
 
 
-def rd(measure: str, value: float | None, *, minutes: int = 0, comparator: str | None = None,
-       absent: str | None = None, subject: str = "p1", quality: frozenset[str] = frozenset(),
-       obs_id: str | None = None) -> Reading:
+def rd(
+    measure: str,
+    value: float | None,
+    *,
+    minutes: int = 0,
+    comparator: str | None = None,
+    absent: str | None = None,
+    subject: str = "p1",
+    quality: frozenset[str] = frozenset(),
+    obs_id: str | None = None,
+) -> Reading:
     return Reading(
-        obs_id=obs_id or f"obs{next(_seq):08d}", subject_ref=subject, measure=measure,
-        unit=UNITS[measure], effective_time=T0 + timedelta(minutes=minutes), value=value,
-        comparator=comparator, absent_reason=absent, quality=quality,
+        obs_id=obs_id or f"obs{next(_seq):08d}",
+        subject_ref=subject,
+        measure=measure,
+        unit=UNITS[measure],
+        effective_time=T0 + timedelta(minutes=minutes),
+        value=value,
+        comparator=comparator,
+        absent_reason=absent,
+        quality=quality,
     )
 
 
-def run(readings: list[Reading], open_alerts: list[AlertState] | None = None,
-        overrides: dict[tuple[str, str], ThresholdOverride] | None = None) -> list[AlertAction]:
+def run(
+    readings: list[Reading],
+    open_alerts: list[AlertState] | None = None,
+    overrides: dict[tuple[str, str], ThresholdOverride] | None = None,
+) -> list[AlertAction]:
     return evaluate(readings, open_alerts=open_alerts or [], now=NOW, overrides=overrides)
 
 
@@ -115,18 +132,29 @@ BOUNDARIES = [
 
 
 @pytest.mark.parametrize(("measure", "value", "comparator", "expected"), BOUNDARIES)
-def test_threshold_boundaries(measure: str, value: float, comparator: str | None,
-                              expected: set[str]) -> None:
+def test_threshold_boundaries(
+    measure: str, value: float, comparator: str | None, expected: set[str]
+) -> None:
     assert raised([rd(measure, value, comparator=comparator)]) == expected
 
 
 @pytest.mark.parametrize(
     ("condition", "priority"),
-    [("glucose-low-l2", "high"), ("cgm-urgent-low", "high"), ("glucose-low-l1", "medium"),
-     ("glucose-high-l2", "medium"), ("bp-systolic-grade3", "high"),
-     ("bp-diastolic-grade3", "high"), ("bp-systolic-low", "high"), ("pulse-low", "high"),
-     ("pulse-high", "high"), ("spo2-low-news2-3", "high"), ("spo2-low-news2-2", "medium"),
-     ("temperature-low", "high"), ("temperature-high", "medium")],
+    [
+        ("glucose-low-l2", "high"),
+        ("cgm-urgent-low", "high"),
+        ("glucose-low-l1", "medium"),
+        ("glucose-high-l2", "medium"),
+        ("bp-systolic-grade3", "high"),
+        ("bp-diastolic-grade3", "high"),
+        ("bp-systolic-low", "high"),
+        ("pulse-low", "high"),
+        ("pulse-high", "high"),
+        ("spo2-low-news2-3", "high"),
+        ("spo2-low-news2-2", "medium"),
+        ("temperature-low", "high"),
+        ("temperature-high", "medium"),
+    ],
 )
 def test_priorities_and_sources(condition: str, priority: str) -> None:
     t = DEFAULTS_BY_CONDITION[condition]
@@ -147,8 +175,7 @@ def test_absent_reading_never_triggers(reason: str) -> None:
 
 def test_absent_reading_never_clears() -> None:
     [a] = run([rd("glucose.capillary", 2.5)])
-    assert run([rd("glucose.capillary", None, minutes=5, absent="error")],
-               stored([a])) == []
+    assert run([rd("glucose.capillary", None, minutes=5, absent="error")], stored([a])) == []
 
 
 def test_lo_reading_is_named_in_explanation() -> None:
@@ -173,8 +200,14 @@ def test_explanation_names_rule_threshold_unit_source_and_reading() -> None:
     r = rd("bp.systolic", 192)
     [a] = run([r])
     text = a.state.explanation
-    for part in ("bp-systolic-grade3", ">= 180 mm[Hg]", "DOMAIN.md §3", "192 mm[Hg]", r.obs_id,
-                 "high priority"):
+    for part in (
+        "bp-systolic-grade3",
+        ">= 180 mm[Hg]",
+        "DOMAIN.md §3",
+        "192 mm[Hg]",
+        r.obs_id,
+        "high priority",
+    ):
         assert part in text
     assert "Simulated" not in text
     for word in ("diagnos", "hypertension", "hypoglycaemia", "has "):
@@ -227,15 +260,22 @@ def test_family_only_most_severe_level() -> None:
         ("body.temperature", 39.5, 38.9, 38.8),  # >= 39.1, hysteresis 0.2: below 38.9
     ],
 )
-def test_clearing_needs_the_hysteresis(measure: str, trigger: float, still: float,
-                                       clear: float) -> None:
+def test_clearing_needs_the_hysteresis(
+    measure: str, trigger: float, still: float, clear: float
+) -> None:
     [a] = run([rd(measure, trigger)])
     open_ = stored([a])
-    not_cleared = [x for x in run([rd(measure, still, minutes=5)], open_)
-                   if x.state.condition == a.state.condition]
+    not_cleared = [
+        x
+        for x in run([rd(measure, still, minutes=5)], open_)
+        if x.state.condition == a.state.condition
+    ]
     assert not_cleared == [] or not_cleared[0].state.cleared_at is None
-    [c] = [x for x in run([rd(measure, clear, minutes=5)], open_)
-           if x.state.condition == a.state.condition]
+    [c] = [
+        x
+        for x in run([rd(measure, clear, minutes=5)], open_)
+        if x.state.condition == a.state.condition
+    ]
     assert c.kind == "update"
     assert c.state.cleared_at == T0 + timedelta(minutes=5)
     assert [e.action for e in c.events] == ["cleared"]
@@ -246,7 +286,9 @@ def test_lo_reading_clears_a_high_alert_and_hi_clears_a_low() -> None:
     [hi] = run([rd("glucose.cgm", 15.0)])
     actions = run([rd("glucose.cgm", 2.2, minutes=5, comparator="<")], stored([hi]))
     assert {(a.kind, a.state.condition, a.state.cleared_at is not None) for a in actions} == {
-        ("update", "glucose-high-l2", True), ("raise", "glucose-low-l2", False)}
+        ("update", "glucose-high-l2", True),
+        ("raise", "glucose-low-l2", False),
+    }
     [lo] = run([rd("glucose.cgm", 2.5)])
     actions = run([rd("glucose.cgm", 22.2, minutes=5, comparator=">")], stored([lo]))
     assert [a.state.condition for a in actions if a.state.cleared_at] == ["glucose-low-l2"]
@@ -284,8 +326,14 @@ def test_unordered_batch_is_processed_in_time_order() -> None:
 
 
 def test_patient_override_replaces_value() -> None:
-    ov = ThresholdOverride(subject_ref="p1", condition="glucose-low-l1", value=4.5,
-                           unit="mmol/L", set_by="dr.k", set_at=T0)
+    ov = ThresholdOverride(
+        subject_ref="p1",
+        condition="glucose-low-l1",
+        value=4.5,
+        unit="mmol/L",
+        set_by="dr.k",
+        set_at=T0,
+    )
     overrides = {("p1", "glucose-low-l1"): ov}
     [a] = run([rd("glucose.capillary", 4.2)], overrides=overrides)
     assert a.state.threshold_value == 4.5

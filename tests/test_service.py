@@ -33,27 +33,52 @@ T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 RECEIVED = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 METER = DeviceIdentity(manufacturer="Acme", model="GlucoOne", serial="SN1", transport="sim")
 CGM = DeviceIdentity(manufacturer="Acme", model="Flow", serial="CG7", transport="sim")
-UNITS = {"glucose.capillary": "mmol/L", "glucose.cgm": "mmol/L", "spo2": "%",
-         "bp.systolic": "mm[Hg]", "body.weight": "kg"}
+UNITS = {
+    "glucose.capillary": "mmol/L",
+    "glucose.cgm": "mmol/L",
+    "spo2": "%",
+    "bp.systolic": "mm[Hg]",
+    "body.weight": "kg",
+}
 
 
-def ob(seq: int, value: float | None, *, measure: str = "glucose.capillary",
-       comparator: str | None = None, absent: AbsentReason | None = None,
-       simulated: bool = False) -> Observation:
+def ob(
+    seq: int,
+    value: float | None,
+    *,
+    measure: str = "glucose.capillary",
+    comparator: str | None = None,
+    absent: AbsentReason | None = None,
+    simulated: bool = False,
+) -> Observation:
     return Observation(
-        measure=measure, unit=UNITS[measure], effective_time=T0 + timedelta(minutes=seq),
-        record_key=f"seq:{seq}", provenance=Provenance(source="sim:test"), value=value,
-        comparator=comparator, absent_reason=absent,  # type: ignore[arg-type]
+        measure=measure,
+        unit=UNITS[measure],
+        effective_time=T0 + timedelta(minutes=seq),
+        record_key=f"seq:{seq}",
+        provenance=Provenance(source="sim:test"),
+        value=value,
+        comparator=comparator,
+        absent_reason=absent,  # type: ignore[arg-type]
         quality=frozenset({QualityFlag.SIMULATED}) if simulated else frozenset(),
     )
 
 
-def msgs(observations: Sequence[Observation], *, subject: str = "p1", site: str = "home-1",
-         device_id: str = "meter-1", device: DeviceIdentity = METER,
-         created_minutes: int = 0) -> list[RawMessage]:
+def msgs(
+    observations: Sequence[Observation],
+    *,
+    subject: str = "p1",
+    site: str = "home-1",
+    device_id: str = "meter-1",
+    device: DeviceIdentity = METER,
+    created_minutes: int = 0,
+) -> list[RawMessage]:
     out = encode_observations(
-        site=site, device_id=device_id, device=device,
-        subject=Subject(kind="patient", ref=subject), observations=observations,
+        site=site,
+        device_id=device_id,
+        device=device,
+        subject=Subject(kind="patient", ref=subject),
+        observations=observations,
         created_at=T0 + timedelta(minutes=created_minutes),
     )
     return [RawMessage(topic=m.topic, payload=m.payload, received_at=RECEIVED) for m in out]
@@ -72,16 +97,24 @@ def svc(storage: Storage) -> IngestService:
 
 
 def test_valid_batch_is_stored(svc: IngestService) -> None:
-    batch = msgs([ob(1, 5.5), ob(2, 6.1)]) + msgs([ob(3, 98, measure="spo2")],
-                                                   device_id="ox-1", device=CGM)
+    batch = msgs([ob(1, 5.5), ob(2, 6.1)]) + msgs(
+        [ob(3, 98, measure="spo2")], device_id="ox-1", device=CGM
+    )
     r = svc.ingest_batch(batch)
-    assert r == IngestResult(messages=2, duplicate_messages=0, observations=3,
-                             duplicate_observations=0, dead_letters=0, alerts_raised=0,
-                             alerts_updated=0)
+    assert r == IngestResult(
+        messages=2,
+        duplicate_messages=0,
+        observations=3,
+        duplicate_observations=0,
+        dead_letters=0,
+        alerts_raised=0,
+        alerts_updated=0,
+    )
     rows = svc.list_observations(subject="p1")
     assert len(rows) == 3
-    assert [o.effective_time for o in rows] == sorted((o.effective_time for o in rows),
-                                                      reverse=True)
+    assert [o.effective_time for o in rows] == sorted(
+        (o.effective_time for o in rows), reverse=True
+    )
     o = next(x for x in rows if x.record_key == "seq:1")
     assert o.value == 5.5
     assert o.unit == "mmol/L"
@@ -101,9 +134,15 @@ def test_same_message_twice_is_stored_once(svc: IngestService) -> None:
     assert (first.messages, first.duplicate_messages, first.observations) == (1, 1, 2)
     assert first.alerts_raised == 1
     again = svc.ingest_batch(batch)  # redelivery
-    assert again == IngestResult(messages=0, duplicate_messages=1, observations=0,
-                                 duplicate_observations=0, dead_letters=0, alerts_raised=0,
-                                 alerts_updated=0)
+    assert again == IngestResult(
+        messages=0,
+        duplicate_messages=1,
+        observations=0,
+        duplicate_observations=0,
+        dead_letters=0,
+        alerts_raised=0,
+        alerts_updated=0,
+    )
     s = svc.stats()
     assert (s.messages, s.observations, s.alerts_total) == (1, 2, 1)
     assert svc.list_alerts()[0].trigger_count == 1  # redelivery is not new evidence
@@ -153,13 +192,14 @@ def test_malformed_payloads_are_dead_lettered_and_the_rest_stored(svc: IngestSer
     obs = [dict(o) for o in doc["observations"]]  # type: ignore[attr-defined]
     obs[0]["value"] = "high"
     wrong_type = dict(doc, observations=obs)
-    cases = [*BAD_PAYLOADS,
-             (_bad(no_field), "missing-field", "created_at"),
-             (_bad(id_mismatch), "id-mismatch", "msg_id"),
-             (_bad(wrong_type), "wrong-type", "observations[0].value")]
+    cases = [
+        *BAD_PAYLOADS,
+        (_bad(no_field), "missing-field", "created_at"),
+        (_bad(id_mismatch), "id-mismatch", "msg_id"),
+        (_bad(wrong_type), "wrong-type", "observations[0].value"),
+    ]
     batch = [RawMessage(topic=topic, payload=p, received_at=RECEIVED) for p, _, _ in cases]
-    batch.append(RawMessage(topic="remon/v1/BAD TOPIC/x/obs", payload=b"{}",
-                            received_at=RECEIVED))
+    batch.append(RawMessage(topic="remon/v1/BAD TOPIC/x/obs", payload=b"{}", received_at=RECEIVED))
     batch += msgs([ob(7, 6.0)])
     r = svc.ingest_batch(batch)
     assert r.dead_letters == len(cases) + 1
@@ -179,7 +219,11 @@ def test_alert_raised_deduplicated_and_cleared(svc: IngestService) -> None:
     assert (r.alerts_raised, r.alerts_updated) == (0, 1)
     [a] = svc.list_alerts(state="open")
     assert (a.condition, a.priority, a.trigger_count, a.last_value) == (
-        "glucose-low-l2", "high", 2, 2.6)
+        "glucose-low-l2",
+        "high",
+        2,
+        2.6,
+    )
     assert a.simulated
     assert "Simulated data" in a.explanation
     assert a.cleared_at is None
@@ -196,8 +240,7 @@ def test_alert_raised_deduplicated_and_cleared(svc: IngestService) -> None:
 
 
 def test_lo_reading_raises_and_absent_does_not(svc: IngestService) -> None:
-    svc.ingest_batch(msgs([ob(1, None, absent=AbsentReason.ERROR),
-                           ob(2, 1.1, comparator="<")]))
+    svc.ingest_batch(msgs([ob(1, None, absent=AbsentReason.ERROR), ob(2, 1.1, comparator="<")]))
     [a] = svc.list_alerts()
     assert a.first_comparator == "<"
     assert "LO reading" in a.explanation
@@ -210,23 +253,32 @@ def test_ack_and_resolve_life_cycle(svc: IngestService) -> None:
     [a] = svc.list_alerts()
     acked = svc.acknowledge(a.id, actor="nurse.a", note="calling")
     assert (acked.state, acked.acknowledged_by, acked.acknowledged_at) == (
-        "acknowledged", "nurse.a", RECEIVED)
+        "acknowledged",
+        "nurse.a",
+        RECEIVED,
+    )
     with pytest.raises(InvalidTransitionError):
         svc.acknowledge(a.id, actor="nurse.b")
     # an acknowledged alert still deduplicates new evidence
     r = svc.ingest_batch(msgs([ob(2, 87, measure="spo2")], device_id="ox-1", device=CGM))
     assert (r.alerts_raised, r.alerts_updated) == (0, 1)
     done = svc.resolve(a.id, actor="nurse.a", note="ok after call")
-    assert (done.state, done.resolved_by, done.resolved_note) == ("resolved", "nurse.a",
-                                                                  "ok after call")
+    assert (done.state, done.resolved_by, done.resolved_note) == (
+        "resolved",
+        "nurse.a",
+        "ok after call",
+    )
     with pytest.raises(InvalidTransitionError):
         svc.resolve(a.id, actor="nurse.a")
     with pytest.raises(AlertNotFoundError):
         svc.resolve(99999, actor="nurse.a")
     events = svc.get_alert(a.id).events
     assert [(e.action, e.actor) for e in events] == [
-        ("raised", "system:rules"), ("acknowledged", "nurse.a"), ("updated", "system:rules"),
-        ("resolved", "nurse.a")]
+        ("raised", "system:rules"),
+        ("acknowledged", "nurse.a"),
+        ("updated", "system:rules"),
+        ("resolved", "nurse.a"),
+    ]
     # after resolution new evidence raises a new alert
     r = svc.ingest_batch(msgs([ob(3, 86, measure="spo2")], device_id="ox-1", device=CGM))
     assert r.alerts_raised == 1
@@ -253,24 +305,26 @@ def test_threshold_override_per_patient(svc: IngestService) -> None:
 
 
 def test_alert_filters(svc: IngestService) -> None:
-    svc.ingest_batch(msgs([ob(1, 2.5)]) + msgs([ob(2, 92, measure="spo2")], subject="p2",
-                                                device_id="ox-1", device=CGM))
+    svc.ingest_batch(
+        msgs([ob(1, 2.5)])
+        + msgs([ob(2, 92, measure="spo2")], subject="p2", device_id="ox-1", device=CGM)
+    )
     assert {a.subject_ref for a in svc.list_alerts(subject="p2")} == {"p2"}
     assert [a.priority for a in svc.list_alerts()] == ["high", "medium"]
     assert [a.condition for a in svc.list_alerts(priority="medium")] == ["spo2-low-news2-2"]
-    assert [a.condition for a in svc.list_alerts(condition="glucose-low-l2")] == [
-        "glucose-low-l2"]
+    assert [a.condition for a in svc.list_alerts(condition="glucose-low-l2")] == ["glucose-low-l2"]
     assert len(svc.list_alerts(limit=1, offset=1)) == 1
     assert svc.list_alerts(state="resolved") == []
 
 
 def test_observation_filters(svc: IngestService) -> None:
-    svc.ingest_batch(msgs([ob(i, 5.0 + i / 10) for i in range(10)]) +
-                     msgs([ob(1, 97, measure="spo2")], device_id="ox-1", device=CGM))
+    svc.ingest_batch(
+        msgs([ob(i, 5.0 + i / 10) for i in range(10)])
+        + msgs([ob(1, 97, measure="spo2")], device_id="ox-1", device=CGM)
+    )
     since = T0 + timedelta(minutes=3)
     until = T0 + timedelta(minutes=6)
-    got = svc.list_observations(subject="p1", since=since, until=until,
-                                measure="glucose.capillary")
+    got = svc.list_observations(subject="p1", since=since, until=until, measure="glucose.capillary")
     assert [o.record_key for o in got] == ["seq:5", "seq:4", "seq:3"]
     assert len(svc.list_observations(measure="spo2")) == 1
     assert len(svc.list_observations(limit=4)) == 4
@@ -279,19 +333,23 @@ def test_observation_filters(svc: IngestService) -> None:
 
 def test_status_messages_recorded(svc: IngestService) -> None:
     online = encode_status(AgentStatus(site="home-1", state="online", at=T0, agent_version="1.0"))
-    offline = encode_status(AgentStatus(site="home-1", state="offline",
-                                        at=T0 - timedelta(hours=1), agent_version="1.0"))
-    r = svc.ingest_batch([RawMessage(topic=online.topic, payload=online.payload,
-                                     received_at=RECEIVED)])
+    offline = encode_status(
+        AgentStatus(site="home-1", state="offline", at=T0 - timedelta(hours=1), agent_version="1.0")
+    )
+    r = svc.ingest_batch(
+        [RawMessage(topic=online.topic, payload=online.payload, received_at=RECEIVED)]
+    )
     assert (r.statuses, r.dead_letters) == (1, 0)
     assert svc.stats().sites_online == 1
     # an older report does not overwrite a newer one
-    svc.ingest_batch([RawMessage(topic=offline.topic, payload=offline.payload,
-                                 received_at=RECEIVED)])
+    svc.ingest_batch(
+        [RawMessage(topic=offline.topic, payload=offline.payload, received_at=RECEIVED)]
+    )
     [site] = svc.list_sites()
     assert (site.site, site.state, site.at) == ("home-1", "online", T0)
-    svc.record_status(AgentStatus(site="home-1", state="offline", at=T0 + timedelta(hours=1),
-                                  agent_version="1.0"))
+    svc.record_status(
+        AgentStatus(site="home-1", state="offline", at=T0 + timedelta(hours=1), agent_version="1.0")
+    )
     assert svc.stats().sites_online == 0
     bad = svc.ingest_batch([RawMessage(topic=online.topic, payload=b"{", received_at=RECEIVED)])
     assert bad.dead_letters == 1
@@ -322,11 +380,12 @@ def test_concurrent_workers_store_exactly_once(db_url: str) -> None:
     def work(svc: IngestService, batch: list[RawMessage]) -> None:
         try:
             results.append(svc.ingest_batch(batch))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(s, b)) for s, b in zip(services, batches,
-                                                                          strict=True)]
+    threads = [
+        threading.Thread(target=work, args=(s, b)) for s, b in zip(services, batches, strict=True)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -1,0 +1,190 @@
+"""Storage on real SQLite and PostgreSQL: migrations, engine settings, time round trips."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from cloud_ingest.storage import (
+    DeadLetterIn,
+    OverrideRecord,
+    current_revision,
+    normalise_url,
+    open_storage,
+)
+from cloud_ingest.storage.schema import metadata
+
+
+def test_migration_creates_the_schema(db_url: str) -> None:
+    s = open_storage(db_url)
+    try:
+        assert current_revision(s.engine) == "0001"
+        insp = sa.inspect(s.engine)
+        tables = set(insp.get_table_names()) - {"alembic_version"}
+        assert tables == set(metadata.tables)
+        for name, table in metadata.tables.items():
+            cols = {c["name"] for c in insp.get_columns(name)}
+            assert cols == {c.name for c in table.columns}, name
+        idx = {i["name"]: i for i in insp.get_indexes("alerts")}
+        assert idx["uq_alerts_active_subject_condition"]["unique"]
+        obs_idx = {i["name"]: i for i in insp.get_indexes("observations")}
+        assert obs_idx["ix_observations_subject_time"]["column_names"] == [
+            "subject_ref",
+            "effective_time",
+        ]
+    finally:
+        s.close()
+
+
+def test_migration_is_idempotent_and_can_be_skipped(db_url: str) -> None:
+    open_storage(db_url).close()
+    s = open_storage(db_url)
+    s.close()
+    s = open_storage(db_url, migrate=False)
+    assert s.counts().messages == 0
+    s.close()
+
+
+def test_unmigrated_database_is_not_created_without_migrate(sqlite_url: str) -> None:
+    s = open_storage(sqlite_url, migrate=False)
+    assert current_revision(s.engine) is None
+    s.close()
+
+
+def test_partial_unique_index_allows_resolved_duplicates(db_url: str) -> None:
+    s = open_storage(db_url)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    row = {
+        "subject_ref": "p1",
+        "condition": "spo2-low-news2-3",
+        "measure": "spo2",
+        "priority": "high",
+        "state": "resolved",
+        "rule": "r",
+        "threshold_value": 91.0,
+        "threshold_unit": "%",
+        "threshold_comparator": "<=",
+        "threshold_source": "s",
+        "explanation": "e",
+        "first_obs_id": "a" * 32,
+        "first_value": 88.0,
+        "first_comparator": None,
+        "first_time": now,
+        "last_obs_id": "a" * 32,
+        "last_value": 88.0,
+        "last_comparator": None,
+        "last_time": now,
+        "trigger_count": 1,
+        "simulated": False,
+        "raised_at": now,
+        "updated_at": now,
+    }
+    with s.write() as tx:
+        tx.insert_alerts([row, row, dict(row, state="open")])
+    from cloud_ingest.storage import ConflictError
+
+    with pytest.raises(ConflictError), s.write() as tx:
+        tx.insert_alerts([dict(row, state="acknowledged")])
+    assert s.counts().alerts_total == 3
+    s.close()
+
+
+def test_datetimes_round_trip_as_aware_utc(db_url: str) -> None:
+    s = open_storage(db_url)
+    helsinki = timezone(timedelta(hours=2))
+    at = datetime(2026, 3, 29, 2, 30, 15, 123456, tzinfo=helsinki)
+    with s.write() as tx:
+        tx.insert_dead_letters(
+            [
+                DeadLetterIn(
+                    topic="t",
+                    payload=b"\x00\xff",
+                    code="not-json",
+                    path="",
+                    detail="d",
+                    received_at=at,
+                )
+            ],
+            now=at,
+        )
+    [d] = s.list_dead_letters()
+    assert d.received_at == at
+    assert d.received_at.tzinfo == UTC
+    assert d.payload == b"\x00\xff"
+    s.close()
+
+
+def test_naive_datetimes_are_refused(sqlite_url: str) -> None:
+    s = open_storage(sqlite_url)
+    with pytest.raises(sa.exc.StatementError, match="naive"), s.write() as tx:
+        tx.insert_dead_letters(
+            [
+                DeadLetterIn(
+                    topic="t",
+                    payload=b"",
+                    code="c",
+                    path="",
+                    detail="d",
+                    received_at=datetime(2026, 1, 1),
+                )
+            ],
+            now=datetime(2026, 1, 1),
+        )
+    s.close()
+
+
+def test_override_upsert(db_url: str) -> None:
+    s = open_storage(db_url)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    rec = OverrideRecord(
+        subject_ref="p1", condition="c", value=1.0, unit="%", set_by="a", set_at=at
+    )
+    s.put_override(rec)
+    s.put_override(
+        OverrideRecord(subject_ref="p1", condition="c", value=2.0, unit="%", set_by="b", set_at=at)
+    )
+    got = s.get_override("p1", "c")
+    assert got is not None
+    assert (got.value, got.set_by) == (2.0, "b")
+    assert s.delete_override("p1", "c")
+    assert s.get_override("p1", "c") is None
+    s.close()
+
+
+def test_sqlite_pragmas(tmp_path: Path) -> None:
+    s = open_storage(f"sqlite:///{tmp_path / 'x.db'}")
+    with s.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    s.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("postgresql://u@h/db", "postgresql+psycopg"),
+        ("postgres://u@h/db", "postgresql+psycopg"),
+        ("postgresql+psycopg://u@h/db", "postgresql+psycopg"),
+        ("sqlite:///x.db", "sqlite"),
+    ],
+)
+def test_url_normalisation(url: str, driver: str) -> None:
+    assert normalise_url(url).drivername == driver
+
+
+def test_unsupported_database_refused() -> None:
+    with pytest.raises(ValueError, match="unsupported"):
+        normalise_url("mysql://u@h/db")
+
+
+def test_plain_postgresql_url_is_accepted(pg_url: str) -> None:
+    plain = sa.make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    s = open_storage(plain)
+    assert s.dialect == "postgresql"
+    assert s.counts().observations == 0
+    s.close()
