@@ -22,6 +22,7 @@ from cloud_ingest.service import (
 from cloud_ingest.storage import Storage, open_storage
 from device_profiles.observation import (
     AbsentReason,
+    Comparator,
     DeviceIdentity,
     Observation,
     Provenance,
@@ -47,7 +48,7 @@ def ob(
     value: float | None,
     *,
     measure: str = "glucose.capillary",
-    comparator: str | None = None,
+    comparator: Comparator | None = None,
     absent: AbsentReason | None = None,
     simulated: bool = False,
 ) -> Observation:
@@ -59,7 +60,7 @@ def ob(
         provenance=Provenance(source="sim:test"),
         value=value,
         comparator=comparator,
-        absent_reason=absent,  # type: ignore[arg-type]
+        absent_reason=absent,
         quality=frozenset({QualityFlag.SIMULATED}) if simulated else frozenset(),
     )
 
