@@ -36,6 +36,9 @@ log = logging.getLogger("remon.ingest.consumer")
 
 #: How many unacknowledged QoS 1 messages the broker may have in flight to us (MQTT 5).
 RECEIVE_MAXIMUM = 4000
+#: In "auto" mode, a broker that has not answered an MQTT 5 CONNECT by then gets MQTT 3.1.1
+#: (amqtt, for one, never answers a v5 CONNECT that carries properties).
+V5_ANSWER_TIMEOUT_S = 5.0
 #: Broker keeps our session (subscriptions + queued messages) this long while we are away.
 SESSION_EXPIRY_S = 7 * 24 * 3600
 SHARE_GROUP = "remon-ingest"
@@ -105,7 +108,7 @@ class Consumer:
 
     # -- life cycle ----------------------------------------------------------------------------
 
-    def start(self, *, wait_connected: float | None = 15.0) -> None:
+    def start(self, *, wait_connected: float | None = 20.0) -> None:
         self._worker = threading.Thread(target=self._work, name="ingest-worker", daemon=True)
         self._worker.start()
         self._connect(self._protocol if self._protocol != "auto" else "5")
@@ -155,6 +158,15 @@ class Consumer:
             properties=props,
         )
         client.loop_start()
+        if v5 and self._protocol == "auto":
+            timer = threading.Timer(V5_ANSWER_TIMEOUT_S, self._fallback_if_silent, args=(client,))
+            timer.daemon = True
+            timer.start()
+
+    def _fallback_if_silent(self, client: mqtt.Client) -> None:
+        if self._client is client and self._protocol == "auto" and not self._connected.is_set():
+            log.info("no answer to MQTT 5 within %.0f s; trying MQTT 3.1.1", V5_ANSWER_TIMEOUT_S)
+            self._fallback(client)
 
     def _on_connect(
         self,
@@ -186,6 +198,7 @@ class Consumer:
         )
 
     def _fallback(self, old: mqtt.Client) -> None:
+        old.disconnect()
         old.loop_stop()
         self._protocol = "3.1.1"
         self._connect("3.1.1")

@@ -39,7 +39,9 @@ def demo(
     ] = None,
     broker: Annotated[
         str | None,
-        typer.Option(help="Use this broker (mqtt://host:port) instead of starting one."),
+        typer.Option(
+            help="Broker URL mqtt://host:port instead of starting one ('embedded': in-process)."
+        ),
     ] = None,
     database: Annotated[
         str | None,
@@ -189,6 +191,7 @@ def ingest_run(
     try:
         if api:
             import uvicorn
+
             from cloud_ingest.api import create_app
 
             if not settings.api_tokens:

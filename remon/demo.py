@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from cloud_ingest.api import create_app
-
 from cloud_ingest.consumer import Consumer, ConsumerConfig
 from cloud_ingest.service import IngestService
 from cloud_ingest.settings import IngestSettings
@@ -113,9 +112,9 @@ def run_demo(opts: DemoOptions) -> int:
 
     with contextlib.ExitStack() as stack:
         broker_url = opts.broker
-        broker_kind = "external"
-        if broker_url is None:
-            if mosquitto_binary() is not None:
+        broker_kind = "given"
+        if broker_url is None or broker_url == "embedded":
+            if broker_url is None and mosquitto_binary() is not None:
                 mq = MosquittoProcess(opts.data_dir / "broker")
                 stack.enter_context(mq)
                 broker_url, broker_kind = mq.url, "private Mosquitto"

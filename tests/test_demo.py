@@ -1,0 +1,96 @@
+"""`remon demo` as a user runs it: a subprocess, its printed token, alerts through the HTTP API."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from remon.brokers import MosquittoProcess, free_port
+
+pytestmark = pytest.mark.slow
+
+
+def run_demo_and_query(tmp_path: Path, *extra: str) -> tuple[list[dict[str, object]], str]:
+    port = free_port()
+    out = tmp_path / "demo.out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "remon.cli",
+        "demo",
+        "--duration",
+        "25",
+        "--interval",
+        "0.25",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path / "demo"),
+        *extra,
+    ]
+    with out.open("wb") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
+    try:
+        token = None
+        deadline = time.monotonic() + 20
+        while token is None and time.monotonic() < deadline:
+            m = re.search(r"token\s+(\S+)", out.read_text())
+            token = m.group(1) if m else None
+            time.sleep(0.1)
+        assert token, out.read_text()
+        base = f"http://127.0.0.1:{port}"
+        headers = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{base}/api/v1/alerts").status_code == 401
+        alerts: list[dict[str, object]] = []
+        deadline = time.monotonic() + 20
+        while not alerts and time.monotonic() < deadline:
+            alerts = httpx.get(f"{base}/api/v1/alerts", headers=headers).json()
+            time.sleep(0.3)
+        assert httpx.get(f"{base}/api/v1/health").status_code == 200
+        stats = httpx.get(f"{base}/api/v1/stats", headers=headers).json()
+        assert stats["observations"] > 0
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop with a final summary
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return alerts, out.read_text()
+
+
+def test_demo_raises_alerts_visible_through_the_api(tmp_path: Path) -> None:
+    alerts, output = run_demo_and_query(tmp_path)
+    assert alerts
+    for a in alerts:
+        assert a["state"] in ("open", "acknowledged")
+        assert a["priority"] in ("high", "medium", "low")
+        assert "DOMAIN.md" in str(a["explanation"])
+        assert str(a["subject_ref"]).startswith("demo-patient-")
+    assert "private Mosquitto" in output
+    assert "open alerts" in output
+    assert "Traceback" not in output
+
+
+def test_demo_on_the_embedded_broker(tmp_path: Path) -> None:
+    alerts, output = run_demo_and_query(tmp_path, "--broker", "embedded", "--patients", "3")
+    assert alerts
+    assert "embedded amqtt" in output
+    assert "Traceback" not in output
+
+
+def test_demo_against_mosquitto_and_postgresql(
+    tmp_path: Path, pg_url: str, fresh_mosquitto: MosquittoProcess
+) -> None:
+    alerts, output = run_demo_and_query(
+        tmp_path, "--broker", fresh_mosquitto.url, "--database", pg_url, "--patients", "3"
+    )
+    assert alerts
+    assert fresh_mosquitto.url in output
+    assert "Traceback" not in output
