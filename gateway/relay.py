@@ -123,6 +123,10 @@ class RelayConfig:
     reject_retry_max_s: float = 300.0
     #: Look for new records at least this often even without :meth:`Relay.wake`.
     poll_s: float = 1.0
+    #: ``auto`` only, before the first session: an MQTT 5 CONNECT left unanswered this long
+    #: counts as a refusal (amqtt reads a v5 CONNECT that carries a will as garbage and never
+    #: answers it).
+    connack_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> RelayError:
@@ -138,8 +142,8 @@ class RelayConfig:
             raise bad("need 0 < reconnect_min_s <= reconnect_max_s")
         if not 0 < self.reject_retry_min_s <= self.reject_retry_max_s:
             raise bad("need 0 < reject_retry_min_s <= reject_retry_max_s")
-        if self.poll_s <= 0:
-            raise bad("poll_s must be positive")
+        if self.poll_s <= 0 or self.connack_timeout_s <= 0:
+            raise bad("poll_s and connack_timeout_s must be positive")
         if not self.client_id:
             raise bad("client_id must not be empty")
         parse_url(self.url)
@@ -212,6 +216,7 @@ class Relay:
         self._ever_connected = False
         self._window = config.window
         self._connect_attempt = 0
+        self._connect_started = 0.0  # monotonic time of the CONNECT awaiting its CONNACK
         self._wake_seq = 0
         # owned by the worker thread
         self._inflight: dict[int, int] = {}  # paho mid -> outbox id
@@ -314,6 +319,7 @@ class Relay:
             except (OSError, ValueError) as exc:
                 raise RelayError(RelayErrorKind.CONFIG, f"TLS setup failed: {exc}") from exc
         self._set_reconnect_delay(client)
+        client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -334,6 +340,14 @@ class Relay:
         # paho annotates int but computes with the value as float seconds
         client.reconnect_delay_set(cast(int, delay), cast(int, delay))
 
+    def _on_pre_connect(self, client: mqtt.Client, gen: Any) -> None:
+        if gen == self._gen:
+            self._connect_started = time.monotonic()
+            self._kick.set()
+
+    def _may_fall_back(self) -> bool:
+        return self.config.protocol == "auto" and self._protocol == "5"
+
     def _on_connect(
         self,
         client: mqtt.Client,
@@ -344,15 +358,12 @@ class Relay:
     ) -> None:
         if gen != self._gen:
             return
+        self._connect_started = 0.0
         if reason.is_failure:
             err = connack_error(reason)
             self._last_error = err
             log.warning("MQTT connect to %s refused: %s", self.config.url, reason)
-            if (
-                err.kind is RelayErrorKind.PROTOCOL_UNSUPPORTED
-                and self._protocol == "5"
-                and (self.config.protocol == "auto")
-            ):
+            if err.kind is RelayErrorKind.PROTOCOL_UNSUPPORTED and self._may_fall_back():
                 log.info("broker refuses MQTT 5; falling back to MQTT 3.1.1")
                 self._fallback = True
                 client.disconnect()
@@ -378,6 +389,7 @@ class Relay:
     def _on_connect_fail(self, client: mqtt.Client, gen: Any) -> None:
         if gen != self._gen:
             return
+        self._connect_started = 0.0
         self._last_error = RelayError(
             RelayErrorKind.CONNECT_FAILED,
             f"cannot open a {'TLS' if self._tls else 'TCP'} connection to "
@@ -397,6 +409,7 @@ class Relay:
             return
         was = self._connected
         self._connected = False
+        self._connect_started = 0.0
         if was and not self._stop_requested:
             self._last_error = RelayError(
                 RelayErrorKind.CONNECTION_LOST,
@@ -434,9 +447,10 @@ class Relay:
             self._kick.clear()
             if self._stop_requested:
                 return
+            now = time.monotonic()
+            self._check_connack_timeout(now)
             if self._fallback:
                 self._switch_client()
-            now = time.monotonic()
             self._drain_acks(now)
             self._flush(now, force=False)
             if self._connected:
@@ -447,6 +461,25 @@ class Relay:
                 timeout = min(timeout, max(0.0, self._confirmed_since + ACK_FLUSH_S - now))
             if self._held:
                 timeout = min(timeout, max(0.0, self._next_due - now))
+            if self._connect_started and self._may_fall_back() and not self._ever_connected:
+                deadline = self._connect_started + self.config.connack_timeout_s
+                timeout = min(timeout, max(0.01, deadline - now))
+
+    def _check_connack_timeout(self, now: float) -> None:
+        started = self._connect_started
+        if (
+            started
+            and not self._ever_connected
+            and self._may_fall_back()
+            and now - started >= self.config.connack_timeout_s
+        ):
+            self._last_error = RelayError(
+                RelayErrorKind.PROTOCOL_UNSUPPORTED,
+                f"no CONNACK to an MQTT 5 CONNECT within {self.config.connack_timeout_s:.1f} s",
+                reason_code=RC_UNSUPPORTED_PROTOCOL,
+            )
+            log.warning("%s; falling back to MQTT 3.1.1", self._last_error.detail)
+            self._fallback = True
 
     def _switch_client(self) -> None:
         """Replace the paho client with a 3.1.1 one; what the old one held is leased again."""
