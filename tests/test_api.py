@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-with warnings.catch_warnings():
-    # Starlette >= 0.50 deprecates plain httpx for its TestClient (wants "httpx2"); the dev extra
-    # installs httpx. Silenced only around this import until pyproject's dev extra changes.
-    warnings.filterwarnings("ignore", message=".*install `httpx2`")
-    from fastapi.testclient import TestClient
+from fastapi.testclient import TestClient
 
 from cloud_ingest.api import create_app
 from cloud_ingest.service import IngestService, RawMessage
