@@ -75,7 +75,7 @@ def test_cursors_commit_with_their_messages(outbox: Outbox) -> None:
     outbox.set_cursor("meter-1", "seq=2")
     assert outbox.get_cursor("meter-1") == "seq=2"
     # a failing cursor write rolls the messages of the same call back
-    with pytest.raises(OutboxError, match="outbox.db"):
+    with pytest.raises(OutboxError, match=r"outbox\.db"):
         outbox.put_many([msg(2), msg(3)], cursors={"meter-1": None})  # type: ignore[dict-item]
     assert outbox.pending() == 1
     assert outbox.get_cursor("meter-1") == "seq=2"
