@@ -139,8 +139,8 @@ def alert_latency(
     port: int, db_url: str, rate_obs: int, seconds: float, obs_per_msg: int
 ) -> dict[str, float]:
     import uvicorn
-    from cloud_ingest.api import create_app
 
+    from cloud_ingest.api import create_app
     from cloud_ingest.settings import IngestSettings
 
     token = "bench-token"

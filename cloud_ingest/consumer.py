@@ -139,7 +139,7 @@ class Consumer:
             client.username_pw_set(self.config.username, self.config.password)
         if self._tls:
             client.tls_set(ca_certs=self.config.ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        client.reconnect_delay_set(0.5, 30)
+        client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -147,7 +147,7 @@ class Consumer:
         self.stats.protocol = "5" if v5 else "3.1.1"
         props = None
         if v5:
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = SESSION_EXPIRY_S
             props.ReceiveMaximum = RECEIVE_MAXIMUM
         client.connect_async(
@@ -218,8 +218,9 @@ class Consumer:
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self.stats.received += 1
+        payload = msg.payload if isinstance(msg.payload, bytes) else bytes(msg.payload)
         self._queue.put(
-            _Inbound(msg.topic, msg.payload, msg.mid, msg.qos, self._generation, datetime.now(UTC))
+            _Inbound(msg.topic, payload, msg.mid, msg.qos, self._generation, datetime.now(UTC))
         )
 
     # -- worker --------------------------------------------------------------------------------

@@ -1,1 +1,1 @@
-"""Sans-I/O codecs for microcontroller firmware bridges (PEF board, dispensers, kiosk peripherals)."""
+"""Sans-I/O codecs for microcontroller firmware bridges (PEF board, dispensers, kiosks)."""

@@ -1,1 +1,1 @@
-"""Edge side of the edge→cloud contract: the wire format (pure), the durable outbox and the relay."""
+"""Edge side of the edge→cloud contract: wire format (pure), durable outbox, MQTT relay."""

@@ -59,8 +59,8 @@ def fleet(opts: DemoOptions, broker_url: str) -> list[AgentConfig]:
             DeviceSection(
                 id=kind.split(".")[1],
                 kind=kind,
-                subject=f"demo-patient-{i + 1:04d}",  # type: ignore[arg-type]
-                profile=profile,  # type: ignore[arg-type]
+                subject=f"demo-patient-{i + 1:04d}",
+                profile=profile,
                 interval_s=opts.interval * (1 + 0.25 * j),
                 seed=i,
                 unit="mg/dL" if (kind == "sim.glucose-meter" and i % 3 == 2) else "mmol/L",
