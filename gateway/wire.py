@@ -183,11 +183,9 @@ def parse_obs_topic(topic: str) -> tuple[str, str]:
 
 
 def _digest(*parts: str) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p.encode("utf-8"))
-        h.update(b"\x1f")
-    return h.hexdigest()[:32]
+    """SHA-256 over each part followed by a 0x1F separator, first 32 hex digits."""
+    text = "\x1f".join(parts) + "\x1f"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 def observation_id(device: DeviceIdentity, record_key: str, measure: str) -> str:
@@ -439,7 +437,7 @@ def load_json(payload: bytes) -> Mapping[str, Any]:
     except UnicodeDecodeError as exc:
         raise _fail(WireErrorCode.NOT_UTF8, "", f"invalid UTF-8 at byte {exc.start}") from None
     try:
-        doc = json.loads(text, parse_constant=_reject_constant)
+        doc = _JSON.decode(text)
     except json.JSONDecodeError as exc:
         raise _fail(
             WireErrorCode.NOT_JSON,
@@ -453,6 +451,10 @@ def load_json(payload: bytes) -> Mapping[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
+
+
+#: One decoder for every payload (``json.loads`` with options builds a new one per call).
+_JSON: Final = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def decode_observations(topic: str, payload: bytes) -> Envelope:
