@@ -488,8 +488,7 @@ class Relay:
         self._drain_acks(time.monotonic())
         self._protocol = "3.1.1"
         if old is not None:
-            old.disconnect()
-            old.loop_stop()
+            _dispose(old)
         self._inflight.clear()
         self._inflight_ids.clear()
         self._rewind()
@@ -654,8 +653,14 @@ class Relay:
                     info.wait_for_publish(max(0.1, min(2.0, deadline - time.monotonic())))
                 except (RuntimeError, ValueError) as exc:
                     log.warning("offline status not confirmed: %s", exc)
-            client.disconnect()
-            client.loop_stop()
+            _dispose(client)
             self._connected = False
         self._drain_acks(time.monotonic())
         self._flush(time.monotonic(), force=True)
+
+
+def _dispose(client: mqtt.Client) -> None:
+    """Disconnect, join paho's thread and close its sockets now rather than at GC."""
+    client.disconnect()
+    client.loop_stop()
+    client.reinitialise()  # closes the socket and the wake-up socket pair
