@@ -22,6 +22,13 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Engine
 
 from cloud_ingest.storage import schema as t
+from cloud_ingest.storage.bulk import (
+    MESSAGE_COLUMNS,
+    OBSERVATION_COLUMNS,
+    Row,
+    RowBuilder,
+    insert_new,
+)
 from cloud_ingest.storage.engine import SQLITE_BEGIN, create_engine
 from cloud_ingest.storage.engine import migrate as migrate_schema
 from cloud_ingest.storage.records import (
@@ -43,6 +50,7 @@ from cloud_ingest.storage.records import (
     StoredReading,
     StoreOutcome,
 )
+from gateway.wire import WireObservation
 
 #: Keys per IN (...) list; well under SQLite's and PostgreSQL's bind parameter limits.
 IN_CHUNK: Final = 900
@@ -102,74 +110,61 @@ class WriteTx:
         )
 
     def store_envelopes(self, items: Sequence[InboundEnvelope]) -> StoreOutcome:
-        """Store messages and their readings exactly once; return what was new."""
+        """Store messages and their readings exactly once; return what was new.
+
+        Only the readings of messages this transaction stored are offered, and only the readings
+        it stored come back in ``new_readings`` (see :mod:`.bulk` for how each dialect knows).
+        """
         unique: dict[str, InboundEnvelope] = {}
         for it in items:
             unique.setdefault(it.envelope.msg_id, it)
-        seen_msgs = self._existing(t.messages.c.msg_id, list(unique))
-        candidates = [unique[k] for k in sorted(unique) if k not in seen_msgs]
-        dup_msgs = len(items) - len(candidates)
-        if not candidates:
+        keys = sorted(unique)
+        build = RowBuilder(self._dialect)
+        stored_msgs = insert_new(
+            self.conn,
+            t.messages,
+            MESSAGE_COLUMNS,
+            [
+                build.message(unique[k].topic, unique[k].envelope, unique[k].received_at)
+                for k in keys
+            ],
+        )
+        dup_msgs = len(items) - len(stored_msgs)
+        if not stored_msgs:
             return StoreOutcome(
                 messages=0, duplicate_messages=dup_msgs, duplicate_observations=0, new_readings=()
             )
 
-        ins = self._insert(t.messages)
-        stmt = ins.on_conflict_do_nothing(index_elements=["msg_id"]).returning(t.messages.c.msg_id)
-        rows = self.conn.execute(
-            stmt,
-            [
-                {
-                    "msg_id": it.envelope.msg_id,
-                    "schema": it.envelope.schema,
-                    "topic": it.topic,
-                    "site": it.envelope.site,
-                    "device_id": it.envelope.device_id,
-                    "subject_kind": it.envelope.subject.kind,
-                    "subject_ref": it.envelope.subject.ref,
-                    "created_at": it.envelope.created_at,
-                    "received_at": it.received_at,
-                    "observation_count": len(it.envelope.observations),
-                }
-                for it in candidates
-            ],
-        ).all()
-        stored_msgs = {r[0] for r in rows}
-        dup_msgs += len(candidates) - len(stored_msgs)
-
-        readings: dict[str, StoredReading] = {}
+        readings: dict[str, tuple[InboundEnvelope, WireObservation, Row]] = {}
         offered = 0
-        for it in candidates:
-            if it.envelope.msg_id not in stored_msgs:
+        for k in keys:
+            if k not in stored_msgs:
                 continue
-            for wo in it.envelope.observations:
-                offered += 1
-                readings.setdefault(wo.obs_id, StoredReading(inbound=it, observation=wo))
-        seen_obs = self._existing(t.observations.c.obs_id, list(readings))
-        to_insert = [readings[k] for k in sorted(readings) if k not in seen_obs]
-        stored_obs: set[str] = set()
-        if to_insert:
-            ins = self._insert(t.observations)
-            stmt = ins.on_conflict_do_nothing(index_elements=["obs_id"]).returning(
-                t.observations.c.obs_id
-            )
-            stored_obs = {
-                r[0]
-                for r in self.conn.execute(stmt, [_observation_row(r) for r in to_insert]).all()
-            }
-        new = tuple(r for r in to_insert if r.observation.obs_id in stored_obs)
+            it = unique[k]
+            observations = it.envelope.observations
+            offered += len(observations)
+            part = build.envelope_part(it.envelope, it.received_at)
+            for wo in observations:
+                if wo.obs_id not in readings:
+                    readings[wo.obs_id] = (it, wo, part)
+        obs_keys = sorted(readings)
+        stored_obs = insert_new(
+            self.conn,
+            t.observations,
+            OBSERVATION_COLUMNS,
+            [build.observation(readings[k][2], readings[k][1]) for k in obs_keys],
+        )
+        new = tuple(
+            StoredReading(inbound=readings[k][0], observation=readings[k][1])
+            for k in obs_keys
+            if k in stored_obs
+        )
         return StoreOutcome(
             messages=len(stored_msgs),
             duplicate_messages=dup_msgs,
             duplicate_observations=offered - len(new),
             new_readings=new,
         )
-
-    def _existing(self, col: sa.Column[str], keys: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        for part in _chunks(keys):
-            found.update(self.conn.execute(sa.select(col).where(col.in_(part))).scalars())
-        return found
 
     def upsert_statuses(self, rows: Sequence[StatusIn]) -> None:
         """Latest status per site wins (by the agent's own time, else the receive time)."""
@@ -256,43 +251,6 @@ class WriteTx:
                 }
             )
         self.conn.execute(sa.insert(t.alert_events), values)
-
-
-def _observation_row(r: StoredReading) -> dict[str, Any]:
-    env = r.inbound.envelope
-    o = r.observation.observation
-    prov: dict[str, Any] = {"source": o.provenance.source}
-    if o.provenance.original_value is not None:
-        prov["original_value"] = o.provenance.original_value
-    if o.provenance.original_unit is not None:
-        prov["original_unit"] = o.provenance.original_unit
-    if o.provenance.raw is not None:
-        prov["raw"] = o.provenance.raw
-    return {
-        "obs_id": r.observation.obs_id,
-        "msg_id": env.msg_id,
-        "site": env.site,
-        "device_id": env.device_id,
-        "device_manufacturer": env.device.manufacturer,
-        "device_model": env.device.model,
-        "device_serial": env.device.serial,
-        "device_firmware": env.device.firmware,
-        "device_transport": env.device.transport,
-        "subject_kind": env.subject.kind,
-        "subject_ref": env.subject.ref,
-        "measure": o.measure,
-        "value": o.value,
-        "comparator": o.comparator,
-        "absent_reason": o.absent_reason.value if o.absent_reason is not None else None,
-        "unit": o.unit,
-        "effective_time": o.effective_time,
-        "device_time": o.device_time,
-        "clock_offset_s": o.clock_offset_s,
-        "record_key": o.record_key,
-        "quality": sorted(q.value for q in o.quality),
-        "provenance": prov,
-        "received_at": r.inbound.received_at,
-    }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
