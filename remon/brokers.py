@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -18,6 +19,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("remon.brokers")
 
 
 class BrokerError(RuntimeError):
@@ -156,6 +159,11 @@ class EmbeddedBroker:
 
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
+        # amqtt lets per-connection errors (a client that hung up, a v5 CONNECT it cannot read)
+        # escape to the loop; they concern that one client only, so keep them out of the console.
+        loop.set_exception_handler(
+            lambda _loop, ctx: log.debug("embedded broker: %s", ctx.get("message"))
+        )
         self._loop = loop
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},

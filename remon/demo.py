@@ -50,7 +50,7 @@ class DemoOptions:
     keep: bool
 
 
-def fleet(opts: DemoOptions, broker_url: str) -> list[AgentConfig]:
+def fleet(opts: DemoOptions, broker_url: str, protocol: str = "auto") -> list[AgentConfig]:
     configs = []
     for i in range(opts.patients):
         site = f"home-{i + 1:04d}"
@@ -74,7 +74,11 @@ def fleet(opts: DemoOptions, broker_url: str) -> list[AgentConfig]:
                 agent=AgentSection(
                     site=site, data_dir=opts.data_dir / "agents" / site, outbox_synchronous="NORMAL"
                 ),
-                mqtt=MqttSection(url=broker_url, client_id=f"remon-agent-{site}"),
+                mqtt=MqttSection(
+                    url=broker_url,
+                    client_id=f"remon-agent-{site}",
+                    protocol=protocol,
+                ),
                 devices=devices,
             )
         )
@@ -113,6 +117,7 @@ def run_demo(opts: DemoOptions) -> int:
     with contextlib.ExitStack() as stack:
         broker_url = opts.broker
         broker_kind = "given"
+        protocol = "auto"
         if broker_url is None or broker_url == "embedded":
             if broker_url is None and mosquitto_binary() is not None:
                 mq = MosquittoProcess(opts.data_dir / "broker")
@@ -122,6 +127,7 @@ def run_demo(opts: DemoOptions) -> int:
                 eb = EmbeddedBroker()
                 stack.enter_context(eb)
                 broker_url, broker_kind = eb.url, "embedded amqtt (MQTT 3.1.1)"
+                protocol = "3.1.1"  # amqtt speaks MQTT 3.1.1 only
         database = opts.database or f"sqlite:///{opts.data_dir / 'remon.db'}"
         token = secrets.token_urlsafe(18)
         settings = IngestSettings(
@@ -129,7 +135,10 @@ def run_demo(opts: DemoOptions) -> int:
         )
         storage = open_storage(database)
         service = IngestService(storage)
-        consumer = Consumer(service, ConsumerConfig(url=broker_url, client_id="remon-demo-ingest"))
+        consumer = Consumer(
+            service,
+            ConsumerConfig(url=broker_url, client_id="remon-demo-ingest", protocol=protocol),
+        )
         consumer.start()
         stack.callback(consumer.stop)
         port = opts.port or free_port()
@@ -151,7 +160,7 @@ Simulated data only: every reading carries the 'simulated' quality flag. Ctrl-C 
 """,
             flush=True,
         )
-        agents = [Agent(cfg) for cfg in fleet(opts, broker_url)]
+        agents = [Agent(cfg) for cfg in fleet(opts, broker_url, protocol)]
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_run_fleet(agents, service, opts))
         # let the consumer take what the relays delivered before shutting down
