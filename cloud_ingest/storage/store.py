@@ -25,9 +25,9 @@ from cloud_ingest.storage import schema as t
 from cloud_ingest.storage.bulk import (
     MESSAGE_COLUMNS,
     OBSERVATION_COLUMNS,
+    BulkInserter,
     Row,
     RowBuilder,
-    insert_new,
 )
 from cloud_ingest.storage.engine import SQLITE_BEGIN, create_engine
 from cloud_ingest.storage.engine import migrate as migrate_schema
@@ -82,6 +82,7 @@ class WriteTx:
     def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
         self._dialect = conn.dialect.name
+        self._bulk = BulkInserter(conn)
 
     def _insert(self, table: sa.Table) -> Any:
         if self._dialect == "postgresql":
@@ -120,8 +121,7 @@ class WriteTx:
             unique.setdefault(it.envelope.msg_id, it)
         keys = sorted(unique)
         build = RowBuilder(self._dialect)
-        stored_msgs = insert_new(
-            self.conn,
+        stored_msgs = self._bulk.insert_new(
             t.messages,
             MESSAGE_COLUMNS,
             [
@@ -148,8 +148,7 @@ class WriteTx:
                 if wo.obs_id not in readings:
                     readings[wo.obs_id] = (it, wo, part)
         obs_keys = sorted(readings)
-        stored_obs = insert_new(
-            self.conn,
+        stored_obs = self._bulk.insert_new(
             t.observations,
             OBSERVATION_COLUMNS,
             [build.observation(readings[k][2], readings[k][1]) for k in obs_keys],
