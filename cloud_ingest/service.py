@@ -37,6 +37,7 @@ from cloud_ingest.rules import (
     evaluate,
     next_state,
 )
+from cloud_ingest.rules.engine import needs_evaluation
 from cloud_ingest.storage import (
     AlertChangedError,
     AlertEventIn,
@@ -58,6 +59,7 @@ from cloud_ingest.storage import (
     StoredReading,
     WriteTx,
 )
+from device_profiles.observation import QualityFlag
 from gateway.wire import TOPIC_ROOT, AgentStatus, WireError, decode_observations, decode_status
 
 __all__ = [
@@ -170,6 +172,7 @@ class IngestService:
             tuple(thresholds) if thresholds is not None else tuple(DEFAULTS_BY_CONDITION.values())
         )
         self._by_condition = {t.condition: t for t in self._thresholds}
+        self._measures = frozenset(m for t in self._thresholds for m in t.measures)
 
     # -- ingest --------------------------------------------------------------------------------
 
@@ -237,16 +240,27 @@ class IngestService:
     def _apply_rules(
         self, tx: WriteTx, new: Sequence[StoredReading], now: datetime
     ) -> tuple[int, int]:
-        readings = [
-            _reading(r) for r in new if r.observation.observation.measure in self._measures()
-        ]
-        if not readings:
+        measures = self._measures
+        candidates = [r for r in new if r.observation.observation.measure in measures]
+        if not candidates:
             return 0, 0
-        subjects = {r.subject_ref for r in readings}
+        subjects = {r.inbound.envelope.subject.ref for r in candidates}
         active = [
             _alert_state(a) for a in tx.active_alerts(subjects) if a.condition in self._by_condition
         ]
         overrides = {(o.subject_ref, o.condition): _override(o) for o in tx.overrides(subjects)}
+        # Most readings are far from every threshold and can change no alert: only the few that
+        # can are turned into rule readings and evaluated (same actions as evaluating them all).
+        selected = needs_evaluation(
+            [(r.inbound.envelope.subject.ref, r.observation.observation) for r in candidates],
+            open_alerts=active,
+            overrides=overrides,
+            thresholds=self._thresholds,
+        )
+        if not selected:
+            return 0, 0
+        quality: dict[frozenset[QualityFlag], frozenset[str]] = {}
+        readings = [_reading(candidates[i], quality) for i in selected]
         actions = evaluate(
             readings, open_alerts=active, now=now, overrides=overrides, thresholds=self._thresholds
         )
@@ -261,9 +275,6 @@ class IngestService:
             events.extend(_events(a, alert_id=a.state.id, index=None))
         tx.insert_alert_events(events, new_ids)
         return len(raises), len(updates)
-
-    def _measures(self) -> frozenset[str]:
-        return frozenset(m for t in self._thresholds for m in t.measures)
 
     def record_status(self, status: AgentStatus, *, received_at: datetime | None = None) -> None:
         """Record a site's online/offline state (the newest report by the agent's time wins)."""
@@ -396,8 +407,12 @@ class IngestService:
 # conversions between storage records and rule values
 
 
-def _reading(r: StoredReading) -> Reading:
+def _reading(r: StoredReading, quality: dict[frozenset[QualityFlag], frozenset[str]]) -> Reading:
+    """``quality`` memoises the flag sets as strings (a batch has few distinct sets)."""
     o = r.observation.observation
+    flags = quality.get(o.quality)
+    if flags is None:
+        flags = quality[o.quality] = frozenset(q.value for q in o.quality)
     return Reading(
         obs_id=r.observation.obs_id,
         subject_ref=r.inbound.envelope.subject.ref,
@@ -407,7 +422,7 @@ def _reading(r: StoredReading) -> Reading:
         value=o.value,
         comparator=o.comparator,
         absent_reason=o.absent_reason.value if o.absent_reason is not None else None,
-        quality=frozenset(q.value for q in o.quality),
+        quality=flags,
     )
 
 

@@ -23,10 +23,11 @@ Theory of operation (DOMAIN.md §5, alarm fatigue):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 from cloud_ingest.rules.thresholds import (
     DEFAULT_THRESHOLDS,
@@ -169,6 +170,25 @@ def meets(reading: Reading, comparator: str, value: float) -> bool:
     return _always(_interval(reading.value, reading.comparator), comparator, value)
 
 
+#: Plain (comparator-less) values compare directly: the same answer as :func:`_always` on a point
+#: interval, without building one. Hot path: every new reading passes here per threshold.
+_POINT_OPS: Final[Mapping[str, Callable[[float, float], bool]]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+def _meets_value(value: float, comparator: str | None, cmp: str, t: float) -> bool:
+    """:func:`meets` for a reading known to have a value and no absent reason."""
+    if comparator is None:
+        op = _POINT_OPS.get(cmp)
+        if op is not None:
+            return op(value, t)
+    return _always(_interval(value, comparator), cmp, t)
+
+
 def clear_bound(comparator: str, value: float, hysteresis: float) -> float:
     """The threshold moved by the hysteresis, away from the alert range (rounded: no 3.2000001)."""
     moved = value + hysteresis if comparator in ("<", "<=") else value - hysteresis
@@ -276,12 +296,9 @@ def evaluate(
     ``overrides`` maps (subject_ref, condition) to a patient-specific value. Returns one action
     per alert raised or changed, in a stable order; unchanged alerts are not returned.
     """
-    overrides = overrides or {}
     by_condition = threshold_index(thresholds)
-    by_measure: dict[str, list[Threshold]] = {}
-    for t in thresholds:
-        for m in t.measures:
-            by_measure.setdefault(m, []).append(t)
+    by_measure = _by_measure(thresholds)
+    effective = _Effective(overrides)
 
     states: dict[tuple[str, str], AlertState] = {}
     for a in open_alerts:
@@ -301,27 +318,33 @@ def evaluate(
         if event is not None:
             events[key].append(event)
 
-    ordered = sorted(readings, key=lambda r: (r.effective_time, r.obs_id))
+    ordered = sorted(readings, key=_time_order)
     for r in ordered:
-        if r.value is None or r.absent_reason is not None:
+        value = r.value
+        if value is None or r.absent_reason is not None:
             continue
-        applicable = by_measure.get(r.measure, [])
+        applicable = by_measure.get(r.measure)
         if not applicable:
             continue
         # 1. which condition (most severe per family) does this reading trigger?
         triggered: dict[str, Threshold] = {}
         for default in applicable:
-            t = apply_override(default, overrides.get((r.subject_ref, default.condition)))
-            if r.unit != t.unit or not meets(r, t.comparator, t.value):
+            t = effective(r.subject_ref, default)
+            if r.unit != t.unit or not _meets_value(value, r.comparator, t.comparator, t.value):
                 continue
             best = triggered.get(t.family)
             if best is None or _severity(t) > _severity(best):
                 triggered[t.family] = t
+        if not triggered and not states:
+            continue  # nothing to raise, update or clear
         simulated = SIMULATED_FLAG in r.quality
-        evidence = Evidence(
-            obs_id=r.obs_id, value=r.value, comparator=r.comparator, time=r.effective_time
+        evidence = (
+            Evidence(obs_id=r.obs_id, value=value, comparator=r.comparator, time=r.effective_time)
+            if triggered
+            else None
         )
         for t in triggered.values():
+            assert evidence is not None
             key = (r.subject_ref, t.condition)
             cur = states.get(key)
             if cur is None:
@@ -350,7 +373,7 @@ def evaluate(
                         action="raised",
                         at=now,
                         note=f"raised by observation {r.obs_id} "
-                        f"({_num(r.value)} {r.unit} {t.describe()})",
+                        f"({_num(value)} {r.unit} {t.describe()})",
                     ),
                 )
                 continue
@@ -382,7 +405,9 @@ def evaluate(
         for default in applicable:
             key = (r.subject_ref, default.condition)
             cur = states.get(key)
-            if cur is None or default.condition in {t.condition for t in triggered.values()}:
+            if cur is None or (
+                triggered and default.condition in {t.condition for t in triggered.values()}
+            ):
                 continue
             if cur.cleared_at is not None or r.effective_time <= cur.last.time:
                 continue
@@ -400,7 +425,7 @@ def evaluate(
                     action="cleared",
                     at=now,
                     note=(
-                        f"observation {r.obs_id} ({_num(r.value)} {r.unit}) is back past "
+                        f"observation {r.obs_id} ({_num(value)} {r.unit}) is back past "
                         f"{_num(bound)} {r.unit} (threshold ± hysteresis)"
                     ),
                 ),
@@ -418,3 +443,114 @@ def evaluate(
 
 def _severity(t: Threshold) -> tuple[int, int]:
     return (t.rank, PRIORITY_ORDER[t.priority])
+
+
+def _time_order(r: Reading) -> tuple[datetime, str]:
+    return (r.effective_time, r.obs_id)
+
+
+def _by_measure(thresholds: Iterable[Threshold]) -> dict[str, list[Threshold]]:
+    out: dict[str, list[Threshold]] = {}
+    for t in thresholds:
+        for m in t.measures:
+            out.setdefault(m, []).append(t)
+    return out
+
+
+class _Effective:
+    """The threshold in effect for (subject, default): :func:`apply_override`, memoised."""
+
+    __slots__ = ("_cache", "_overrides")
+
+    def __init__(self, overrides: OverrideMap | None) -> None:
+        self._overrides = overrides or {}
+        self._cache: dict[tuple[str, str], Threshold] = {}
+
+    def __call__(self, subject_ref: str, default: Threshold) -> Threshold:
+        if not self._overrides:
+            return default
+        key = (subject_ref, default.condition)
+        t = self._cache.get(key)
+        if t is None:
+            t = self._cache[key] = apply_override(default, self._overrides.get(key))
+        return t
+
+
+# --------------------------------------------------------------------------------------------
+# prefiltering: which new readings can change an alert at all
+
+
+class ReadingFacts(Protocol):
+    """What :func:`needs_evaluation` reads of a reading (a :class:`Reading`, or the stored
+    observation it would be built from)."""
+
+    @property
+    def measure(self) -> str: ...
+    @property
+    def unit(self) -> str: ...
+    @property
+    def effective_time(self) -> datetime: ...
+    @property
+    def value(self) -> float | None: ...
+    @property
+    def comparator(self) -> str | None: ...
+    @property
+    def absent_reason(self) -> object | None: ...
+
+
+def needs_evaluation(
+    readings: Sequence[tuple[str, ReadingFacts]],
+    *,
+    open_alerts: Iterable[AlertState],
+    overrides: OverrideMap | None = None,
+    thresholds: Sequence[Threshold] = DEFAULT_THRESHOLDS,
+) -> list[int]:
+    """Indices of the (subject_ref, reading) pairs that :func:`evaluate` has to see.
+
+    :func:`evaluate` returns the same actions for the selected readings as for all of them: a
+    reading that meets no threshold can only *clear* an alert of its subject and one of its
+    measure's conditions, and only while that alert is uncleared and its latest trigger is older
+    than the reading. Such an alert is either open already (uncleared, last trigger at or before
+    the reading) or created / un-cleared / moved by a reading of this batch that meets the
+    condition no later than the reading. Every other non-meeting reading is a no-op inside
+    :func:`evaluate` (and so are readings without a value, with an absent reason or of a measure
+    without thresholds), so leaving them out cannot change what the kept readings see.
+    Selecting is cheap (no object per reading); most readings are far from every threshold.
+    """
+    by_measure = _by_measure(thresholds)
+    effective = _Effective(overrides)
+    live_from: dict[tuple[str, str], datetime] = {}  # alert state may exist from this time on
+    for a in open_alerts:
+        if a.cleared_at is None:
+            key = (a.subject_ref, a.condition)
+            prev = live_from.get(key)
+            live_from[key] = a.last.time if prev is None else min(prev, a.last.time)
+    keep: list[int] = []
+    quiet: list[int] = []
+    for i, (subject, r) in enumerate(readings):
+        value = r.value
+        if value is None or r.absent_reason is not None:
+            continue
+        applicable = by_measure.get(r.measure)
+        if not applicable:
+            continue
+        met = False
+        for default in applicable:
+            t = effective(subject, default)
+            if r.unit == t.unit and _meets_value(value, r.comparator, t.comparator, t.value):
+                met = True
+                key = (subject, default.condition)
+                prev = live_from.get(key)
+                if prev is None or r.effective_time < prev:
+                    live_from[key] = r.effective_time
+        (keep if met else quiet).append(i)
+    if live_from:
+        for i in quiet:
+            subject, r = readings[i]
+            for default in by_measure[r.measure]:
+                since = live_from.get((subject, default.condition))
+                if since is not None and r.effective_time >= since:
+                    keep.append(i)
+                    break
+        keep.sort()
+    return keep
