@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import shutil
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -185,9 +187,15 @@ class EmbeddedBroker:
 
     def stop(self) -> None:
         if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
-            self._loop = None
+            # amqtt leaves the transports of connections it refused unclosed; let them go now,
+            # quietly, instead of letting their ResourceWarnings surface somewhere later.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(timeout=10)
+                self._loop = None
+                self._broker = None
+                gc.collect()
 
     def __enter__(self) -> EmbeddedBroker:
         self.start()
