@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from device_profiles.codes import MEASURES
 from device_profiles.observation import (
     AbsentReason,
+    Comparator,
     DeviceIdentity,
     Observation,
     Provenance,
@@ -73,6 +75,52 @@ def _round(v: float, nd: int) -> float:
     return float(round(v, nd))
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Record:
+    """One record being made: its number, times, random stream and the flags every value shares."""
+
+    n: int
+    t: datetime
+    rng: random.Random
+    skew: float
+    device_time: str
+    quality: frozenset[QualityFlag]
+    source: str
+    error_rate: float
+
+    def failed(self) -> bool:
+        """Draw whether the device reports this measurement as an error."""
+        return self.error_rate > 0 and self.rng.random() < self.error_rate
+
+    def obs(
+        self,
+        measure: str,
+        value: float | None,
+        *,
+        original: tuple[float, str] | None = None,
+        comparator: Comparator | None = None,
+        extra_quality: frozenset[QualityFlag] = frozenset(),
+    ) -> Observation:
+        """An observation of this record; ``value=None`` is a device error (absent, reason)."""
+        return Observation(
+            measure=measure,
+            unit=MEASURES[measure].unit,
+            effective_time=self.t,
+            record_key=f"seq:{self.n}",
+            value=value,
+            comparator=comparator if value is not None else None,
+            absent_reason=AbsentReason.ERROR if value is None else None,
+            device_time=self.device_time,
+            clock_offset_s=self.skew,
+            quality=self.quality | extra_quality,
+            provenance=Provenance(
+                source=self.source,
+                original_value=original[0] if original and value is not None else None,
+                original_unit=original[1] if original and value is not None else None,
+            ),
+        )
+
+
 class SimulatedDevice:
     """A simulated device holding records 1..N (a :class:`~edge_agent.sources.DeviceSource`)."""
 
@@ -112,61 +160,25 @@ class SimulatedDevice:
         return random.Random(f"{self._device.identity.key}|{self.settings.seed}|{n}")  # noqa: S311 - simulation, not crypto
 
     def record(self, n: int) -> list[Observation]:
-        t = self.record_time(n)
         skew = self.settings.clock_skew_s
-        device_time = (
-            (t + timedelta(seconds=skew)).replace(tzinfo=None).isoformat(timespec="seconds")
-        )
-        quality = clock_quality(skew) | {QualityFlag.SIMULATED}
-        return self.make(n, self.rng(n), t, device_time, skew, frozenset(quality))
-
-    def make(
-        self,
-        n: int,
-        rng: random.Random,
-        t: datetime,
-        device_time: str,
-        skew: float,
-        quality: frozenset[QualityFlag],
-    ) -> list[Observation]:
-        raise NotImplementedError
-
-    def _obs(
-        self,
-        measure: str,
-        unit: str,
-        n: int,
-        t: datetime,
-        device_time: str,
-        skew: float,
-        quality: frozenset[QualityFlag],
-        value: float | None,
-        *,
-        rng: random.Random,
-        original: tuple[float, str] | None = None,
-        comparator: str | None = None,
-        extra_quality: frozenset[QualityFlag] = frozenset(),
-        absent: AbsentReason | None = None,
-    ) -> Observation:
-        if value is not None and rng.random() < self.settings.error_rate:
-            value, comparator, original, absent = None, None, None, AbsentReason.ERROR
-        return Observation(
-            measure=measure,
-            unit=unit,
-            effective_time=t,
-            record_key=f"seq:{n}",
-            value=value,
-            comparator=comparator,  # type: ignore[arg-type]
-            absent_reason=absent,
-            device_time=device_time,
-            clock_offset_s=skew,
-            quality=quality | extra_quality,
-            provenance=Provenance(
+        t = self.record_time(n)
+        return self.make(
+            _Record(
+                n=n,
+                t=t,
+                rng=self.rng(n),
+                skew=skew,
+                device_time=(t + timedelta(seconds=skew))
+                .replace(tzinfo=None)
+                .isoformat(timespec="seconds"),
+                quality=clock_quality(skew) | {QualityFlag.SIMULATED},
                 source=f"sim:{self.model}",
-                original_value=original[0] if original else None,
-                original_unit=original[1] if original else None,
-            ),
+                error_rate=self.settings.error_rate,
+            )
         )
+
+    def make(self, r: _Record) -> list[Observation]:
+        raise NotImplementedError
 
     # -- session -------------------------------------------------------------------------------
 
@@ -199,19 +211,12 @@ def _parse_cursor(cursor: str | None) -> int:
 class SimGlucoseMeter(SimulatedDevice):
     model = "SimGluco 1"
 
-    def make(
-        self,
-        n: int,
-        rng: random.Random,
-        t: datetime,
-        device_time: str,
-        skew: float,
-        quality: frozenset[QualityFlag],
-    ) -> list[Observation]:
-        mean, sd = self.profile.glucose
-        true_mmol = rng.gauss(mean, sd)
+    def make(self, r: _Record) -> list[Observation]:
+        true_mmol = r.rng.gauss(*self.profile.glucose)
+        if r.failed():
+            return [r.obs("glucose.capillary", None)]
         lo, hi = SIM_METER_RANGE_MMOL
-        comparator: str | None = None
+        comparator: Comparator | None = None
         extra: frozenset[QualityFlag] = frozenset()
         if true_mmol < lo:
             shown_mmol, comparator, extra = lo, "<", frozenset({QualityFlag.BELOW_RANGE})
@@ -219,24 +224,16 @@ class SimGlucoseMeter(SimulatedDevice):
             shown_mmol, comparator, extra = hi, ">", frozenset({QualityFlag.ABOVE_RANGE})
         else:
             shown_mmol = _round(true_mmol, 1)
+        original: tuple[float, str] | None = None
+        value = shown_mmol
         if self.settings.unit == "mg/dL":
             # The meter displays whole mg/dL; the edge converts once and keeps the original.
             shown = float(round(convert(shown_mmol, "mmol/L", "mg/dL")))
-            value = convert(shown, "mg/dL", "mmol/L")
-            original: tuple[float, str] | None = (shown, "mg/dL")
-        else:
-            value, original = shown_mmol, None
+            value, original = convert(shown, "mg/dL", "mmol/L"), (shown, "mg/dL")
         return [
-            self._obs(
+            r.obs(
                 "glucose.capillary",
-                "mmol/L",
-                n,
-                t,
-                device_time,
-                skew,
-                quality,
                 value,
-                rng=rng,
                 original=original,
                 comparator=comparator,
                 extra_quality=extra,
@@ -247,85 +244,39 @@ class SimGlucoseMeter(SimulatedDevice):
 class SimBloodPressureMonitor(SimulatedDevice):
     model = "SimBP 1"
 
-    def make(
-        self,
-        n: int,
-        rng: random.Random,
-        t: datetime,
-        device_time: str,
-        skew: float,
-        quality: frozenset[QualityFlag],
-    ) -> list[Observation]:
+    def make(self, r: _Record) -> list[Observation]:
         p = self.profile
-        sbp = round(rng.gauss(*p.sbp))
-        dbp = round(min(rng.gauss(*p.dbp), sbp - 15))
-        pulse = round(rng.gauss(*p.pulse))
-        if rng.random() < self.settings.error_rate:  # a cuff error voids the whole reading
-            return [
-                self._obs(
-                    m, u, n, t, device_time, skew, quality, None, rng=rng, absent=AbsentReason.ERROR
-                )
-                for m, u in (("bp.systolic", "mm[Hg]"), ("bp.diastolic", "mm[Hg]"))
-            ]
+        sbp = round(r.rng.gauss(*p.sbp))
+        dbp = round(min(r.rng.gauss(*p.dbp), sbp - 15))
+        pulse = round(r.rng.gauss(*p.pulse))
+        if r.failed():  # a cuff error voids the whole reading
+            return [r.obs("bp.systolic", None), r.obs("bp.diastolic", None)]
         return [
-            self._obs(
-                "bp.systolic", "mm[Hg]", n, t, device_time, skew, quality, float(sbp), rng=_NO_ERR
-            ),
-            self._obs(
-                "bp.diastolic", "mm[Hg]", n, t, device_time, skew, quality, float(dbp), rng=_NO_ERR
-            ),
-            self._obs(
-                "pulse.cuff", "/min", n, t, device_time, skew, quality, float(pulse), rng=_NO_ERR
-            ),
+            r.obs("bp.systolic", float(sbp)),
+            r.obs("bp.diastolic", float(dbp)),
+            r.obs("pulse.cuff", float(pulse)),
         ]
 
 
 class SimPulseOximeter(SimulatedDevice):
     model = "SimOx 1"
 
-    def make(
-        self,
-        n: int,
-        rng: random.Random,
-        t: datetime,
-        device_time: str,
-        skew: float,
-        quality: frozenset[QualityFlag],
-    ) -> list[Observation]:
-        spo2 = min(100.0, float(round(rng.gauss(*self.profile.spo2))))  # a saturation reads <= 100
-        pulse = float(round(rng.gauss(*self.profile.pulse)))
-        return [
-            self._obs("spo2", "%", n, t, device_time, skew, quality, spo2, rng=rng),
-            self._obs(
-                "pulse.oximeter", "/min", n, t, device_time, skew, quality, pulse, rng=_NO_ERR
-            ),
-        ]
+    def make(self, r: _Record) -> list[Observation]:
+        # the simulated physiology never produces a saturation above 100 %
+        spo2 = min(100.0, float(round(r.rng.gauss(*self.profile.spo2))))
+        pulse = float(round(r.rng.gauss(*self.profile.pulse)))
+        if r.failed():  # no plethysmogram: neither value
+            return [r.obs("spo2", None), r.obs("pulse.oximeter", None)]
+        return [r.obs("spo2", spo2), r.obs("pulse.oximeter", pulse)]
 
 
 class SimThermometer(SimulatedDevice):
     model = "SimTherm 1"
 
-    def make(
-        self,
-        n: int,
-        rng: random.Random,
-        t: datetime,
-        device_time: str,
-        skew: float,
-        quality: frozenset[QualityFlag],
-    ) -> list[Observation]:
-        temp = _round(rng.gauss(*self.profile.temp), 1)
-        return [
-            self._obs("body.temperature", "Cel", n, t, device_time, skew, quality, temp, rng=rng)
-        ]
+    def make(self, r: _Record) -> list[Observation]:
+        temp = _round(r.rng.gauss(*self.profile.temp), 1)
+        return [r.obs("body.temperature", None if r.failed() else temp)]
 
-
-class _NeverError(random.Random):
-    def random(self) -> float:
-        return 1.0
-
-
-_NO_ERR: Final = _NeverError()
 
 SIMULATORS: Final[dict[str, type[SimulatedDevice]]] = {
     "sim.glucose-meter": SimGlucoseMeter,
@@ -344,11 +295,3 @@ def sim_identity(kind: str, serial: str) -> DeviceIdentity:
         firmware="sim-1.0",
         transport="sim",
     )
-
-
-def observations_of(device: SimulatedDevice, numbers: Sequence[int]) -> list[Observation]:
-    """The observations a simulated device holds for these record numbers."""
-    out: list[Observation] = []
-    for n in numbers:
-        out.extend(device.record(n))
-    return out
