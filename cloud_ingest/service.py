@@ -252,7 +252,10 @@ class IngestService:
         # Most readings are far from every threshold and can change no alert: only the few that
         # can are turned into rule readings and evaluated (same actions as evaluating them all).
         selected = needs_evaluation(
-            [(r.inbound.envelope.subject.ref, r.observation.observation) for r in candidates],
+            [
+                (r.inbound.envelope.subject.ref, r.observation.obs_id, r.observation.observation)
+                for r in candidates
+            ],
             open_alerts=active,
             overrides=overrides,
             thresholds=self._thresholds,

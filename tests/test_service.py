@@ -8,7 +8,18 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from cloud_ingest.rules import (
+    DEFAULTS_BY_CONDITION,
+    AlertState,
+    Evidence,
+    Reading,
+    ThresholdOverride,
+    evaluate,
+)
+from cloud_ingest.rules.engine import needs_evaluation
 from cloud_ingest.service import (
     AlertNotFoundError,
     IngestResult,
@@ -400,3 +411,145 @@ def test_concurrent_workers_store_exactly_once(db_url: str) -> None:
     assert alerts[0].trigger_count == 70
     for s in storages:
         s.close()
+
+
+# --------------------------------------------------------------------------------------------
+# the rules prefilter the service applies: evaluating only the selected readings must give
+# exactly the actions evaluating all of them gives
+
+
+_PF_T0 = datetime(2026, 3, 1, tzinfo=UTC)
+_PF_MEASURES = {
+    "glucose.cgm": ("mmol/L", [2.8, 2.9, 3.05, 3.1, 3.15, 3.5, 3.9, 4.0, 4.1, 4.2, 6.0, 14.0]),
+    "glucose.capillary": ("mmol/L", [1.1, 2.9, 3.0, 3.5, 4.1, 13.9, 14.5, 22.2]),
+    "spo2": ("%", [88.0, 91.0, 92.0, 93.0, 94.0, 97.0]),
+    "body.weight": ("kg", [70.0]),
+}
+
+
+@st.composite
+def _pf_reading(draw: st.DrawFn, i: int) -> Reading:
+    measure = draw(st.sampled_from(sorted(_PF_MEASURES)))
+    unit, values = _PF_MEASURES[measure]
+    return Reading(
+        obs_id=f"o{i:04d}",
+        subject_ref=draw(st.sampled_from(["p1", "p2"])),
+        measure=measure,
+        unit=draw(st.sampled_from([unit, unit, unit, "mg/dL"])),
+        effective_time=_PF_T0 + timedelta(minutes=draw(st.integers(0, 12))),
+        value=draw(st.sampled_from([*values, None])),
+        comparator=draw(st.sampled_from([None, None, None, "<", ">", "<=", ">="])),
+        absent_reason=draw(st.sampled_from([None, None, None, None, "error"])),
+        quality=draw(st.sampled_from([frozenset(), frozenset({"simulated"})])),
+    )
+
+
+@st.composite
+def _pf_alert(draw: st.DrawFn, key: tuple[str, str], i: int) -> AlertState:
+    subject, condition = key
+    default = DEFAULTS_BY_CONDITION[condition]
+    ev = Evidence(
+        obs_id=f"old{i}",
+        value=default.value,
+        comparator=None,
+        time=_PF_T0 + timedelta(minutes=draw(st.integers(-2, 8))),
+    )
+    return AlertState(
+        id=i + 1,
+        subject_ref=subject,
+        condition=condition,
+        measure=sorted(default.measures)[0],
+        priority=default.priority,
+        rule=condition,
+        threshold_value=draw(st.sampled_from([default.value, default.value + 1.0])),
+        threshold_unit=default.unit,
+        threshold_comparator=default.comparator,
+        threshold_source=default.source,
+        explanation="",
+        first=ev,
+        last=ev,
+        trigger_count=1,
+        simulated=False,
+        cleared_at=draw(st.sampled_from([None, None, ev.time + timedelta(minutes=1)])),
+        cleared_by_obs_id=None,
+    )
+
+
+@st.composite
+def _pf_case(
+    draw: st.DrawFn,
+) -> tuple[list[Reading], list[AlertState], dict[tuple[str, str], ThresholdOverride]]:
+    n = draw(st.integers(0, 25))
+    readings = [draw(_pf_reading(i)) for i in range(n)]
+    conditions = sorted(DEFAULTS_BY_CONDITION)
+    keys = draw(
+        st.lists(
+            st.tuples(st.sampled_from(["p1", "p2"]), st.sampled_from(conditions)),
+            unique=True,
+            max_size=5,
+        )
+    )
+    alerts = [draw(_pf_alert(k, i)) for i, k in enumerate(keys)]
+    overrides = {}
+    for subject, condition in draw(
+        st.lists(
+            st.tuples(st.sampled_from(["p1", "p2"]), st.sampled_from(conditions)),
+            unique=True,
+            max_size=3,
+        )
+    ):
+        default = DEFAULTS_BY_CONDITION[condition]
+        overrides[(subject, condition)] = ThresholdOverride(
+            subject_ref=subject,
+            condition=condition,
+            value=default.value + draw(st.sampled_from([-1.0, -0.5, 0.5, 1.0])),
+            unit=default.unit,
+            set_by="dr",
+            set_at=_PF_T0,
+        )
+    return readings, alerts, overrides
+
+
+@given(_pf_case())
+def test_rules_prefilter_keeps_every_reading_that_matters(
+    case: tuple[list[Reading], list[AlertState], dict[tuple[str, str], ThresholdOverride]],
+) -> None:
+    readings, alerts, overrides = case
+    now = datetime(2026, 3, 2, tzinfo=UTC)
+    selected = needs_evaluation(
+        [(r.subject_ref, r.obs_id, r) for r in readings], open_alerts=alerts, overrides=overrides
+    )
+    assert selected == sorted(set(selected))
+    every = evaluate(readings, open_alerts=alerts, now=now, overrides=overrides)
+    some = evaluate(
+        [readings[i] for i in selected], open_alerts=alerts, now=now, overrides=overrides
+    )
+    assert some == every
+
+
+def test_rules_prefilter_drops_quiet_readings() -> None:
+    """Far from every threshold, no alert: nothing to evaluate; after a clear, quiet again."""
+    quiet = [
+        Reading(
+            obs_id=f"q{i}",
+            subject_ref="p1",
+            measure="glucose.cgm",
+            unit="mmol/L",
+            effective_time=_PF_T0 + timedelta(minutes=i),
+            value=6.0,
+        )
+        for i in range(10)
+    ]
+    assert needs_evaluation([(r.subject_ref, r.obs_id, r) for r in quiet], open_alerts=[]) == []
+    low = Reading(
+        obs_id="low",
+        subject_ref="p1",
+        measure="glucose.cgm",
+        unit="mmol/L",
+        effective_time=_PF_T0 + timedelta(minutes=3, seconds=30),
+        value=2.8,
+    )
+    batch = [*quiet, low]
+    selected = needs_evaluation([(r.subject_ref, r.obs_id, r) for r in batch], open_alerts=[])
+    # the low reading and the first reading after it (which clears the alert it raises)
+    assert [batch[i].obs_id for i in selected] == ["q4", "low"]

@@ -498,59 +498,95 @@ class ReadingFacts(Protocol):
     def absent_reason(self) -> object | None: ...
 
 
+@dataclass(slots=True)
+class _Track:
+    """What :func:`needs_evaluation` knows of one (subject, condition) alert state."""
+
+    live: bool  # may exist uncleared (False: certainly absent or cleared)
+    last: datetime  # upper bound of its latest trigger time
+    comparator: str  # its threshold (an open alert keeps the one it was raised with)
+    value: float
+    unit: str
+
+
 def needs_evaluation(
-    readings: Sequence[tuple[str, ReadingFacts]],
+    readings: Sequence[tuple[str, str, ReadingFacts]],
     *,
     open_alerts: Iterable[AlertState],
     overrides: OverrideMap | None = None,
     thresholds: Sequence[Threshold] = DEFAULT_THRESHOLDS,
 ) -> list[int]:
-    """Indices of the (subject_ref, reading) pairs that :func:`evaluate` has to see.
+    """Indices of the (subject_ref, obs_id, reading) triples that :func:`evaluate` must see.
 
-    :func:`evaluate` returns the same actions for the selected readings as for all of them: a
-    reading that meets no threshold can only *clear* an alert of its subject and one of its
-    measure's conditions, and only while that alert is uncleared and its latest trigger is older
-    than the reading. Such an alert is either open already (uncleared, last trigger at or before
-    the reading) or created / un-cleared / moved by a reading of this batch that meets the
-    condition no later than the reading. Every other non-meeting reading is a no-op inside
-    :func:`evaluate` (and so are readings without a value, with an absent reason or of a measure
-    without thresholds), so leaving them out cannot change what the kept readings see.
-    Selecting is cheap (no object per reading); most readings are far from every threshold.
+    :func:`evaluate` returns the same actions for the selected readings as for all of them.
+    A reading that meets no threshold of its measure can only *clear* an uncleared alert state
+    (subject, condition) whose latest trigger is older than the reading. Walking the readings in
+    :func:`evaluate`'s order, each state is tracked conservatively: it *may be live* (exist
+    uncleared) from an open uncleared alert or from any reading that meets the condition, and it
+    is *certainly not live* after a reading that would clear it if it were (newer than every
+    possible trigger so far, same unit, back past the state's threshold by the hysteresis).
+    A reading that meets nothing while no state of its conditions may be live is a no-op inside
+    :func:`evaluate` (as are readings without a value, with an absent reason, or of a measure
+    without thresholds), so leaving it out cannot change what the kept readings see. This costs
+    no object per reading; most readings are far from every threshold and are dropped.
     """
     by_measure = _by_measure(thresholds)
     effective = _Effective(overrides)
-    live_from: dict[tuple[str, str], datetime] = {}  # alert state may exist from this time on
+    tracks: dict[tuple[str, str], _Track] = {}
     for a in open_alerts:
-        if a.cleared_at is None:
-            key = (a.subject_ref, a.condition)
-            prev = live_from.get(key)
-            live_from[key] = a.last.time if prev is None else min(prev, a.last.time)
+        key = (a.subject_ref, a.condition)
+        if key in tracks:
+            raise ValueError(f"two open alerts for {key}")
+        tracks[key] = _Track(
+            a.cleared_at is None,
+            a.last.time,
+            a.threshold_comparator,
+            a.threshold_value,
+            a.threshold_unit,
+        )
+    order = sorted(
+        range(len(readings)), key=lambda i: (readings[i][2].effective_time, readings[i][1])
+    )
     keep: list[int] = []
-    quiet: list[int] = []
-    for i, (subject, r) in enumerate(readings):
+    for i in order:
+        subject, _, r = readings[i]
         value = r.value
         if value is None or r.absent_reason is not None:
             continue
         applicable = by_measure.get(r.measure)
         if not applicable:
             continue
-        met = False
+        needed = False
+        at = r.effective_time
         for default in applicable:
+            key = (subject, default.condition)
+            tr = tracks.get(key)
             t = effective(subject, default)
             if r.unit == t.unit and _meets_value(value, r.comparator, t.comparator, t.value):
-                met = True
-                key = (subject, default.condition)
-                prev = live_from.get(key)
-                if prev is None or r.effective_time < prev:
-                    live_from[key] = r.effective_time
-        (keep if met else quiet).append(i)
-    if live_from:
-        for i in quiet:
-            subject, r = readings[i]
-            for default in by_measure[r.measure]:
-                since = live_from.get((subject, default.condition))
-                if since is not None and r.effective_time >= since:
-                    keep.append(i)
-                    break
-        keep.sort()
+                needed = True
+                if tr is None:
+                    tracks[key] = _Track(True, at, t.comparator, t.value, t.unit)
+                else:
+                    tr.live = True
+                    tr.last = max(tr.last, at)
+            elif tr is not None and tr.live:
+                needed = True
+                if (
+                    at > tr.last
+                    and r.unit == tr.unit
+                    and _clears_value(
+                        value, r.comparator, tr.comparator, tr.value, default.hysteresis
+                    )
+                ):
+                    tr.live = False
+        if needed:
+            keep.append(i)
+    keep.sort()
     return keep
+
+
+def _clears_value(
+    value: float, comparator: str | None, cmp: str, t: float, hysteresis: float
+) -> bool:
+    """:func:`clears` for a reading known to have a value and no absent reason."""
+    return _never(_interval(value, comparator), cmp, clear_bound(cmp, t, hysteresis))

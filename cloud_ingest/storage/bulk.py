@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Final
 
@@ -91,6 +91,8 @@ def _check_aware(dt: datetime) -> datetime:
 
 def sqlite_time(dt: datetime) -> str:
     """An aware datetime as SQLite stores it here: UTC text with microseconds, no offset."""
+    if dt.tzinfo is UTC:  # the usual case (the wire decoder normalises to UTC): no arithmetic
+        return dt.isoformat(" ", "microseconds")[:26]
     off = dt.utcoffset()
     if off is None:
         raise ValueError(f"naive datetime {dt.isoformat()} given to a UTC column")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway.wire import AgentStatus, Envelope, WireObservation
 
@@ -32,9 +32,11 @@ class InboundEnvelope:
     received_at: datetime
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StoredReading:
-    """A reading stored by this batch (first time seen)."""
+class StoredReading(NamedTuple):
+    """A reading stored by this batch (first time seen).
+
+    A named tuple, not a dataclass: one is built per new reading on the ingest hot path.
+    """
 
     inbound: InboundEnvelope
     observation: WireObservation

@@ -50,7 +50,6 @@ from cloud_ingest.storage.records import (
     StoredReading,
     StoreOutcome,
 )
-from gateway.wire import WireObservation
 
 #: Keys per IN (...) list; well under SQLite's and PostgreSQL's bind parameter limits.
 IN_CHUNK: Final = 900
@@ -135,7 +134,8 @@ class WriteTx:
                 messages=0, duplicate_messages=dup_msgs, duplicate_observations=0, new_readings=()
             )
 
-        readings: dict[str, tuple[InboundEnvelope, WireObservation, Row]] = {}
+        readings: dict[str, StoredReading] = {}
+        parts: dict[str, Row] = {}
         offered = 0
         for k in keys:
             if k not in stored_msgs:
@@ -143,21 +143,17 @@ class WriteTx:
             it = unique[k]
             observations = it.envelope.observations
             offered += len(observations)
-            part = build.envelope_part(it.envelope, it.received_at)
+            parts[k] = build.envelope_part(it.envelope, it.received_at)
             for wo in observations:
                 if wo.obs_id not in readings:
-                    readings[wo.obs_id] = (it, wo, part)
+                    readings[wo.obs_id] = StoredReading(it, wo)
         obs_keys = sorted(readings)
-        stored_obs = self._bulk.insert_new(
-            t.observations,
-            OBSERVATION_COLUMNS,
-            [build.observation(readings[k][2], readings[k][1]) for k in obs_keys],
-        )
-        new = tuple(
-            StoredReading(inbound=readings[k][0], observation=readings[k][1])
-            for k in obs_keys
-            if k in stored_obs
-        )
+        rows = []
+        for k in obs_keys:
+            r = readings[k]
+            rows.append(build.observation(parts[r.inbound.envelope.msg_id], r.observation))
+        stored_obs = self._bulk.insert_new(t.observations, OBSERVATION_COLUMNS, rows)
+        new = tuple(readings[k] for k in obs_keys if k in stored_obs)
         return StoreOutcome(
             messages=len(stored_msgs),
             duplicate_messages=dup_msgs,
