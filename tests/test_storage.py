@@ -188,3 +188,53 @@ def test_plain_postgresql_url_is_accepted(pg_url: str) -> None:
     assert s.dialect == "postgresql"
     assert s.counts().observations == 0
     s.close()
+
+
+def test_hot_path_columns_cover_the_tables() -> None:
+    from cloud_ingest.storage.bulk import check_columns
+
+    check_columns()
+
+
+def test_store_envelopes_twice_in_one_transaction(db_url: str) -> None:
+    """The hot path's staging (PostgreSQL) is reused within a transaction without leftovers."""
+    from cloud_ingest.storage import InboundEnvelope
+    from device_profiles.observation import DeviceIdentity, Observation, Provenance
+    from gateway.wire import Subject, decode_observations, encode_observations
+
+    t0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+
+    def envelope(seq: int) -> InboundEnvelope:
+        [m] = encode_observations(
+            site="home-1",
+            device_id="meter-1",
+            device=DeviceIdentity(manufacturer="A", model="M", serial="S", transport="sim"),
+            subject=Subject(kind="patient", ref="p1"),
+            observations=[
+                Observation(
+                    measure="glucose.capillary",
+                    unit="mmol/L",
+                    value=5.0,
+                    effective_time=t0 + timedelta(minutes=seq),
+                    record_key=f"seq:{seq}",
+                    provenance=Provenance(source="t"),
+                )
+            ],
+            created_at=t0,
+        )
+        env = decode_observations(m.topic, m.payload)
+        return InboundEnvelope(topic=m.topic, envelope=env, received_at=t0)
+
+    s = open_storage(db_url)
+    with s.write() as tx:
+        first = tx.store_envelopes([envelope(1), envelope(2), envelope(1)])
+        second = tx.store_envelopes([envelope(2), envelope(3)])
+    assert (first.messages, first.duplicate_messages, len(first.new_readings)) == (2, 1, 2)
+    assert (second.messages, second.duplicate_messages, len(second.new_readings)) == (1, 1, 1)
+    assert second.new_readings[0].observation.observation.record_key == "seq:3"
+    got = s.list_observations()
+    assert sorted(o.record_key for o in got) == ["seq:1", "seq:2", "seq:3"]
+    assert all(o.effective_time.tzinfo == UTC for o in got)
+    assert got[0].quality == []
+    assert got[0].provenance == {"source": "t"}
+    s.close()

@@ -1,11 +1,12 @@
 """The relational store: the hot ingest path and the queries behind the API.
 
 Hot path (:meth:`WriteTx.store_envelopes`): one transaction per batch, a handful of statements
-per batch whatever its size. Duplicates are filtered by a pre-select and then inserted with
-``INSERT ... ON CONFLICT DO NOTHING RETURNING``: the returned keys are exactly the rows this
-transaction stored, so two workers racing on the same message or reading store it once and only
-the winner evaluates rules on it. Rows are inserted in key order so concurrent batches take
-index locks in the same order.
+per batch whatever its size, rows built once as plain tuples (:mod:`.bulk`). Each table's insert
+reports exactly the keys this transaction stored (PostgreSQL: ``INSERT ... ON CONFLICT DO
+NOTHING RETURNING`` from a COPY-filled staging table; SQLite: pre-select under ``BEGIN
+IMMEDIATE``), so two workers racing on the same message or reading store it once and only the
+winner evaluates rules on it. Rows are inserted in key order so concurrent batches take index
+locks in the same order.
 """
 
 from __future__ import annotations
