@@ -1,13 +1,15 @@
 """Ingest throughput vs a bare paho subscriber, and alert latency, against a private Mosquitto.
 
-Throughput: N messages are queued in the broker for a persistent session while its subscriber
-is away; then the subscriber connects and we time how long it takes to take all of them. The
-same is done for a bare paho subscriber that only counts (MQTT 5, QoS 1) and for the remon
-ingest consumer (decode, dedupe, store, rules, acks after commit) into SQLite and PostgreSQL.
+Throughput: N messages are queued in the broker for persistent sessions while their subscribers
+are away; then the subscribers connect and we time how long they take to take all of them. The
+same is done for a bare paho subscriber that only counts (MQTT 5, QoS 1) and for remon ingest
+workers (decode, validate ids, dedupe, store, rules, ack after commit) into SQLite and
+PostgreSQL: one worker process, and two sharing the load through an MQTT 5 shared subscription
+(one per core here). Messages carry 1 reading (the worst case) or 20 (a batched envelope).
 
 Alert latency: the ingest runs live with its API served by uvicorn; a publisher sends glucose
-readings at a steady rate (default 500 obs/s) and every 50th message carries a low reading for
-a fresh patient; a poller reads GET /api/v1/alerts and records when each alert first appears.
+readings at a steady rate (500 obs/s) and every 50th message carries a low reading for a fresh
+patient; a poller reads GET /api/v1/alerts and records when each alert first appears.
 
 Usage: python bench/bench_ingest.py [--quick] [--pg URL]
 """
@@ -15,6 +17,7 @@ Usage: python bench/bench_ingest.py [--quick] [--pg URL]
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import os
 import sys
 import tempfile
@@ -33,7 +36,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bench.common import emit, glucose_envelopes, pct
-from cloud_ingest.consumer import Consumer, ConsumerConfig
+from cloud_ingest.consumer import SHARE_GROUP, Consumer, ConsumerConfig
 from cloud_ingest.service import IngestService
 from cloud_ingest.storage import open_storage
 from gateway.wire import OBS_SUBSCRIPTION, OutboundMessage
@@ -47,14 +50,14 @@ def _session_props() -> Properties:
     return p
 
 
-def prime_session(port: int, client_id: str) -> None:
+def prime_session(port: int, client_id: str, topic: str = OBS_SUBSCRIPTION) -> None:
     """Create a persistent session subscribed to observations, then leave."""
     done = threading.Event()
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     c.on_subscribe = lambda *a: done.set()
     c.connect("127.0.0.1", port, clean_start=True, properties=_session_props())
     c.loop_start()
-    c.subscribe(OBS_SUBSCRIPTION, qos=1)
+    c.subscribe(topic, qos=1)
     done.wait(5)
     c.disconnect()
     c.loop_stop()
@@ -109,30 +112,57 @@ def bare_subscriber(port: int, msgs: list[OutboundMessage]) -> float:
     return n / (t1 - t0)
 
 
-def ingest_run(
-    port: int, db_url: str, msgs: list[OutboundMessage], obs_total: int
-) -> dict[str, float]:
-    cid = f"ingest-{time.monotonic_ns()}"
+def _worker(index: int, port: int, db_url: str, shared: bool, go: Any, count: Any) -> None:
+    """One ingest worker process: the production consumer and service; reports its stored total."""
     service = IngestService(open_storage(db_url))
-    prime_session(port, cid)
-    publish_all(port, msgs)
     consumer = Consumer(
-        service, ConsumerConfig(url=f"mqtt://127.0.0.1:{port}", client_id=cid, protocol="5")
+        service,
+        ConsumerConfig(
+            url=f"mqtt://127.0.0.1:{port}", client_id=f"w{index}", protocol="5", shared=shared
+        ),
+        on_result=lambda r: _add(count, r.observations),
     )
-    t0 = time.perf_counter()
+    go.wait()
     consumer.start()
+    while True:
+        time.sleep(3600)
+
+
+def _add(counter: Any, n: int) -> None:
+    with counter.get_lock():
+        counter.value += n
+
+
+def ingest_run(
+    port: int, db_url: str, msgs: list[OutboundMessage], obs_total: int, workers: int
+) -> dict[str, float]:
+    ctx = mp.get_context("spawn")
+    shared = workers > 1
+    sub = f"$share/{SHARE_GROUP}/{OBS_SUBSCRIPTION}" if shared else OBS_SUBSCRIPTION
+    open_storage(db_url).close()  # migrate once, before the workers race to
+    for i in range(workers):
+        prime_session(port, f"w{i}", topic=sub)
+    publish_all(port, msgs)
+    go = ctx.Event()
+    count = ctx.Value("q", 0)
+    procs = [
+        ctx.Process(target=_worker, args=(i, port, db_url, shared, go, count), daemon=True)
+        for i in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    time.sleep(2.0)  # imports and storage opened in every worker
+    t0 = time.perf_counter()
+    go.set()
     deadline = time.monotonic() + 600
-    while service.stats().observations < obs_total and time.monotonic() < deadline:
-        time.sleep(0.02)
+    while count.value < obs_total and time.monotonic() < deadline:
+        time.sleep(0.01)
     t1 = time.perf_counter()
-    consumer.stop()
-    stored = service.stats().observations
-    assert stored >= obs_total, f"stored {stored}/{obs_total}"
-    return {
-        "msg_per_s": len(msgs) / (t1 - t0),
-        "obs_per_s": obs_total / (t1 - t0),
-        "alerts_open": float(service.stats().open_alerts),
-    }
+    for p in procs:
+        p.terminate()
+        p.join(10)
+    assert count.value >= obs_total, f"stored {count.value}/{obs_total}"
+    return {"msg_per_s": len(msgs) / (t1 - t0), "obs_per_s": obs_total / (t1 - t0)}
 
 
 def alert_latency(
@@ -254,47 +284,58 @@ def main() -> None:
             "REMON_TEST_PG_URL", "postgresql+psycopg://root@/postgres?host=/var/run/postgresql"
         ),
     )
-    ap.add_argument("--messages", type=int, default=None)
-    ap.add_argument("--obs-per-msg", type=int, default=20)
     args = ap.parse_args()
-    n_msgs = args.messages or (5_000 if args.quick else 30_000)
-    k = args.obs_per_msg
-    results: dict[str, Any] = {"messages": n_msgs, "obs_per_msg": k}
+    scale = 0.25 if args.quick else 1.0
+    # (readings per message, messages): about 5 s of work per run
+    shapes = [(1, int(20_000 * scale)), (20, int(3_000 * scale))]
+    results: dict[str, Any] = {"runs": []}
     with tempfile.TemporaryDirectory() as tmp, MosquittoProcess(Path(tmp) / "mq") as broker:
-        bare_msgs = glucose_envelopes(n_msgs, k, tag="bare")
-        bare = bare_subscriber(broker.port, bare_msgs)
-        results["bare_msg_per_s"] = bare
-        print(f"bare paho subscriber (QoS 1, counting only): {bare:8.0f} msg/s")
+        bare: dict[int, float] = {}
+        for k, n in shapes:
+            bare[k] = bare_subscriber(broker.port, glucose_envelopes(n, k, tag=f"bare{k}"))
+            print(
+                f"bare paho subscriber, {k:2d} obs/msg (QoS 1, counting only): {bare[k]:8.0f} msg/s"
+            )
+        results["bare_msg_per_s"] = {str(k): v for k, v in bare.items()}
         for label in ("sqlite", "postgres"):
-            admin = name = None
-            if label == "sqlite":
-                db_url = f"sqlite:///{tmp}/bench.db"
-            else:
-                db_url, admin, name = make_pg_db(args.pg)
-            try:
-                msgs = glucose_envelopes(n_msgs, k, tag=label)
-                r = ingest_run(broker.port, db_url, msgs, n_msgs * k)
-                ratio = r["msg_per_s"] / bare
-                results[f"{label}_msg_per_s"] = r["msg_per_s"]
-                results[f"{label}_obs_per_s"] = r["obs_per_s"]
-                results[f"{label}_ratio_vs_bare"] = ratio
-                print(
-                    f"ingest → {label:8s} with rules:            {r['msg_per_s']:8.0f} msg/s "
-                    f"{r['obs_per_s']:9.0f} obs/s  ({ratio:.0%} of bare)"
-                )
-                if label == "sqlite":
-                    lat = alert_latency(
-                        broker.port, f"sqlite:///{tmp}/lat.db", 500, 5 if args.quick else 20, 10
+            for workers in (1, 2):
+                for k, n in shapes:
+                    admin = name = None
+                    if label == "sqlite":
+                        db_url = f"sqlite:///{tmp}/bench-{workers}-{k}.db"
+                    else:
+                        db_url, admin, name = make_pg_db(args.pg)
+                    try:
+                        msgs = glucose_envelopes(n, k, tag=f"{label}{workers}{k}")
+                        r = ingest_run(broker.port, db_url, msgs, n * k, workers)
+                    finally:
+                        if admin is not None and name is not None:
+                            drop_pg_db(admin, name)
+                    ratio = r["msg_per_s"] / bare[k]
+                    results["runs"].append(
+                        {
+                            "db": label,
+                            "workers": workers,
+                            "obs_per_msg": k,
+                            **r,
+                            "ratio_vs_bare": ratio,
+                        }
                     )
-                    results["alert_latency_500obs_s"] = lat
                     print(
-                        f"alert latency at 500 obs/s (SQLite, publish → API): "
-                        f"p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms "
-                        f"({lat['alerts']:.0f}/{lat['expected']:.0f} alerts)"
+                        f"ingest → {label:8s} {workers} worker{'s' if workers > 1 else ' '} "
+                        f"{k:2d} obs/msg: {r['msg_per_s']:7.0f} msg/s {r['obs_per_s']:8.0f} obs/s "
+                        f"({ratio:4.0%} of bare)",
+                        flush=True,
                     )
-            finally:
-                if admin is not None and name is not None:
-                    drop_pg_db(admin, name)
+        lat = alert_latency(
+            broker.port, f"sqlite:///{tmp}/lat.db", 500, 5 if args.quick else 20, 10
+        )
+        results["alert_latency_500obs_s"] = lat
+        print(
+            f"alert latency at 500 obs/s (SQLite, publish → API): p50 {lat['p50_ms']:.0f} ms, "
+            f"p99 {lat['p99_ms']:.0f} ms, max {lat['max_ms']:.0f} ms "
+            f"({lat['alerts']:.0f}/{lat['expected']:.0f} alerts)"
+        )
     emit("ingest", results)
 
 

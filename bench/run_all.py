@@ -11,6 +11,16 @@ HERE = Path(__file__).resolve().parent
 BENCHES = ["bench_outbox.py", "bench_ingest.py"]
 
 
+def _is_json(line: str) -> bool:
+    return line.startswith(("JSON {", "{"))
+
+
+def _json(name: str, line: str) -> dict[str, object]:
+    doc: dict[str, object] = json.loads(line.removeprefix("JSON "))
+    doc.setdefault("bench", name.removeprefix("bench_").removesuffix(".py"))
+    return doc
+
+
 def main() -> int:
     extra = sys.argv[1:]
     results = []
@@ -24,9 +34,7 @@ def main() -> int:
         if proc.returncode:
             print(f"{name} failed with exit code {proc.returncode}", file=sys.stderr)
             return proc.returncode
-        results += [
-            json.loads(line[5:]) for line in proc.stdout.splitlines() if line.startswith("JSON ")
-        ]
+        results += [_json(name, line) for line in proc.stdout.splitlines() if _is_json(line)]
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
