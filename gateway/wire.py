@@ -390,7 +390,10 @@ def _num(obj: Mapping[str, Any], key: str, path: str, *, optional: bool = False)
         raise _fail(
             WireErrorCode.WRONG_TYPE, _join(path, key), f"expected a number, got {_tname(v)}"
         )
-    f = float(v)
+    try:
+        f = float(v)
+    except OverflowError:
+        raise _fail(WireErrorCode.INVALID_VALUE, _join(path, key), "number out of range") from None
     if not math.isfinite(f):
         raise _fail(WireErrorCode.INVALID_VALUE, _join(path, key), "must be finite")
     return f
@@ -516,7 +519,8 @@ def _decode_obs_v1(site_t: str, device_t: str, doc: Mapping[str, Any]) -> Envelo
             f"must hold 1..{MAX_OBSERVATIONS} observations, got {len(raw_obs)}",
         )
     observations = tuple(
-        _decode_obs(device, raw, f"observations[{i}]") for i, raw in enumerate(raw_obs)
+        _fast_obs(device, raw) or _decode_obs(device, raw, f"observations[{i}]")
+        for i, raw in enumerate(raw_obs)
     )
     ids = [o.obs_id for o in observations]
     if len(set(ids)) != len(ids):
@@ -547,6 +551,105 @@ def _decode_obs_v1(site_t: str, device_t: str, doc: Mapping[str, Any]) -> Envelo
         created_at=created_at,
         observations=observations,
     )
+
+
+_ABSENT: Final[Mapping[str, AbsentReason]] = {r.value: r for r in AbsentReason}
+_QUALITY: Final[Mapping[str, QualityFlag]] = {q.value: q for q in QualityFlag}
+_NUMBER: Final = (int, float)
+_NO_FLAGS: Final[list[str]] = []
+
+
+def _opt_text(v: Any, max_len: int = MAX_TEXT) -> bool:
+    return v is None or (type(v) is str and 0 < len(v) <= max_len)
+
+
+def _opt_number(v: Any) -> bool:
+    if v is None:
+        return True
+    if type(v) not in _NUMBER:
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+def _fast_obs(device: DeviceIdentity, o: Any) -> WireObservation | None:
+    """The common case, checked with few calls; None sends the item to :func:`_decode_obs`.
+
+    Accepts a subset of what :func:`_decode_obs` accepts and builds the same value (a test holds
+    the two to that); anything unusual or wrong goes the careful way, which names the defect.
+    """
+    if type(o) is not dict:
+        return None
+    g = o.get
+    obs_id, measure, unit, record_key = g("obs_id"), g("measure"), g("unit"), g("record_key")
+    eff, prov, value = g("effective_time"), g("provenance"), g("value")
+    comparator, absent, device_time = g("comparator"), g("absent_reason"), g("device_time")
+    offset, quality = g("clock_offset_s"), g("quality", _NO_FLAGS)
+    if not (
+        type(obs_id) is str
+        and len(obs_id) == 32
+        and type(measure) is str
+        and 0 < len(measure) <= MAX_TEXT
+        and type(unit) is str
+        and 0 < len(unit) <= MAX_TEXT
+        and type(record_key) is str
+        and 0 < len(record_key) <= MAX_TEXT
+        and type(eff) is str
+        and 0 < len(eff) <= 40
+        and type(prov) is dict
+        and _opt_number(value)
+        and (comparator is None or (type(comparator) is str and comparator in COMPARATORS))
+        and (absent is None or (type(absent) is str and absent in _ABSENT))
+        and _opt_text(device_time, 40)
+        and _opt_number(offset)
+        and type(quality) is list
+        and all(type(q) is str and q in _QUALITY for q in quality)
+    ):
+        return None
+    pg = prov.get
+    source, orig_value, orig_unit, raw = (
+        pg("source"),
+        pg("original_value"),
+        pg("original_unit"),
+        pg("raw"),
+    )
+    if not (
+        type(source) is str
+        and 0 < len(source) <= MAX_TEXT
+        and _opt_number(orig_value)
+        and _opt_text(orig_unit)
+        and _opt_text(raw, 4096)
+    ):
+        return None
+    try:
+        t = datetime.fromisoformat(eff)
+        if t.tzinfo is None or t.utcoffset() is None:
+            return None
+        observation = Observation(
+            measure=measure,
+            unit=unit,
+            effective_time=t.astimezone(UTC),
+            record_key=record_key,
+            provenance=Provenance(
+                source=source,
+                original_value=None if orig_value is None else float(orig_value),
+                original_unit=orig_unit,
+                raw=raw,
+            ),
+            value=None if value is None else float(value),
+            comparator=comparator,
+            absent_reason=None if absent is None else _ABSENT[absent],
+            device_time=device_time,
+            clock_offset_s=None if offset is None else float(offset),
+            quality=frozenset(_QUALITY[q] for q in quality),
+        )
+    except (ValueError, ObservationError):
+        return None
+    if obs_id != observation_id(device, record_key, measure):
+        return None
+    return WireObservation(obs_id=obs_id, observation=observation)
 
 
 def _decode_obs(device: DeviceIdentity, raw: Any, path: str) -> WireObservation:

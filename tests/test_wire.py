@@ -277,3 +277,69 @@ def test_observation_invariants() -> None:
     with pytest.raises(ValueError, match="UTC"):
         glucose(1, t=datetime(2026, 1, 1))
     assert isinstance(glucose(1), Observation)
+
+
+_ODD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**400), 10**400),
+    st.floats(allow_nan=True),
+    st.text(max_size=5),
+    st.sampled_from(
+        [
+            "<",
+            ">=",
+            "error",
+            "simulated",
+            "2026-11-22T08:00:00",
+            "2026-11-22T08:00:00+02:00",
+            "x" * 200,
+        ]
+    ),
+    st.lists(st.sampled_from(["simulated", "bogus", 1]), max_size=3),
+    st.just({}),
+    st.just([]),
+)
+_FIELDS = [
+    "obs_id",
+    "measure",
+    "unit",
+    "record_key",
+    "effective_time",
+    "value",
+    "comparator",
+    "absent_reason",
+    "device_time",
+    "clock_offset_s",
+    "quality",
+    "provenance",
+]
+
+
+@given(
+    st.dictionaries(st.sampled_from(_FIELDS), _ODD_VALUES, max_size=3),
+    st.dictionaries(
+        st.sampled_from(["source", "original_value", "original_unit", "raw"]),
+        _ODD_VALUES,
+        max_size=2,
+    ),
+    st.sets(st.sampled_from(_FIELDS), max_size=2),
+)
+def test_fast_path_agrees_with_the_careful_decoder(
+    changes: dict[str, object], prov_changes: dict[str, object], dropped: set[str]
+) -> None:
+    doc = json.loads(
+        envelope([glucose(1, 5.5, device_time="2026-11-22T08:01:00", clock_offset_s=2.0)]).payload
+    )
+    o = doc["observations"][0]
+    o["provenance"].update(prov_changes)
+    o.update(changes)
+    for k in dropped:
+        o.pop(k, None)
+    fast = wire._fast_obs(METER, o)
+    try:
+        careful: wire.WireObservation | None = wire._decode_obs(METER, o, "observations[0]")
+    except WireError:
+        careful = None
+    # same value when both accept; the fast path declines exactly what the careful one refuses
+    assert fast == careful
