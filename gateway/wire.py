@@ -29,11 +29,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 from device_profiles.observation import (
     COMPARATORS,
     AbsentReason,
+    Comparator,
     DeviceIdentity,
     Observation,
     ObservationError,
@@ -639,7 +640,7 @@ def _fast_obs(device: DeviceIdentity, o: Any) -> WireObservation | None:
                 raw=raw,
             ),
             value=None if value is None else float(value),
-            comparator=comparator,
+            comparator=cast(Comparator | None, comparator),
             absent_reason=None if absent is None else _ABSENT[absent],
             device_time=device_time,
             clock_offset_s=None if offset is None else float(offset),
