@@ -53,7 +53,7 @@ MAX_PAYLOAD_BYTES: Final = 256 * 1024
 #: Most observations one envelope may carry; encoders split longer batches.
 MAX_OBSERVATIONS: Final = 500
 MAX_TEXT: Final = 128
-_TOKEN_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_TOKEN_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _HEX32_RE: Final = re.compile(r"^[0-9a-f]{32}$")
 
 SubjectKind = Literal["patient", "kiosk-session"]
@@ -139,7 +139,7 @@ class AgentStatus:
 
 def is_token(text: str) -> bool:
     """Site and device ids: lowercase letters, digits and '-', 1..63 characters."""
-    return bool(_TOKEN_RE.match(text))
+    return _TOKEN_RE.fullmatch(text) is not None
 
 
 def _check_token(kind: str, text: str) -> None:
@@ -412,7 +412,12 @@ def _time(obj: Mapping[str, Any], key: str, path: str) -> datetime:
         raise _fail(
             WireErrorCode.INVALID_VALUE, _join(path, key), f"date-time without a UTC offset: {s!r}"
         )
-    return dt.astimezone(UTC)
+    try:
+        return dt.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 has no UTC equivalent
+        raise _fail(
+            WireErrorCode.INVALID_VALUE, _join(path, key), f"date-time out of range: {s!r}"
+        ) from None
 
 
 def _obj(v: Any, path: str) -> Mapping[str, Any]:
@@ -450,7 +455,29 @@ def load_json(payload: bytes) -> Mapping[str, Any]:
         ) from None
     except RecursionError:
         raise _fail(WireErrorCode.NOT_JSON, "", "nesting too deep") from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python converts
+        raise _fail(WireErrorCode.NOT_JSON, "", str(exc)[:200]) from None
+    if "\\u" in text:
+        # Escapes can smuggle in what raw UTF-8 cannot: NUL and lone surrogates. Neither is
+        # text (and PostgreSQL refuses both), so refuse them here, with where they are.
+        _check_text(doc, "")
     return _obj(doc, "")
+
+
+_BAD_TEXT: Final = re.compile("[\x00\ud800-\udfff]")
+
+
+def _check_text(v: Any, path: str) -> None:
+    if isinstance(v, str):
+        if _BAD_TEXT.search(v):
+            raise _fail(WireErrorCode.INVALID_VALUE, path, "NUL or a lone surrogate in text")
+    elif isinstance(v, dict):
+        for k, item in v.items():
+            _check_text(k, path)
+            _check_text(item, _join(path, k))
+    elif isinstance(v, list):
+        for i, item in enumerate(v):
+            _check_text(item, f"{path}[{i}]")
 
 
 def _reject_constant(name: str) -> Any:
@@ -646,7 +673,7 @@ def _fast_obs(device: DeviceIdentity, o: Any) -> WireObservation | None:
             clock_offset_s=None if offset is None else float(offset),
             quality=frozenset(_QUALITY[q] for q in quality),
         )
-    except (ValueError, ObservationError):
+    except (ValueError, OverflowError, ObservationError):
         return None
     if obs_id != observation_id(device, record_key, measure):
         return None

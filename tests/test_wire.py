@@ -178,6 +178,35 @@ GOOD = envelope([glucose(1), glucose(2)])
             WireErrorCode.DUPLICATE_OBSERVATION,
             "observations",
         ),
+        # found in review: these crashed the decoder with a non-WireError, stalling ingest
+        (
+            GOOD.payload.replace(b'"value":5.5', b'"value":' + b"9" * 5000, 1),
+            WireErrorCode.NOT_JSON,
+            "",
+        ),
+        (
+            _mutate(GOOD.payload, lambda d: d["observations"][0].update(value=10**400)),
+            WireErrorCode.NOT_JSON,
+            "",
+        ),
+        (
+            _mutate(
+                GOOD.payload,
+                lambda d: d["observations"][0].update(effective_time="0001-01-01T00:00:00+01:00"),
+            ),
+            WireErrorCode.INVALID_VALUE,
+            "observations[0].effective_time",
+        ),
+        (
+            GOOD.payload.replace(b'"serial":"SN-1"', b'"serial":"SN-\\ud800"', 1),
+            WireErrorCode.INVALID_VALUE,
+            "device.serial",
+        ),
+        (
+            GOOD.payload.replace(b'"ref":"p-1"', b'"ref":"p-\\u0000"', 1),
+            WireErrorCode.INVALID_VALUE,
+            "subject.ref",
+        ),
     ],
 )
 def test_every_defect_is_named(payload: bytes, code: WireErrorCode, path: str) -> None:
