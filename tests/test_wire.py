@@ -186,8 +186,8 @@ GOOD = envelope([glucose(1), glucose(2)])
         ),
         (
             _mutate(GOOD.payload, lambda d: d["observations"][0].update(value=10**400)),
-            WireErrorCode.NOT_JSON,
-            "",
+            WireErrorCode.INVALID_VALUE,
+            "observations[0].value",
         ),
         (
             _mutate(
