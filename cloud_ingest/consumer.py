@@ -42,6 +42,8 @@ V5_ANSWER_TIMEOUT_S = 5.0
 #: Broker keeps our session (subscriptions + queued messages) this long while we are away.
 SESSION_EXPIRY_S = 7 * 24 * 3600
 SHARE_GROUP = "remon-ingest"
+#: A batch that failed this many times in a row is ingested message by message.
+ISOLATE_AFTER_FAILURES = 3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -227,37 +229,71 @@ class Consumer:
 
     def _work(self) -> None:
         backoff = 0.2
+        failures = 0
         pending: list[_Inbound] = []
         while not self._stop.is_set():
             if not pending:
                 pending = self._collect()
+                failures = 0
                 if not pending:
                     continue
             try:
-                result = self.service.ingest_batch(
-                    [
-                        RawMessage(topic=m.topic, payload=m.payload, received_at=m.received_at)
-                        for m in pending
-                    ]
-                )
+                if failures >= ISOLATE_AFTER_FAILURES:
+                    pending = self._one_by_one(pending)
+                    if pending:
+                        raise RuntimeError("the database is refusing even dead letters")
+                else:
+                    self._done(pending, self.service.ingest_batch([_raw(m) for m in pending]))
+                    pending = []
+                backoff = 0.2
             except Exception:
-                # Nothing is acknowledged: the batch is retried here, and the broker still holds
-                # it should this process die. Ingest is idempotent, so retries are harmless.
+                # Nothing unprocessed is acknowledged: the batch is retried here, and the broker
+                # still holds it should this process die. Ingest is idempotent, so retries are
+                # harmless. After a few failures the batch is taken apart so that one message the
+                # database refuses cannot hold up the others.
+                failures += 1
                 self.stats.ingest_failures += 1
                 log.exception(
-                    "ingest of %d messages failed; retrying in %.1f s", len(pending), backoff
+                    "ingest of %d messages failed (%d in a row); retrying in %.1f s",
+                    len(pending),
+                    failures,
+                    backoff,
                 )
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
-                continue
-            backoff = 0.2
-            self._ack(pending)
-            self.stats.batches += 1
-            for k, v in asdict(result).items():
-                self.stats.totals[k] = self.stats.totals.get(k, 0) + int(v)
-            if self._on_result is not None:
-                self._on_result(result)
-            pending = []
+
+    def _one_by_one(self, pending: list[_Inbound]) -> list[_Inbound]:
+        """Ingest each message alone; dead-letter one that fails alone. Returns what is left."""
+        for i, m in enumerate(pending):
+            raw = _raw(m)
+            try:
+                result = self.service.ingest_batch([raw])
+            except Exception as exc:
+                try:
+                    self.service.quarantine(raw, f"ingest failed: {exc!r}")
+                except Exception:
+                    log.exception("cannot even dead-letter a message; keeping it")
+                    return pending[i:]
+                log.error("message on %s dead-lettered: the database refused it (%r)", m.topic, exc)
+                result = IngestResult(
+                    messages=0,
+                    duplicate_messages=0,
+                    observations=0,
+                    duplicate_observations=0,
+                    dead_letters=1,
+                    alerts_raised=0,
+                    alerts_updated=0,
+                )
+            self._done([m], result)
+        return []
+
+    def _done(self, batch: list[_Inbound], result: IngestResult) -> None:
+        self._ack(batch)
+        self.stats.batches += 1
+        for k, v in asdict(result).items():
+            self.stats.totals[k] = self.stats.totals.get(k, 0) + int(v)
+        if self._on_result is not None:
+            self._on_result(result)
 
     def _collect(self) -> list[_Inbound]:
         try:
@@ -291,3 +327,7 @@ class Consumer:
             # on the new session and we dedupe them.
             if m.qos > 0 and m.generation == gen:
                 client.ack(m.mid, m.qos)
+
+
+def _raw(m: _Inbound) -> RawMessage:
+    return RawMessage(topic=m.topic, payload=m.payload, received_at=m.received_at)

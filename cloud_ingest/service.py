@@ -137,6 +137,22 @@ class ThresholdView:
     set_at: datetime | None
 
 
+#: Dead-letter codes of the ingest itself (the wire's own codes are WireErrorCode values).
+INTERNAL_ERROR = "internal-error"  # the decoder failed in a way it should not
+STORE_FAILED = "store-failed"  # the database refused the message on its own, repeatedly
+
+
+def _dead_letter(m: RawMessage, code: str, path: str, detail: str) -> DeadLetterIn:
+    return DeadLetterIn(
+        topic=m.topic,
+        payload=bytes(m.payload),
+        code=code,
+        path=path,
+        detail=detail,
+        received_at=m.received_at,
+    )
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -205,17 +221,24 @@ class IngestService:
                         InboundEnvelope(topic=m.topic, envelope=env, received_at=m.received_at)
                     )
             except WireError as exc:
-                out.dead.append(
-                    DeadLetterIn(
-                        topic=m.topic,
-                        payload=bytes(m.payload),
-                        code=exc.code.value,
-                        path=exc.path,
-                        detail=exc.detail,
-                        received_at=m.received_at,
-                    )
-                )
+                out.dead.append(_dead_letter(m, exc.code.value, exc.path, exc.detail))
+            except Exception as exc:
+                # A decoder bug must not stall the stream: keep the message for inspection.
+                log.exception("decoder failed on a message from %s", m.topic)
+                out.dead.append(_dead_letter(m, INTERNAL_ERROR, "", f"decoder failed: {exc!r}"))
         return out
+
+    def quarantine(self, message: RawMessage, reason: str) -> None:
+        """Dead-letter one message that cannot be stored (e.g. the database refuses a value).
+
+        The consumer calls this for a message that fails alone after its batch failed repeatedly,
+        so one poison message never stops the stream. Raises if even the dead letter cannot be
+        written (the database is down): then nothing is acknowledged and the broker keeps it.
+        """
+        with self.storage.write() as tx:
+            tx.insert_dead_letters(
+                [_dead_letter(message, STORE_FAILED, "", reason[:2000])], now=self._clock()
+            )
 
     def _store(self, d: _Decoded) -> IngestResult:
         now = self._clock()
