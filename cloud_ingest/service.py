@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -52,6 +52,7 @@ from cloud_ingest.storage import (
     InboundEnvelope,
     ObservationRecord,
     OverrideRecord,
+    ReadingFacts,
     SiteRecord,
     StatusIn,
     Storage,
@@ -140,6 +141,12 @@ class ThresholdView:
 #: Dead-letter codes of the ingest itself (the wire's own codes are WireErrorCode values).
 INTERNAL_ERROR = "internal-error"  # the decoder failed in a way it should not
 STORE_FAILED = "store-failed"  # the database refused the message on its own, repeatedly
+ID_CONFLICT = "id-conflict"  # a reading id already stored with other facts (time, value)
+
+
+def _facts(f: ReadingFacts) -> str:
+    what = f.absent_reason if f.value is None else f"{f.comparator or ''}{f.value:g}"
+    return f"{what} at {f.effective_time.isoformat()}"
 
 
 def _dead_letter(m: RawMessage, code: str, path: str, detail: str) -> DeadLetterIn:
@@ -172,6 +179,7 @@ class _Decoded:
     envelopes: list[InboundEnvelope]
     statuses: list[StatusIn]
     dead: list[DeadLetterIn]
+    payloads: dict[int, RawMessage] = field(default_factory=dict)  # id(InboundEnvelope) -> raw
 
 
 class IngestService:
@@ -217,9 +225,11 @@ class IngestService:
                     )
                 else:
                     env = decode_observations(m.topic, m.payload)
-                    out.envelopes.append(
-                        InboundEnvelope(topic=m.topic, envelope=env, received_at=m.received_at)
+                    inbound = InboundEnvelope(
+                        topic=m.topic, envelope=env, received_at=m.received_at
                     )
+                    out.envelopes.append(inbound)
+                    out.payloads[id(inbound)] = m
             except WireError as exc:
                 out.dead.append(_dead_letter(m, exc.code.value, exc.path, exc.detail))
             except Exception as exc:
@@ -246,6 +256,12 @@ class IngestService:
             tx.insert_dead_letters(d.dead, now=now)
             tx.upsert_statuses(d.statuses)
             outcome = tx.store_envelopes(d.envelopes) if d.envelopes else None
+            conflicts: list[DeadLetterIn] = []
+            if outcome is not None and (
+                outcome.duplicate_observations or outcome.duplicate_messages
+            ):
+                conflicts = self._conflicts(tx, d, outcome.new_readings)
+                tx.insert_dead_letters(conflicts, now=now)
             raised = updated = 0
             if outcome is not None and outcome.new_readings:
                 raised, updated = self._apply_rules(tx, outcome.new_readings, now)
@@ -254,11 +270,59 @@ class IngestService:
             duplicate_messages=outcome.duplicate_messages if outcome else 0,
             observations=len(outcome.new_readings) if outcome else 0,
             duplicate_observations=outcome.duplicate_observations if outcome else 0,
-            dead_letters=len(d.dead),
+            dead_letters=len(d.dead) + len(conflicts),
             alerts_raised=raised,
             alerts_updated=updated,
             statuses=len(d.statuses),
         )
+
+    def _conflicts(
+        self, tx: WriteTx, d: _Decoded, new: Sequence[StoredReading]
+    ) -> list[DeadLetterIn]:
+        """Readings whose id was already stored with other facts: not duplicates but conflicts.
+
+        Ids are derived from the device and its own record key, so a device whose record
+        numbering restarted (battery change, factory reset, a hub that lost its state) would
+        reuse ids for new readings. Those are kept as ``id-conflict`` dead letters with the
+        message, never dropped as duplicates.
+        """
+        fresh = {r.observation.obs_id for r in new}
+        seen = [
+            (inbound, i, w)
+            for inbound in d.envelopes
+            for i, w in enumerate(inbound.envelope.observations)
+            if w.obs_id not in fresh
+        ]
+        stored = tx.stored_facts(w.obs_id for _, _, w in seen)
+        out: list[DeadLetterIn] = []
+        reported: set[int] = set()
+        for inbound, i, w in seen:
+            facts = stored.get(w.obs_id)
+            o = w.observation
+            mine = ReadingFacts(
+                o.effective_time,
+                o.value,
+                o.comparator,
+                o.absent_reason.value if o.absent_reason else None,
+            )
+            if facts is None or facts == mine or id(inbound) in reported:
+                continue
+            reported.add(id(inbound))
+            log.warning(
+                "reading id %s reused with other facts (message %s)",
+                w.obs_id,
+                inbound.envelope.msg_id,
+            )
+            out.append(
+                _dead_letter(
+                    d.payloads[id(inbound)],
+                    ID_CONFLICT,
+                    f"observations[{i}]",
+                    f"obs_id {w.obs_id} is already stored as {_facts(facts)}; this message says "
+                    f"{_facts(mine)}",
+                )
+            )
+        return out
 
     def _apply_rules(
         self, tx: WriteTx, new: Sequence[StoredReading], now: datetime

@@ -87,6 +87,7 @@ class _Record:
     quality: frozenset[QualityFlag]
     source: str
     error_rate: float
+    key: str  # the device's own id of the record
 
     def failed(self) -> bool:
         """Draw whether the device reports this measurement as an error."""
@@ -106,7 +107,7 @@ class _Record:
             measure=measure,
             unit=MEASURES[measure].unit,
             effective_time=self.t,
-            record_key=f"seq:{self.n}",
+            record_key=self.key,
             value=value,
             comparator=comparator if value is not None else None,
             absent_reason=AbsentReason.ERROR if value is None else None,
@@ -174,6 +175,9 @@ class SimulatedDevice:
                 quality=clock_quality(skew) | {QualityFlag.SIMULATED},
                 source=f"sim:{self.model}",
                 error_rate=self.settings.error_rate,
+                # The number alone would repeat if the meter's memory were reset; like a real
+                # meter's record, it is qualified by when this memory began.
+                key=f"seq:{n}@{int(self.start.timestamp())}",
             )
         )
 

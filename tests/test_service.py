@@ -553,3 +553,32 @@ def test_rules_prefilter_drops_quiet_readings() -> None:
     selected = needs_evaluation([(r.subject_ref, r.obs_id, r) for r in batch], open_alerts=[])
     # the low reading and the first reading after it (which clears the alert it raises)
     assert [batch[i].obs_id for i in selected] == ["q4", "low"]
+
+
+def test_a_reused_reading_id_with_other_facts_is_a_conflict_not_a_duplicate(
+    svc: IngestService,
+) -> None:
+    # the meter's numbering restarted (battery change): seq:1 now names another reading
+    first = svc.ingest_batch(msgs([ob(1, 5.5)]))
+    assert first.observations == 1
+    again = Observation(
+        measure="glucose.capillary",
+        unit="mmol/L",
+        effective_time=T0 + timedelta(days=30),
+        record_key="seq:1",
+        provenance=Provenance(source="sim:test"),
+        value=2.4,
+    )
+    same = svc.ingest_batch(msgs([ob(1, 5.5), ob(2, 6.0)]))  # a true redelivery + a new one
+    assert (same.observations, same.duplicate_observations, same.dead_letters) == (1, 1, 0)
+    r = svc.ingest_batch(msgs([again], created_minutes=5))
+    assert r.observations == 0
+    assert r.dead_letters == 1
+    letters = svc.list_dead_letters()
+    assert [d.code for d in letters] == ["id-conflict"]
+    assert letters[0].path == "observations[0]"
+    assert "5.5 at 2026-03-01T08:01:00+00:00" in letters[0].detail
+    assert "2.4 at 2026-03-31T08:00:00+00:00" in letters[0].detail
+    # the stored reading is untouched
+    rows = svc.list_observations(subject="p1")
+    assert sorted(o.value for o in rows if o.value is not None) == [5.5, 6.0]

@@ -40,7 +40,7 @@ def test_records_are_deterministic_and_simulated() -> None:
     assert a.record(7) == b.record(7)
     assert a.record(7) != a.record(8)
     o = a.record(7)[0]
-    assert o.record_key == "seq:7"
+    assert o.record_key == f"seq:7@{int(T0.timestamp())}"
     assert o.effective_time == T0 + timedelta(minutes=7)
     assert QualityFlag.SIMULATED in o.quality
 
@@ -106,6 +106,7 @@ def test_session_resumes_after_cursor_without_gaps_or_duplicates() -> None:
 
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(m.run_session(sink, None))
+    assert got[0][0][0] == f"seq:1@{int(T0.timestamp())}"
     assert got[0][1] == "seq:100"
     assert got[1][1] == "seq:200"
 
@@ -120,7 +121,7 @@ def test_session_resumes_after_cursor_without_gaps_or_duplicates() -> None:
         task.cancel()
 
     asyncio.run(resume())
-    assert got == [([f"seq:{n}" for n in range(201, 241)], "seq:240")]
+    assert got == [([f"seq:{n}@{int(T0.timestamp())}" for n in range(201, 241)], "seq:240")]
 
 
 def test_cuff_error_voids_the_whole_bp_reading() -> None:

@@ -32,6 +32,16 @@ class InboundEnvelope:
     received_at: datetime
 
 
+class ReadingFacts(NamedTuple):
+    """The facts of a reading that its id must pin down; a second reading with the same id and
+    different facts is a conflict, not a duplicate."""
+
+    effective_time: datetime
+    value: float | None
+    comparator: str | None
+    absent_reason: str | None
+
+
 class StoredReading(NamedTuple):
     """A reading stored by this batch (first time seen).
 

@@ -45,6 +45,7 @@ from cloud_ingest.storage.records import (
     InboundEnvelope,
     ObservationRecord,
     OverrideRecord,
+    ReadingFacts,
     SiteRecord,
     StatusIn,
     StorageError,
@@ -185,6 +186,20 @@ class WriteTx:
             where=t.sites.c.at <= ins.excluded.at,
         )
         self.conn.execute(stmt, [latest[k] for k in sorted(latest)])
+
+    def stored_facts(self, obs_ids: Iterable[str]) -> dict[str, ReadingFacts]:
+        """What is stored for these reading ids: time, value, comparator, absent reason."""
+        o = t.observations
+        out: dict[str, ReadingFacts] = {}
+        for part in _chunks(sorted(set(obs_ids))):
+            stmt = sa.select(
+                o.c.obs_id, o.c.effective_time, o.c.value, o.c.comparator, o.c.absent_reason
+            ).where(o.c.obs_id.in_(part))
+            for r in self.conn.execute(stmt):
+                out[r.obs_id] = ReadingFacts(
+                    r.effective_time, r.value, r.comparator, r.absent_reason
+                )
+        return out
 
     # -- alerts --------------------------------------------------------------------------------
 
