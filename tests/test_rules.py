@@ -77,19 +77,30 @@ def stored(actions: list[AlertAction], first_id: int = 1) -> list[AlertState]:
 
 BOUNDARIES = [
     # glucose, meter: L2 < 3.0, L1 < 3.9, high > 13.9
-    ("glucose.capillary", 2.99, None, {"glucose-low-l2"}),
+    # values compare at 0.1 mmol/L, the resolution care reads (engine.COMPARE_DECIMALS)
+    ("glucose.capillary", 2.9, None, {"glucose-low-l2"}),
+    ("glucose.capillary", 2.94, None, {"glucose-low-l2"}),  # reads 2.9
+    ("glucose.capillary", 2.99, None, {"glucose-low-l1"}),  # reads 3.0
     ("glucose.capillary", 3.0, None, {"glucose-low-l1"}),
     ("glucose.capillary", 3.1, None, {"glucose-low-l1"}),  # urgent low is CGM only
-    ("glucose.capillary", 3.89, None, {"glucose-low-l1"}),
+    ("glucose.capillary", 3.84, None, {"glucose-low-l1"}),  # reads 3.8
+    ("glucose.capillary", 3.89, None, set()),  # reads 3.9
     ("glucose.capillary", 3.9, None, set()),
     ("glucose.capillary", 10.0, None, set()),
     ("glucose.capillary", 13.9, None, set()),
-    ("glucose.capillary", 13.91, None, {"glucose-high-l2"}),
+    ("glucose.capillary", 13.91, None, set()),  # reads 13.9
+    ("glucose.capillary", 13.96, None, {"glucose-high-l2"}),  # reads 14.0
+    # a mg/dL meter, converted at the edge: DOMAIN's "< 54 mg/dL" and "< 70 mg/dL" hold
+    ("glucose.capillary", 54 / 18.016, None, {"glucose-low-l1"}),
+    ("glucose.capillary", 53 / 18.016, None, {"glucose-low-l2"}),
+    ("glucose.capillary", 70 / 18.016, None, set()),
+    ("glucose.capillary", 69 / 18.016, None, {"glucose-low-l1"}),
     # glucose, CGM: urgent low <= 3.1 ranks between L2 and L1
     ("glucose.cgm", 2.9, None, {"glucose-low-l2"}),
     ("glucose.cgm", 3.0, None, {"cgm-urgent-low"}),
     ("glucose.cgm", 3.1, None, {"cgm-urgent-low"}),
-    ("glucose.cgm", 3.11, None, {"glucose-low-l1"}),
+    ("glucose.cgm", 3.11, None, {"cgm-urgent-low"}),  # reads 3.1
+    ("glucose.cgm", 3.16, None, {"glucose-low-l1"}),  # reads 3.2
     ("glucose.cgm", 14.0, None, {"glucose-high-l2"}),
     # device LO / HI readings: trigger only when the bound is decisive
     ("glucose.capillary", 1.1, "<", {"glucose-low-l2"}),

@@ -163,11 +163,23 @@ def _never(iv: _Interval, cmp: str, t: float) -> bool:
     raise ValueError(f"unknown comparator {cmp!r}")
 
 
+#: Readings are compared with thresholds at the resolution care reads them in (DOMAIN.md: mmol/L
+#: and Cel to 0.1; mm[Hg], /min and % whole). A meter showing 54 mg/dL is 2.997 mmol/L after
+#: conversion but reads 3.0 mmol/L, and "< 3.0 mmol/L (< 54 mg/dL)" must not fire on it.
+#: The stored value keeps full precision; only the comparison rounds.
+COMPARE_DECIMALS: Final = 1
+
+
+def at_resolution(value: float | None) -> float | None:
+    return None if value is None else round(value, COMPARE_DECIMALS)
+
+
 def meets(reading: Reading, comparator: str, value: float) -> bool:
     """The reading decisively meets ``comparator value`` (absent readings never do)."""
-    if reading.value is None or reading.absent_reason is not None:
+    v = at_resolution(reading.value)
+    if v is None or reading.absent_reason is not None:
         return False
-    return _always(_interval(reading.value, reading.comparator), comparator, value)
+    return _always(_interval(v, reading.comparator), comparator, value)
 
 
 #: Plain (comparator-less) values compare directly: the same answer as :func:`_always` on a point
@@ -197,10 +209,11 @@ def clear_bound(comparator: str, value: float, hysteresis: float) -> float:
 
 def clears(reading: Reading, comparator: str, value: float, hysteresis: float) -> bool:
     """The reading is decisively back past the threshold by at least the hysteresis."""
-    if reading.value is None or reading.absent_reason is not None:
+    v = at_resolution(reading.value)
+    if v is None or reading.absent_reason is not None:
         return False
     bound = clear_bound(comparator, value, hysteresis)
-    return _never(_interval(reading.value, reading.comparator), comparator, bound)
+    return _never(_interval(v, reading.comparator), comparator, bound)
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,7 +225,8 @@ def _time(dt: datetime) -> str:
 
 
 def _num(v: float) -> str:
-    return f"{v:g}"
+    """A reading's value as care reads it (the stored value keeps full precision)."""
+    return f"{round(v, COMPARE_DECIMALS):g}"
 
 
 def describe_reading(
@@ -320,7 +334,7 @@ def evaluate(
 
     ordered = sorted(readings, key=_time_order)
     for r in ordered:
-        value = r.value
+        value = at_resolution(r.value)
         if value is None or r.absent_reason is not None:
             continue
         applicable = by_measure.get(r.measure)
@@ -550,7 +564,7 @@ def needs_evaluation(
     keep: list[int] = []
     for i in order:
         subject, _, r = readings[i]
-        value = r.value
+        value = at_resolution(r.value)
         if value is None or r.absent_reason is not None:
             continue
         applicable = by_measure.get(r.measure)
