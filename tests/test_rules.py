@@ -388,3 +388,41 @@ def test_life_cycle(state: str, transition: Transition, result: str | None) -> N
             next_state(state, transition)
     else:
         assert next_state(state, transition).value == result
+
+
+def test_overrides_cannot_switch_a_condition_off() -> None:
+    from cloud_ingest.rules.thresholds import OVERRIDE_RANGES, check_override
+
+    assert set(OVERRIDE_RANGES) == set(DEFAULTS_BY_CONDITION)
+    for condition, (lo, hi) in OVERRIDE_RANGES.items():
+        default = DEFAULTS_BY_CONDITION[condition]
+        assert lo <= default.value <= hi, condition  # the default itself is allowed
+        with pytest.raises(RuleError, match="safety bounds"):
+            check_override(condition, lo - 1, default.unit)
+        with pytest.raises(RuleError, match="safety bounds"):
+            check_override(condition, hi + 1, default.unit)
+    # DOMAIN.md §2: the CGM urgent low is not disableable: it may be raised, never lowered
+    with pytest.raises(RuleError):
+        check_override("cgm-urgent-low", 3.0, "mmol/L")
+    assert check_override("cgm-urgent-low", 3.5, "mmol/L").condition == "cgm-urgent-low"
+    with pytest.raises(RuleError):
+        check_override("glucose-low-l2", -100, "mmol/L")
+
+
+def test_a_stored_override_outside_the_bounds_falls_back_to_the_default() -> None:
+    from datetime import UTC, datetime
+
+    from cloud_ingest.rules.thresholds import apply_override
+
+    default = DEFAULTS_BY_CONDITION["glucose-low-l2"]
+    stale = ThresholdOverride(
+        subject_ref="p1",
+        condition="glucose-low-l2",
+        value=-100.0,
+        unit="mmol/L",
+        set_by="someone",
+        set_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    t = apply_override(default, stale)
+    assert t.value == default.value
+    assert "ignored" in t.source

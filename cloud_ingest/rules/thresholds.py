@@ -294,6 +294,28 @@ def threshold_index(thresholds: Iterable[Threshold]) -> dict[str, Threshold]:
 DEFAULTS_BY_CONDITION: Final[Mapping[str, Threshold]] = threshold_index(DEFAULT_THRESHOLDS)
 
 
+#: How far a patient-specific value may move each threshold (inclusive, in the threshold's unit).
+#: Source: remon safety bounds, UNVERIFIED clinically (DOMAIN.md marks such figures as
+#: configurable placeholders): they stop an override from switching a condition off (e.g. a low
+#: threshold of -100) while leaving room for individual targets. DOMAIN.md §2: the CGM urgent
+#: low (3.1 mmol/L) is "not disableable", so it may be raised but never lowered.
+OVERRIDE_RANGES: Final[Mapping[str, tuple[float, float]]] = {
+    "glucose-low-l2": (2.5, 3.9),
+    "cgm-urgent-low": (3.1, 4.4),
+    "glucose-low-l1": (3.0, 6.0),
+    "glucose-high-l2": (8.0, 25.0),
+    "bp-systolic-grade3": (140.0, 200.0),
+    "bp-diastolic-grade3": (90.0, 120.0),
+    "bp-systolic-low": (80.0, 110.0),
+    "pulse-low": (30.0, 60.0),
+    "pulse-high": (90.0, 160.0),
+    "spo2-low-news2-3": (80.0, 95.0),
+    "spo2-low-news2-2": (82.0, 97.0),
+    "temperature-low": (34.0, 36.5),
+    "temperature-high": (37.5, 40.5),
+}
+
+
 def check_override(
     condition: str,
     value: float,
@@ -308,6 +330,12 @@ def check_override(
         raise RuleError(f"{condition} is set in {default.unit!r}, got {unit!r}")
     if isinstance(value, bool) or not math.isfinite(value):
         raise RuleError(f"{condition}: value must be a finite number")
+    lo, hi = OVERRIDE_RANGES.get(condition, (-math.inf, math.inf))
+    if not lo <= value <= hi:
+        raise RuleError(
+            f"{condition}: a patient-specific value must lie within {lo:g}..{hi:g} "
+            f"{default.unit} (remon safety bounds; the default is {default.value:g})"
+        )
     return default
 
 
@@ -315,7 +343,14 @@ def apply_override(default: Threshold, override: ThresholdOverride | None) -> Th
     """The threshold in effect for one patient: the default, or its value replaced."""
     if override is None:
         return default
-    check_override(default.condition, override.value, override.unit, {default.condition: default})
+    try:
+        check_override(
+            default.condition, override.value, override.unit, {default.condition: default}
+        )
+    except RuleError as exc:
+        # A stored value that is no longer acceptable (bounds tightened since it was set) must
+        # neither stop ingest nor weaken the rule: the default applies and says why.
+        return replace(default, source=f"{default.source}; patient-specific value ignored: {exc}")
     return replace(
         default,
         value=override.value,
