@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -246,3 +248,20 @@ def test_openapi_docs(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     assert "/api/v1/alerts/{alert_id}/resolve" in spec["paths"]
+
+
+def test_database_errors_are_503_without_driver_details(tmp_path: Path) -> None:
+    db_dir = tmp_path / "secret-db-dir"
+    db_dir.mkdir()
+    storage = open_storage(f"sqlite:///{db_dir / 'remon.db'}")
+    app = create_app(IngestService(storage), IngestSettings(api_tokens={"t": "x"}))
+    shutil.rmtree(db_dir)
+    storage.engine.dispose()  # no pooled connection to the deleted file survives
+    try:
+        with TestClient(app) as c:
+            r = c.get("/api/v1/health")
+        assert r.status_code == 503
+        assert "unavailable" in r.text
+        assert "secret-db-dir" not in r.text
+    finally:
+        storage.close()

@@ -7,6 +7,8 @@ names in :attr:`IngestSettings.api_tokens`. Service exceptions map to HTTP statu
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
@@ -21,6 +23,8 @@ from cloud_ingest.service import (
     UnknownConditionError,
 )
 from cloud_ingest.settings import IngestSettings
+
+log = logging.getLogger("remon.ingest.api")
 
 API_PREFIX = "/api/v1"
 
@@ -66,7 +70,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StorageError)
     def _storage(_r: Request, exc: StorageError) -> JSONResponse:
-        return _error(status.HTTP_503_SERVICE_UNAVAILABLE, f"database unavailable: {exc}")
+        # the driver's message can name hosts, users and databases: log it, do not return it
+        log.error("database error while serving a request: %s", exc)
+        return _error(status.HTTP_503_SERVICE_UNAVAILABLE, "database unavailable")
 
 
 __all__ = ["API_PREFIX", "create_app"]
