@@ -107,21 +107,23 @@ class Agent:
         relay = Relay(outbox, self.relay_config(), site=cfg.agent.site, agent_version=AGENT_VERSION)
         self._relay = relay
         relay.start()
-        log.info(
-            "agent started: site=%s devices=%d outbox=%s pending=%d broker=%s",
-            cfg.agent.site,
-            len(cfg.devices),
-            cfg.outbox_path,
-            outbox.pending(),
-            cfg.mqtt.url,
-        )
-        tasks = [
-            asyncio.create_task(
-                self._supervise(self.build_source(d, outbox)), name=f"source-{d.id}"
-            )
-            for d in cfg.devices
-        ]
+        tasks: list[asyncio.Task[None]] = []
         try:
+            # Built inside the try: a source that cannot be built (an unreadable cursor, say)
+            # must not leave the relay thread running and the outbox open.
+            sources = [self.build_source(d, outbox) for d in cfg.devices]
+            log.info(
+                "agent started: site=%s devices=%d outbox=%s pending=%d broker=%s",
+                cfg.agent.site,
+                len(cfg.devices),
+                cfg.outbox_path,
+                outbox.pending(),
+                cfg.mqtt.url,
+            )
+            tasks = [
+                asyncio.create_task(self._supervise(src), name=f"source-{src.device.device_id}")
+                for src in sources
+            ]
             await stop.wait()
         finally:
             for t in tasks:

@@ -160,6 +160,12 @@ def ingest_run(
     shared: Annotated[
         bool, typer.Option(help="Use an MQTT 5 shared subscription (several workers).")
     ] = False,
+    client_id: Annotated[
+        str | None,
+        typer.Option(
+            help="MQTT client id: stable and unique per worker (default: REMON_CLIENT_ID)."
+        ),
+    ] = None,
 ) -> None:
     """Run the ingest: MQTT consumer → validate → dedupe → store → rules → alerts, and the API."""
     from cloud_ingest.consumer import Consumer, ConsumerConfig
@@ -173,7 +179,18 @@ def ingest_run(
         overrides["database_url"] = database
     if broker:
         overrides["broker_url"] = broker
+    if client_id:
+        overrides["client_id"] = client_id
     settings = IngestSettings(**overrides)  # type: ignore[arg-type]
+    shared = shared or settings.shared_subscription
+    if shared and settings.client_id == IngestSettings.model_fields["client_id"].default:
+        # Workers with one id take each other's session over; a worker whose id changes at
+        # each start leaves its share of messages queued in a session nobody reads.
+        typer.echo(
+            "--shared needs a stable client id per worker: --client-id remon-ingest-1, -2, ...",
+            err=True,
+        )
+        raise typer.Exit(2)
     service = IngestService(open_storage(settings.database_url))
     consumer = None
     if consume:
@@ -182,7 +199,7 @@ def ingest_run(
             ConsumerConfig(
                 url=settings.broker_url,
                 client_id=settings.client_id,
-                shared=shared or settings.shared_subscription,
+                shared=shared,
                 batch_max=settings.batch_max,
                 batch_wait_s=settings.batch_wait_s,
             ),
