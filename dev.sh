@@ -38,6 +38,11 @@ check_python() {
 ensure_venv() {
   local extras=$1
   check_python
+  # a venv made before python3-venv was installed has a python but no pip: make it anew
+  if [ -d "$VENV" ] && ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    log "removing the incomplete virtual environment $VENV"
+    rm -rf "$VENV"
+  fi
   if [ ! -x "$VENV/bin/python" ]; then
     if ! "$PY" -c 'import ensurepip, venv' 2>/dev/null; then
       local ver; ver=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
@@ -71,8 +76,11 @@ ensure_postgres() {
   local me; me=$(id -un)
   if ! psql -d postgres -Atqc 'select 1' >/dev/null 2>&1; then
     log "creating PostgreSQL role $me"
-    as_root runuser -u postgres -- psql -q -c "CREATE ROLE \"$me\" LOGIN SUPERUSER" 2>/dev/null \
-      || as_root su postgres -c "psql -q -c 'CREATE ROLE \"$me\" LOGIN SUPERUSER'"
+    if command -v runuser >/dev/null; then
+      as_root runuser -u postgres -- psql -q -c "CREATE ROLE \"$me\" LOGIN SUPERUSER"
+    else
+      as_root su postgres -c "psql -q -c 'CREATE ROLE \"$me\" LOGIN SUPERUSER'"
+    fi
   fi
   export REMON_TEST_PG_URL=${REMON_TEST_PG_URL:-"postgresql+psycopg://$me@/postgres?host=/var/run/postgresql"}
 }
@@ -81,14 +89,18 @@ cmd=${1:-help}
 shift || true
 case "$cmd" in
   demo)
-    ensure_venv ""
+    case " $* " in
+      *postgres*) ensure_venv postgres ;;  # --database postgresql://… needs the driver
+      *) ensure_venv "" ;;
+    esac
     exec "$VENV/bin/remon" demo "$@"
     ;;
   test)
     apt_install mosquitto
     ensure_postgres
     ensure_venv dev
-    export PATH="$PWD/$VENV/bin:$PATH"
+    PATH="$(cd "$VENV/bin" && pwd):$PATH"
+    export PATH
     log "ruff"; ruff check . && ruff format --check --quiet . || { log "ruff found problems"; exit 1; }
     log "mypy (strict, product packages)"; mypy
     log "import contracts"; lint-imports --no-cache >/dev/null || lint-imports --no-cache

@@ -20,6 +20,8 @@ from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from cloud_ingest.storage.records import StorageError
+
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 #: Execution option naming the SQLite BEGIN mode ("DEFERRED" or "IMMEDIATE").
 SQLITE_BEGIN: Final = "remon_sqlite_begin"
@@ -42,7 +44,13 @@ def create_engine(url: str) -> Engine:
         engine = sa.create_engine(u, connect_args={"check_same_thread": False})
         _configure_sqlite(engine, wal=not memory)
         return engine
-    return sa.create_engine(u, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    try:
+        return sa.create_engine(u, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    except ModuleNotFoundError as exc:  # the driver is an optional extra: hubs do not need it
+        raise StorageError(
+            f"no driver for {u.get_backend_name()} ({exc.name} is not installed): "
+            "install remon with the 'postgres' extra, e.g. pip install 'remon[postgres]'"
+        ) from None
 
 
 def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
