@@ -165,7 +165,7 @@ Simulated data only: every reading carries the 'simulated' quality flag. Ctrl-C 
             asyncio.run(_run_fleet(agents, service, opts))
         # let the consumer take what the relays delivered before shutting down
         _wait_settled(service, agents, consumer, timeout=10)
-        _final_summary(service, opts.data_dir, database)
+        _final_summary(service, opts.data_dir, database, token)
     return 0
 
 
@@ -218,7 +218,7 @@ def _wait_settled(
         time.sleep(0.2)
 
 
-def _final_summary(service: IngestService, data_dir: Path, database: str) -> None:
+def _final_summary(service: IngestService, data_dir: Path, database: str, token: str) -> None:
     s = service.stats()
     alerts = service.list_alerts(state="open", limit=8)
     print(
@@ -228,9 +228,12 @@ def _final_summary(service: IngestService, data_dir: Path, database: str) -> Non
     )
     for a in alerts:
         print(f"  [{a.priority:6}] {a.subject_ref}: {a.explanation}", flush=True)
-    print(
-        f"\nThe data stays in {data_dir}; serve it again with:\n"
-        f"  remon ingest run --database {_redact(database)} --no-consume",
-        flush=True,
-    )
+    if database.startswith("sqlite"):
+        # only the demo's own SQLite file: an operated database's URL may hold a password
+        print(
+            f"\nThe data stays in {data_dir}; serve it again (API only) with:\n"
+            f'  REMON_API_TOKENS=\'{{"{token}": "demo-clinician"}}\' '
+            f"remon ingest run --database {database} --no-consume",
+            flush=True,
+        )
     sys.stdout.flush()
