@@ -17,8 +17,11 @@ Usage: python bench/bench_ingest.py [--quick] [--pg URL]
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -166,41 +169,58 @@ def ingest_run(
 
 
 def alert_latency(
-    port: int, db_url: str, rate_obs: int, seconds: float, obs_per_msg: int
+    port: int, db_url: str, rate_obs: int, seconds: float, obs_per_msg: int, tmp: Path
 ) -> dict[str, float]:
-    import uvicorn
+    """Publish → alert visible through the API, with the ingest as its own process.
 
-    from cloud_ingest.api import create_app
-    from cloud_ingest.settings import IngestSettings
-
+    The cloud side is the product's ``remon ingest run`` (consumer + API in one process); this
+    process plays the hubs (publisher) and the care team's client (poller).
+    """
     token = "bench-token"
-    service = IngestService(open_storage(db_url))
-    settings = IngestSettings(database_url=db_url, api_tokens={token: "bench"})
-    consumer = Consumer(
-        service,
-        ConsumerConfig(url=f"mqtt://127.0.0.1:{port}", client_id=f"lat-{time.monotonic_ns()}"),
-    )
-    consumer.start()
     api_port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(service, settings),
-            host="127.0.0.1",
-            port=api_port,
-            log_level="warning",
-            lifespan="off",
-        )
+    env = {
+        **os.environ,
+        "REMON_API_TOKENS": json.dumps({token: "bench"}),
+        "REMON_CLIENT_ID": f"lat-{time.monotonic_ns()}",
+    }
+    log = (tmp / "latency-ingest.log").open("wb")
+    cloud = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "remon.cli",
+            "ingest",
+            "run",
+            "--database",
+            db_url,
+            "--broker",
+            f"mqtt://127.0.0.1:{port}",
+            "--port",
+            str(api_port),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
-    th = threading.Thread(target=server.run, daemon=True)
-    th.start()
-    while not server.started:
-        time.sleep(0.02)
+    base = f"http://127.0.0.1:{api_port}"
+    client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"})
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if client.get("/api/v1/health").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or cloud.poll() is not None:
+            raise RuntimeError("the ingest did not come up; see latency-ingest.log")
+        time.sleep(0.1)
+    time.sleep(1.0)  # the consumer subscribes after the API answers
 
     msgs_per_s = rate_obs / obs_per_msg
     n_msgs = int(msgs_per_s * seconds)
     msgs = glucose_envelopes(n_msgs, obs_per_msg, sites=n_msgs, low_share=0.0, tag="lat")
-    # every 50th message: the first reading is a low for that message's own fresh patient
-    trig = set(range(0, n_msgs, 50))
+    # every 10th message: the first reading is a low for that message's own fresh patient
+    trig = set(range(0, n_msgs, 10))
     low = glucose_envelopes(len(trig), obs_per_msg, sites=len(trig), low_share=1.0, tag="lat-low")
     li = iter(low)
     plan = [(next(li), True) if i in trig else (m, False) for i, m in enumerate(msgs)]
@@ -209,15 +229,12 @@ def alert_latency(
     stop = threading.Event()
 
     def poll() -> None:
-        with httpx.Client(
-            base_url=f"http://127.0.0.1:{api_port}", headers={"Authorization": f"Bearer {token}"}
-        ) as client:
-            while not stop.is_set():
-                r = client.get("/api/v1/alerts", params={"state": "open", "limit": 200})
-                now = time.perf_counter()
-                for a in r.json()["items"] if isinstance(r.json(), dict) else r.json():
-                    seen_at.setdefault(a["subject_ref"], now)
-                time.sleep(0.005)
+        while not stop.is_set():
+            r = client.get("/api/v1/alerts", params={"state": "open", "limit": 50})
+            now = time.perf_counter()
+            for a in r.json():
+                seen_at.setdefault(a["subject_ref"], now)
+            time.sleep(0.005)
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
@@ -242,11 +259,12 @@ def alert_latency(
         time.sleep(0.05)
     stop.set()
     poller.join(5)
+    client.close()
     c.disconnect()
     c.loop_stop()
-    consumer.stop()
-    server.should_exit = True
-    th.join(10)
+    cloud.send_signal(signal.SIGTERM)
+    cloud.wait(20)
+    log.close()
     lat = [(seen_at[s] - t) * 1000 for s, t in sent_at.items() if s in seen_at]
     return {
         "alerts": float(len(lat)),
@@ -328,7 +346,7 @@ def main() -> None:
                         flush=True,
                     )
         lat = alert_latency(
-            broker.port, f"sqlite:///{tmp}/lat.db", 500, 5 if args.quick else 20, 10
+            broker.port, f"sqlite:///{tmp}/lat.db", 500, 5 if args.quick else 20, 10, Path(tmp)
         )
         results["alert_latency_500obs_s"] = lat
         print(
