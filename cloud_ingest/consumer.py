@@ -125,6 +125,13 @@ class Consumer:
         if client is not None:
             client.disconnect()
             client.loop_stop()
+        log.info(
+            "ingest consumer stopped: received=%d batches=%d observations=%d dead_letters=%d",
+            self.stats.received,
+            self.stats.batches,
+            self.stats.totals.get("observations", 0),
+            self.stats.totals.get("dead_letters", 0),
+        )
 
     # -- MQTT ----------------------------------------------------------------------------------
 
