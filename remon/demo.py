@@ -164,7 +164,7 @@ Simulated data only: every reading carries the 'simulated' quality flag. Ctrl-C 
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_run_fleet(agents, service, opts))
         # let the consumer take what the relays delivered before shutting down
-        _wait_settled(service, agents, consumer, timeout=10)
+        _wait_settled(service, agents, timeout=10)
         _final_summary(service, opts.data_dir, database, token)
     return 0
 
@@ -209,12 +209,11 @@ def _print_summary(service: IngestService, agents: list[Agent], elapsed: float) 
     print(line, flush=True)
 
 
-def _wait_settled(
-    service: IngestService, agents: list[Agent], consumer: Consumer, timeout: float
-) -> None:
+def _wait_settled(service: IngestService, agents: list[Agent], timeout: float) -> None:
+    """Give the ingest the messages the broker already confirmed to the agents."""
     deadline = time.monotonic() + timeout
-    want = sum(a.stats.observations_queued for a in agents)
-    while time.monotonic() < deadline and service.stats().observations < want:
+    relayed = sum(a.relay_stats.acked for a in agents if a.relay_stats is not None)
+    while time.monotonic() < deadline and service.stats().messages < relayed:
         time.sleep(0.2)
 
 
