@@ -264,3 +264,21 @@ def test_database_errors_are_503_without_driver_details(tmp_path: Path) -> None:
         assert r.json() == {"detail": "database unavailable"}  # nothing of the driver's message
     finally:
         storage.close()
+
+
+def test_sites_show_the_last_reported_state(svc: IngestService, client: TestClient) -> None:
+    from gateway.wire import AgentStatus, encode_status
+
+    for state, minute in (("online", 0), ("offline", 5)):
+        m = encode_status(
+            AgentStatus(
+                site="home-7", state=state, at=T0 + timedelta(minutes=minute), agent_version="0.1.0"
+            )
+        )
+        svc.ingest_batch([RawMessage(topic=m.topic, payload=m.payload, received_at=T0)])
+    assert client.get("/api/v1/sites").status_code == 401
+    r = client.get("/api/v1/sites", headers=NURSE)
+    assert r.status_code == 200
+    sites = {s["site"]: s for s in r.json()}
+    assert sites["home-7"]["state"] == "offline"
+    assert sites["home-7"]["agent_version"] == "0.1.0"

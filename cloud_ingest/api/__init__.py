@@ -12,7 +12,15 @@ import logging
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
-from cloud_ingest.api.routers import alerts, dead_letters, health, observations, patients, stats
+from cloud_ingest.api.routers import (
+    alerts,
+    dead_letters,
+    health,
+    observations,
+    patients,
+    sites,
+    stats,
+)
 from cloud_ingest.service import (
     AlertNotFoundError,
     ConflictError,
@@ -37,7 +45,7 @@ def create_app(service: IngestService, settings: IngestSettings) -> FastAPI:
     )
     app.state.service = service
     app.state.settings = settings
-    for module in (health, observations, alerts, dead_letters, stats, patients):
+    for module in (health, observations, alerts, dead_letters, stats, patients, sites):
         app.include_router(module.router, prefix=API_PREFIX)
     _install_error_handlers(app)
     return app

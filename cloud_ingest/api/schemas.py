@@ -13,6 +13,7 @@ from cloud_ingest.service import (
     AlertWithEvents,
     DeadLetterRecord,
     ObservationRecord,
+    SiteRecord,
     Stats,
     ThresholdView,
 )
@@ -161,6 +162,20 @@ class StatsOut(_Out):
 
     @classmethod
     def of(cls, s: Stats) -> StatsOut:
+        return cls.model_validate(s)
+
+
+class SiteOut(_Out):
+    """A home hub or kiosk as its agent last reported (retained status, MQTT last will)."""
+
+    site: str
+    state: str
+    at: datetime
+    agent_version: str
+    received_at: datetime
+
+    @classmethod
+    def of(cls, s: SiteRecord) -> SiteOut:
         return cls.model_validate(s)
 
 
