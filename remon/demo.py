@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 import shutil
@@ -17,19 +18,27 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cloud_ingest.api import create_app
 from cloud_ingest.consumer import Consumer, ConsumerConfig
 from cloud_ingest.service import IngestService
 from cloud_ingest.settings import IngestSettings
 from cloud_ingest.storage import open_storage
+from device_profiles.observation import Observation, Provenance, QualityFlag
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig, AgentSection, DeviceSection, MqttSection
+from edge_agent.simulators import sim_identity
+from gateway.outbox import Outbox
+from gateway.relay import Relay, RelayConfig
+from gateway.wire import OutboundMessage, Subject, encode_observations
 from remon.brokers import EmbeddedBroker, MosquittoProcess, free_port, mosquitto_binary
 
 log = logging.getLogger("remon.demo")
+
+MqttProtocol = Literal["auto", "5", "3.1.1"]
 
 #: The demo fleet: one home hub (site) per patient, each with a profile that makes some of
 #: their readings cross the default thresholds (DOMAIN.md) so the queue fills with alerts.
@@ -50,7 +59,7 @@ class DemoOptions:
     keep: bool
 
 
-def fleet(opts: DemoOptions, broker_url: str, protocol: str = "auto") -> list[AgentConfig]:
+def fleet(opts: DemoOptions, broker_url: str, protocol: MqttProtocol = "auto") -> list[AgentConfig]:
     configs = []
     for i in range(opts.patients):
         site = f"home-{i + 1:04d}"
@@ -117,7 +126,7 @@ def run_demo(opts: DemoOptions) -> int:
     with contextlib.ExitStack() as stack:
         broker_url = opts.broker
         broker_kind = "given"
-        protocol = "auto"
+        protocol: MqttProtocol = "auto"
         if broker_url is None or broker_url == "embedded":
             if broker_url is None and mosquitto_binary() is not None:
                 mq = MosquittoProcess(opts.data_dir / "broker")
@@ -156,13 +165,15 @@ remon demo — {opts.patients} simulated patients, {opts.patients * len(DEVICE_K
   API        {base}/api/v1/alerts     (docs: {base}/docs)
   token      {token}
   try        curl -s -H 'Authorization: Bearer {token}' {base}/api/v1/alerts?state=open
+  faulty hub {FAULTY_SITE} sends a malformed reading every {FAULTY_EVERY_S:.0f} s: watch it go to
+             {base}/api/v1/dead-letters while the rest flows
 Simulated data only: every reading carries the 'simulated' quality flag. Ctrl-C stops.
 """,
             flush=True,
         )
         agents = [Agent(cfg) for cfg in fleet(opts, broker_url, protocol)]
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_run_fleet(agents, service, opts))
+            asyncio.run(_run_fleet(agents, service, opts, broker_url, protocol))
         # let the consumer take what the relays delivered before shutting down
         _wait_settled(service, agents, timeout=10)
         _final_summary(service, opts.data_dir, database, token)
@@ -177,13 +188,20 @@ def _redact(url: str) -> str:
     return url
 
 
-async def _run_fleet(agents: list[Agent], service: IngestService, opts: DemoOptions) -> None:
+async def _run_fleet(
+    agents: list[Agent],
+    service: IngestService,
+    opts: DemoOptions,
+    broker_url: str,
+    protocol: MqttProtocol,
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError):
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGTERM, stop.set)
     tasks = [asyncio.create_task(a.run(stop)) for a in agents]
+    tasks.append(asyncio.create_task(_faulty_hub(opts, broker_url, protocol, stop)))
     started = time.monotonic()
     try:
         while not stop.is_set():
@@ -195,6 +213,66 @@ async def _run_fleet(agents: list[Agent], service: IngestService, opts: DemoOpti
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+FAULTY_SITE = "home-faulty"
+FAULTY_EVERY_S = 10.0
+
+
+async def _faulty_hub(
+    opts: DemoOptions, broker_url: str, protocol: MqttProtocol, stop: asyncio.Event
+) -> None:
+    """A hub with a firmware bug: its meter's value goes out as text instead of a number.
+
+    It uses the production outbox and relay; only the payload is wrong. The ingest must keep it
+    as a dead letter with the reason and path, and the rest of the fleet must not notice.
+    """
+    data = opts.data_dir / "agents" / FAULTY_SITE
+    data.mkdir(parents=True, exist_ok=True)
+    outbox = Outbox(data / "outbox.sqlite", synchronous="NORMAL")
+    relay = Relay(
+        outbox,
+        RelayConfig(url=broker_url, client_id=f"remon-agent-{FAULTY_SITE}", protocol=protocol),
+        site=FAULTY_SITE,
+        agent_version="0.1.0-buggy",
+    )
+    relay.start()
+    device = sim_identity("sim.glucose-meter", f"{FAULTY_SITE}-gm1")
+    n = 0
+    try:
+        while not stop.is_set():
+            n += 1
+            now = datetime.now(UTC)
+            good = encode_observations(
+                site=FAULTY_SITE,
+                device_id="gm1",
+                device=device,
+                subject=Subject(kind="patient", ref="demo-patient-faulty"),
+                observations=[
+                    Observation(
+                        measure="glucose.capillary",
+                        unit="mmol/L",
+                        value=5.8,
+                        effective_time=now,
+                        record_key=f"seq:{n}@{int(now.timestamp())}",
+                        quality=frozenset({QualityFlag.SIMULATED}),
+                        provenance=Provenance(source="sim:buggy-firmware"),
+                    )
+                ],
+                created_at=now,
+            )[0]
+            doc = json.loads(good.payload)
+            doc["observations"][0]["value"] = "5,8"  # the bug: a localised string
+            bad = OutboundMessage(
+                topic=good.topic, payload=json.dumps(doc).encode(), msg_id=good.msg_id
+            )
+            await asyncio.to_thread(outbox.put_many, [bad])
+            relay.wake()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=FAULTY_EVERY_S)
+    finally:
+        await asyncio.to_thread(relay.stop)
+        outbox.close()
 
 
 def _print_summary(service: IngestService, agents: list[Agent], elapsed: float) -> None:
@@ -227,6 +305,8 @@ def _final_summary(service: IngestService, data_dir: Path, database: str, token:
     )
     for a in alerts:
         print(f"  [{a.priority:6}] {a.subject_ref}: {a.explanation}", flush=True)
+    for d in service.list_dead_letters(limit=1):
+        print(f"  dead letter from {d.topic}: {d.code} at {d.path}: {d.detail}", flush=True)
     if database.startswith("sqlite"):
         # only the demo's own SQLite file: an operated database's URL may hold a password
         print(

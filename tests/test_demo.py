@@ -56,6 +56,15 @@ def run_demo_and_query(tmp_path: Path, *extra: str) -> tuple[list[dict[str, obje
         assert httpx.get(f"{base}/api/v1/health").status_code == 200
         stats = httpx.get(f"{base}/api/v1/stats", headers=headers).json()
         assert stats["observations"] > 0
+        # the demo's faulty hub: its malformed reading is kept with the reason, not lost
+        letters: list[dict[str, object]] = []
+        deadline = time.monotonic() + 15
+        while not letters and time.monotonic() < deadline:
+            letters = httpx.get(f"{base}/api/v1/dead-letters", headers=headers).json()
+            time.sleep(0.3)
+        assert letters, "the faulty hub's reading reached the dead letters"
+        assert letters[0]["code"] == "wrong-type"
+        assert letters[0]["path"] == "observations[0].value"
         proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop with a final summary
         assert proc.wait(30) == 0
     finally:
