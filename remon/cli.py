@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from cloud_ingest.settings import IngestSettings
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -166,6 +171,15 @@ def ingest_run(
             help="MQTT client id: stable and unique per worker (default: REMON_CLIENT_ID)."
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Consumer processes sharing the load through an MQTT 5 shared subscription "
+            "(one per core); worker k uses the client id <client-id>-k.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the ingest: MQTT consumer → validate → dedupe → store → rules → alerts, and the API."""
     from cloud_ingest.consumer import Consumer, ConsumerConfig
@@ -182,8 +196,11 @@ def ingest_run(
     if client_id:
         overrides["client_id"] = client_id
     settings = IngestSettings(**overrides)  # type: ignore[arg-type]
-    shared = shared or settings.shared_subscription
-    if shared and settings.client_id == IngestSettings.model_fields["client_id"].default:
+    shared = shared or settings.shared_subscription or (consume and workers > 1)
+    if consume and workers > 1:
+        # derived ids are stable across restarts: each worker finds its own session again
+        settings = settings.model_copy(update={"client_id": f"{settings.client_id}-1"})
+    elif shared and settings.client_id == IngestSettings.model_fields["client_id"].default:
         # Workers with one id take each other's session over; a worker whose id changes at
         # each start leaves its share of messages queued in a session nobody reads.
         typer.echo(
@@ -205,6 +222,7 @@ def ingest_run(
             ),
         )
         consumer.start(wait_connected=None)
+    children = _Workers(settings, workers) if consume and workers > 1 else None
     try:
         if api:
             import uvicorn
@@ -229,8 +247,70 @@ def ingest_run(
 
             asyncio.run(wait())
     finally:
+        if children is not None:
+            children.stop()
         if consumer is not None:
             consumer.stop()
+
+
+class _Workers:
+    """Consumer-only worker processes 2..N of `remon ingest run --workers N`, kept running."""
+
+    def __init__(self, settings: IngestSettings, n: int) -> None:
+        import threading
+
+        base = settings.client_id.removesuffix("-1")
+        # the database URL may hold a password: hand it over in the environment, not argv
+        env = {
+            **os.environ,
+            "REMON_DATABASE_URL": settings.database_url,
+            "REMON_BROKER_URL": settings.broker_url,
+        }
+        self._cmds = [
+            (
+                [
+                    sys.executable,
+                    "-m",
+                    "remon.cli",
+                    "ingest",
+                    "run",
+                    "--no-api",
+                    "--shared",
+                    "--client-id",
+                    f"{base}-{k}",
+                ],
+                env,
+            )
+            for k in range(2, n + 1)
+        ]
+        self._procs = [self._start(i) for i in range(len(self._cmds))]
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="ingest-workers", daemon=True)
+        self._thread.start()
+
+    def _start(self, i: int) -> subprocess.Popen[bytes]:
+        cmd, env = self._cmds[i]
+        return subprocess.Popen(cmd, env=env)  # noqa: S603 - our own command
+
+    def _watch(self) -> None:
+        log = logging.getLogger("remon.ingest.workers")
+        while not self._stopping.wait(1.0):
+            for i, p in enumerate(self._procs):
+                if p.poll() is not None and not self._stopping.is_set():
+                    log.error("ingest worker %d exited with %s; restarting it", i + 2, p.returncode)
+                    self._procs[i] = self._start(i)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for p in self._procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self._procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 @ingest_app.command("migrate")

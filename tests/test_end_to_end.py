@@ -367,52 +367,46 @@ def test_ingest_sigkilled_mid_stream_loses_and_duplicates_nothing(
 def test_two_shared_subscription_workers_store_every_reading_once(
     pg_url: str, fresh_mosquitto: MosquittoProcess, tmp_path: Path
 ) -> None:
-    """Scale-out as documented: two `ingest run --shared` workers, one broker, one database."""
+    """Scale-out as documented: `remon ingest run --workers 2`, one broker, one database."""
     n = 2000
     msgs = [
         envelope([glucose(i, 2.5 + (i % 50) / 10)], site="shared-site") for i in range(1, n + 1)
     ]
-    logs = [tmp_path / f"worker-{i}.log" for i in (1, 2)]
-    procs = []
-    for i, logfile in enumerate(logs, start=1):
-        with logfile.open("wb") as log:
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "remon.cli",
-                        "ingest",
-                        "run",
-                        "--no-api",
-                        "--shared",
-                        "--client-id",
-                        f"it-worker-{i}",
-                        "--database",
-                        pg_url,
-                        "--broker",
-                        fresh_mosquitto.url,
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                )
-            )
+    logfile = tmp_path / "ingest.log"
+    with logfile.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "remon.cli",
+                "ingest",
+                "run",
+                "--no-api",
+                "--workers",
+                "2",
+                "--client-id",
+                "it-worker",
+                "--database",
+                pg_url,
+                "--broker",
+                fresh_mosquitto.url,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     try:
-        for logfile in logs:
-            wait_until(
-                lambda f=logfile: "ingest consumer connected" in f.read_text(),
-                30,
-                f"{logfile.name} up",
-            )
+        wait_until(
+            lambda: logfile.read_text().count("ingest consumer connected") >= 2,
+            30,
+            "both workers up",
+        )
         time.sleep(0.5)  # both shared subscriptions granted
         _publish(fresh_mosquitto.port, [(m.topic, m.payload) for m in msgs])
         wait_until(lambda: len(stored_obs_ids(pg_url)) >= n, 60, "every reading stored")
         time.sleep(0.5)
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            p.wait(20)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
     got = stored_obs_ids(pg_url)
     assert len(got) == len(set(got)) == n
     # the alert dedupe held across workers: one open alert per patient and condition however
@@ -431,12 +425,9 @@ def test_two_shared_subscription_workers_store_every_reading_once(
         engine.dispose()
     assert dup == []
     assert received == n
-    shares = []
-    for logfile in logs:
-        text = logfile.read_text()
-        assert "Traceback" not in text
-        m = re.search(r"ingest consumer stopped: received=(\d+)", text)
-        assert m, text
-        shares.append(int(m.group(1)))
-    assert all(s > 0 for s in shares), shares  # both workers took a share
+    text = logfile.read_text()
+    assert "Traceback" not in text
+    shares = [int(x) for x in re.findall(r"ingest consumer stopped: received=(\d+)", text)]
+    assert len(shares) == 2, text  # both workers stopped cleanly with the parent
+    assert all(s > 0 for s in shares), shares  # both took a share
     assert sum(shares) >= n
