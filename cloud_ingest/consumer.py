@@ -197,6 +197,12 @@ class Consumer:
         obs = OBS_SUBSCRIPTION
         if self.config.shared and self.stats.protocol == "5":
             obs = f"$share/{SHARE_GROUP}/{OBS_SUBSCRIPTION}"
+        elif self.config.shared:
+            log.warning(
+                "shared subscriptions need MQTT 5; on %s every worker gets every message "
+                "(ingest dedupes, so the effect stays exactly-once, but the work is repeated)",
+                self.stats.protocol,
+            )
         client.subscribe([(obs, 1), (STATUS_SUBSCRIPTION, 1)])
         self.stats.connected = True
         self._connected.set()
