@@ -234,9 +234,9 @@ class Reader:
             and minute <= 59
             and second <= 59
         )
-        if ok and dt.value is not None:
+        if ok:
             try:
-                dt.value  # noqa: B018 - validates e.g. 31 February
+                dt.value  # noqa: B018 - builds the datetime: refuses e.g. 31 February
             except ValueError:
                 ok = False
         if not ok:
