@@ -103,7 +103,15 @@ def test_date_time() -> None:
 
 
 @pytest.mark.parametrize(
-    "hexdata", ["E2070D01000000", "E2070230000000", "E2070101180000", "E207020D003C00", "E2070230"]
+    "hexdata",
+    [
+        "E2070D01000000",
+        "E2070230000000",
+        "E2070101180000",
+        "E207020D003C00",
+        "E2070230",
+        "E207021F000000",
+    ],
 )
 def test_impossible_or_short_date_times(hexdata: str) -> None:
     with pytest.raises(DecodeError) as info:
