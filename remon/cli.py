@@ -105,6 +105,86 @@ def _port_is_free(host: str, port: int) -> bool:
     return True
 
 
+@app.command()
+def decode(
+    data: Annotated[
+        str | None, typer.Argument(help="The characteristic value in hex (spaces and ':' allowed).")
+    ] = None,
+    uuid: Annotated[
+        str | None, typer.Option("--uuid", "-u", help="16-bit characteristic UUID, e.g. 0x2A18.")
+    ] = None,
+    stdin: Annotated[
+        bool,
+        typer.Option(
+            "--stdin", help="Read one value per line: '<hex>' with --uuid, else '<uuid> <hex>'."
+        ),
+    ] = False,
+    crc: Annotated[
+        bool, typer.Option(help="CGM values carry an E2E-CRC (the CGM Feature says so).")
+    ] = False,
+) -> None:
+    """Decode captured GATT bytes and print them as JSON (one object per value).
+
+    Malformed bytes exit 1 with the byte offset and what was expected there.
+    """
+    import json
+
+    from device_profiles.gatt.registry import (
+        CHARACTERISTICS,
+        DecodeError,
+        UsageError,
+        in_care_units,
+        parse_hex,
+        parse_uuid,
+        to_jsonable,
+    )
+    from device_profiles.gatt.registry import decode as decode_characteristic
+
+    def one(u: str, hexdata: str) -> str:
+        code = parse_uuid(u)
+        value = decode_characteristic(code, parse_hex(hexdata), crc=crc)
+        extra = in_care_units(code, value)
+        return json.dumps(
+            {
+                "uuid": f"0x{code:04X}",
+                "name": CHARACTERISTICS[code].name,
+                "value": to_jsonable(value),
+                **({"in_care_units": extra} if extra else {}),
+            },
+            ensure_ascii=False,
+        )
+
+    try:
+        if not stdin:
+            if uuid is None or data is None:
+                raise UsageError("give --uuid and the hex value, or --stdin")
+            try:
+                typer.echo(one(uuid, data))
+            except DecodeError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(1) from None
+            return
+        failed = 0
+        for lineno, line in enumerate(sys.stdin, start=1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            if uuid is not None:
+                u, hexdata = uuid, text
+            else:
+                u, _, hexdata = text.partition(" ")
+            try:
+                typer.echo(one(u, hexdata))
+            except (DecodeError, UsageError) as exc:
+                failed += 1
+                typer.echo(f"line {lineno}: error: {exc}", err=True)
+        if failed:
+            raise typer.Exit(1)
+    except UsageError as exc:
+        typer.echo(f"usage error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 @agent_app.command("run")
 def agent_run(
     config: Annotated[Path, typer.Option("--config", "-c", help="Agent TOML file.")],
