@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_outbox.py", "bench_ingest.py"]
+BENCHES = ["bench_decode.py", "bench_outbox.py", "bench_ingest.py"]
 
 
 def _is_json(line: str) -> bool:
