@@ -69,13 +69,11 @@ class Link:
     inbound: deque[tuple[int, bytes] | Disconnected] = field(default_factory=deque)
     delivered: int = 0
 
-    def _apply(self, outputs: list[Output]) -> None:
+    def apply(self, outputs: list[Output]) -> None:
         for o in outputs:
             if isinstance(o, WriteControlPoint):
                 self.commands.append(o)
-                if isinstance(o, WriteControlPoint) and o.data == encode_racp(
-                    RacpMessage(op_code=RacpOpCode.ABORT_OPERATION)
-                ):
+                if o.data == encode_racp(RacpMessage(op_code=RacpOpCode.ABORT_OPERATION)):
                     self.inbound.clear()  # the meter stops the running report
                 self.inbound.extend(self.meter.handle(o.uuid, o.data))
             elif isinstance(o, EnableNotifications | EnableIndications | StartTimer | CancelTimer):
@@ -84,7 +82,7 @@ class Link:
                 self.events.append(o)
 
     def start(self) -> Link:
-        self._apply(self.proc.start(now=self.now))
+        self.apply(self.proc.start(now=self.now))
         return self
 
     def step(self) -> bool:
@@ -95,19 +93,19 @@ class Link:
         if isinstance(item, Disconnected) or (
             self.cut_after is not None and self.delivered >= self.cut_after
         ):
-            self._apply(self.proc.disconnected())
+            self.apply(self.proc.disconnected())
             self.inbound.clear()
             return False
         self.delivered += 1
         self.now += 0.01
-        self._apply(self.proc.receive(*item, now=self.now))
+        self.apply(self.proc.receive(*item, now=self.now))
         return True
 
     def run(self) -> list[Output]:
         while self.step():
             pass
         if not self.proc.finished and self.cut_after is not None:
-            self._apply(self.proc.disconnected())
+            self.apply(self.proc.disconnected())
         return self.events
 
 
@@ -257,7 +255,7 @@ def test_abort_mid_download() -> None:
     link = Link(meter, proc).start()
     for _ in range(11):  # count response + 10 measurements (with contexts)
         link.step()
-    link._apply(proc.abort())
+    link.apply(proc.abort())
     link.run()
     end = terminal(link.events)
     assert isinstance(end, DownloadFailed)

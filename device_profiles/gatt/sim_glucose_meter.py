@@ -50,7 +50,7 @@ __all__ = [
 MEASUREMENT_UUID: Final = 0x2A18
 CONTEXT_UUID: Final = 0x2A34
 RACP_UUID: Final = 0x2A52
-#: Flags say "time offset present" but the value stops after the sequence number.
+#: Flags say "time offset present" but the value ends inside the base time (DecodeError at 3).
 GARBAGE_MEASUREMENT: Final = b"\x01\x07\x00\xe8"
 
 Record = tuple[GlucoseMeasurement, GlucoseContext | None]
