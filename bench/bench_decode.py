@@ -49,6 +49,43 @@ def rate(fn: Callable[[], object], seconds: float) -> float:
             return n / dt
 
 
+def download_1000() -> tuple[float, int]:
+    """Time to download 1 000 stored records from the virtual meter, protocol work only.
+
+    Procedure and meter exchange bytes over an in-memory link (no radio): this is the CPU cost
+    that the BLE link time (issue 3's bumble peripherals) will add to.
+    """
+    from collections import deque
+
+    from device_profiles.gatt.glucose_download import (
+        GlucoseDownload,
+        RecordReceived,
+        WriteControlPoint,
+    )
+    from device_profiles.gatt.sim_glucose_meter import VirtualGlucoseMeter, make_records
+
+    meter = VirtualGlucoseMeter(make_records(1000))
+    proc = GlucoseDownload(None)
+    inbound: deque[tuple[int, bytes]] = deque()
+    got = 0
+    t0 = time.perf_counter()
+
+    def apply(outputs: list[object]) -> None:
+        nonlocal got
+        for o in outputs:
+            if isinstance(o, WriteControlPoint):
+                inbound.extend(x for x in meter.handle(o.uuid, o.data) if isinstance(x, tuple))
+            elif isinstance(o, RecordReceived):
+                got += 1
+
+    apply(list(proc.start(now=0.0)))
+    now = 0.0
+    while inbound and not proc.finished:
+        now += 0.001
+        apply(list(proc.receive(*inbound.popleft(), now=now)))
+    return (time.perf_counter() - t0) * 1000, got
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -69,7 +106,13 @@ def main() -> None:
         per_record = r * 10 if "10_records" in name else r
         results[name] = per_record
         print(f"{name:36s} {per_record:10,.0f} decodes/s (one core)")
-    emit("decode", {"decodes_per_s": results})
+    ms, got = download_1000()
+    assert got == 1000, got
+    print(
+        f"{'glucose download, 1 000 records':36s} {ms:10.1f} ms "
+        "(procedure + virtual meter, no radio)"
+    )
+    emit("decode", {"decodes_per_s": results, "glucose_download_1000_records_ms": ms})
 
 
 if __name__ == "__main__":
