@@ -28,6 +28,7 @@ Decisions:
   (counted in :attr:`CgmSession.duplicates`). A smaller offset is a
   :class:`PeerProtocolViolation` and the record is dropped. After a successful "start session"
   the offsets restart: the start time is re-read and measurements arriving meanwhile are held.
+  Status is not re-read then, so ``clock_offset_s`` becomes None for the new session.
 * Fatal: undecodable Feature (the CRC mode is unknown), a read or SOCP response timeout while
   reading the session parameters, disconnect. A SOCP timeout while streaming only fails that
   request (:class:`SocpResult` with ``response_code=None``).
