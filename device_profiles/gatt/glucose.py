@@ -24,6 +24,8 @@ from device_profiles.gatt.ieee11073 import (
     EncodeError,
     Number,
     Reader,
+    date_time_ok,
+    decode_sfloat,
     encode_sfloat,
 )
 
@@ -287,7 +289,109 @@ class GlucoseMeasurement:
         return self.concentration.scaled(3)
 
 
+class _GlucoseLayout:
+    """Everything a flags octet decides, computed once per raw flags value."""
+
+    __slots__ = (
+        "context_follows",
+        "flags",
+        "has_concentration",
+        "has_offset",
+        "has_status",
+        "reserved",
+        "size",
+        "unit",
+        "unpack",
+    )
+
+    def __init__(self, raw_flags: int) -> None:
+        f = GlucoseMeasurementFlag
+        self.flags, self.reserved = _decode_bits(raw_flags, _MEASUREMENT_FLAG_BITS)
+        self.has_offset = f.TIME_OFFSET_PRESENT in self.flags
+        self.has_concentration = f.CONCENTRATION_TYPE_AND_SAMPLE_LOCATION_PRESENT in self.flags
+        self.has_status = f.SENSOR_STATUS_ANNUNCIATION_PRESENT in self.flags
+        self.context_follows = f.CONTEXT_INFORMATION_FOLLOWS in self.flags
+        self.unit = (
+            ConcentrationUnit.MOL_PER_L
+            if f.CONCENTRATION_UNITS_MOL_PER_L in self.flags
+            else ConcentrationUnit.KG_PER_L
+        )
+        fmt = (
+            "<xHHBBBBB"
+            + ("h" if self.has_offset else "")
+            + ("HB" if self.has_concentration else "")
+            + ("H" if self.has_status else "")
+        )
+        st = struct.Struct(fmt)
+        self.size = st.size
+        self.unpack = st.unpack
+
+
+_GLUCOSE_LAYOUTS: Final = tuple(_GlucoseLayout(raw) for raw in range(256))
+#: Type/location octet → (type, location), reserved nibbles kept as ints.
+_TYPE_LOCATION: Final = tuple(
+    (glucose_type_of(tl & 0x0F), sample_location_of(tl >> 4)) for tl in range(256)
+)
+_STATUS_CACHE: Final[dict[int, tuple[frozenset[SensorStatus], int]]] = {}
+
+
+def _sensor_status_of(raw: int) -> tuple[frozenset[SensorStatus], int]:
+    hit = _STATUS_CACHE.get(raw)
+    if hit is None:
+        hit = _decode_bits(raw, _SENSOR_STATUS_BITS)
+        _STATUS_CACHE[raw] = hit  # keys are uint16: at most 65 536 entries
+    return hit
+
+
 def decode_glucose_measurement(data: bytes) -> GlucoseMeasurement:
+    data = bytes(data)
+    return _decode_glucose_measurement_fast(data) or _decode_glucose_measurement_careful(data)
+
+
+def _decode_glucose_measurement_fast(data: bytes) -> GlucoseMeasurement | None:
+    """Well-formed values only, one ``unpack`` per flags layout; None → the careful path."""
+    if not data:
+        return None
+    layout = _GLUCOSE_LAYOUTS[data[0]]
+    if len(data) != layout.size:
+        return None
+    v = layout.unpack(data)
+    year, month, day, hour, minute, second = v[1:7]
+    if not date_time_ok(year, month, day, hour, minute, second):
+        return None
+    i = 7
+    time_offset: int | None = None
+    if layout.has_offset:
+        time_offset = v[7]
+        i = 8
+    concentration: Number | None = None
+    glucose_type: GlucoseType | int | None = None
+    location: SampleLocation | int | None = None
+    if layout.has_concentration:
+        concentration = decode_sfloat(v[i])
+        glucose_type, location = _TYPE_LOCATION[v[i + 1]]
+        i += 2
+    status: frozenset[SensorStatus] | None = None
+    reserved_status = 0
+    if layout.has_status:
+        status, reserved_status = _sensor_status_of(v[i])
+    return GlucoseMeasurement(
+        sequence_number=v[0],
+        base_time=DateTime(year, month, day, hour, minute, second),
+        time_offset=time_offset,
+        concentration=concentration,
+        unit=layout.unit,
+        glucose_type=glucose_type,
+        sample_location=location,
+        sensor_status=status,
+        reserved_sensor_status=reserved_status,
+        context_follows=layout.context_follows,
+        reserved_flags=layout.reserved,
+    )
+
+
+def _decode_glucose_measurement_careful(data: bytes) -> GlucoseMeasurement:
+    """Field by field through :class:`Reader`: the reference, and the source of every error."""
     r = Reader(data)
     raw_flags = r.u8("flags")
     flags, reserved_flags = _decode_bits(raw_flags, _MEASUREMENT_FLAG_BITS)

@@ -107,6 +107,20 @@ def _signed(v: int, bits: int) -> int:
 
 
 def decode_sfloat(raw: int) -> Number:
+    # Numbers are immutable: a 16-bit raw value maps to one shared instance (at most 65 536).
+    cached = _SFLOAT_CACHE.get(raw)
+    if cached is not None:
+        return cached
+    n = _decode_sfloat(raw)
+    if 0 <= raw <= 0xFFFF:
+        _SFLOAT_CACHE[raw] = n
+    return n
+
+
+_SFLOAT_CACHE: Final[dict[int, Number]] = {}
+
+
+def _decode_sfloat(raw: int) -> Number:
     mantissa_raw = raw & 0x0FFF
     special = _SFLOAT_SPECIAL.get(mantissa_raw) if (raw >> 12) == 0 else None
     if special is not None:
@@ -179,6 +193,33 @@ class DateTime:
         return cls(dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second)
 
 
+#: Days per month (index 1-12) in a common year; February of a leap year has 29.
+_MONTH_DAYS: Final = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def date_time_ok(year: int, month: int, day: int, hour: int, minute: int, second: int) -> bool:
+    """What :meth:`Reader.date_time` accepts (unknown year/month/day 0 allowed).
+
+    Equivalent to the range checks plus building the ``datetime`` when year, month and day are
+    all known (which refuses e.g. 31 February), without building it.
+    """
+    if not (
+        (year == 0 or 1582 <= year <= 9999)
+        and month <= 12
+        and day <= 31
+        and hour <= 23
+        and minute <= 59
+        and second <= 59
+    ):
+        return False
+    if year == 0 or month == 0 or day <= 28:
+        return True
+    if month == 2:
+        leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+        return day <= (29 if leap else 28)
+    return day <= _MONTH_DAYS[month]
+
+
 class Reader:
     """Bounds-checked little-endian reads over one characteristic value."""
 
@@ -225,28 +266,14 @@ class Reader:
         year, month, day, hour, minute, second = struct.unpack(
             "<HBBBBB", self._take(7, "date time", field)
         )
-        dt = DateTime(year, month, day, hour, minute, second)
-        ok = (
-            (year == 0 or 1582 <= year <= 9999)
-            and month <= 12
-            and day <= 31
-            and hour <= 23
-            and minute <= 59
-            and second <= 59
-        )
-        if ok:
-            try:
-                dt.value  # noqa: B018 - builds the datetime: refuses e.g. 31 February
-            except ValueError:
-                ok = False
-        if not ok:
+        if not date_time_ok(year, month, day, hour, minute, second):
             raise DecodeError(
                 start,
                 f"a valid date time, got {year:04d}-{month:02d}-{day:02d} "
                 f"{hour:02d}:{minute:02d}:{second:02d}",
                 field=field,
             )
-        return dt
+        return DateTime(year, month, day, hour, minute, second)
 
     def rest(self) -> bytes:
         chunk = self.data[self.pos :]
@@ -265,11 +292,33 @@ class Reader:
             )
 
 
-def crc16_mcrf4xx(data: bytes) -> int:
-    """CRC-16/MCRF4XX (CGM E2E-CRC): poly 0x1021 reflected (0x8408), init 0xFFFF, no final xor."""
+def _crc16_mcrf4xx_bitwise(data: bytes) -> int:
+    """The bit-at-a-time reference (kept for the table and the tests)."""
     crc = 0xFFFF
     for b in data:
         crc ^= b
         for _ in range(8):
             crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+    return crc
+
+
+def _crc_table() -> tuple[int, ...]:
+    out = []
+    for i in range(256):
+        crc = i
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+        out.append(crc)
+    return tuple(out)
+
+
+_CRC_TABLE: Final = _crc_table()
+
+
+def crc16_mcrf4xx(data: bytes) -> int:
+    """CRC-16/MCRF4XX (CGM E2E-CRC): poly 0x1021 reflected (0x8408), init 0xFFFF, no final xor."""
+    crc = 0xFFFF
+    table = _CRC_TABLE
+    for b in data:
+        crc = (crc >> 8) ^ table[(crc ^ b) & 0xFF]
     return crc
