@@ -8,7 +8,7 @@ from datetime import datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device_profiles.gatt import glucose
+from device_profiles.gatt import cgm, glucose
 from device_profiles.gatt.ieee11073 import (
     DecodeError,
     _crc16_mcrf4xx_bitwise,
@@ -94,3 +94,38 @@ def test_date_time_ok_matches_datetime_on_every_day() -> None:
 )
 def test_date_time_ok_matches_datetime(y: int, mo: int, d: int, h: int, mi: int, s: int) -> None:
     assert date_time_ok(y, mo, d, h, mi, s) == _reference_ok(y, mo, d, h, mi, s)
+
+
+def _cgm_records() -> st.SearchStrategy[bytes]:
+    def record(t: tuple[int, bytes, bool, int]) -> bytes:
+        flags, body, with_crc, size_delta = t
+        n = 1 + len(body) + (2 if with_crc else 0)
+        raw = bytes([(n + size_delta) & 0xFF, flags]) + body
+        return raw + crc16_mcrf4xx(raw).to_bytes(2, "little") if with_crc else raw
+
+    one = st.tuples(
+        st.sampled_from([0, 1, 2, 3, 0x20, 0x40, 0x80, 0xE3, 0xFF, 0x1C]),
+        st.binary(min_size=3, max_size=12),
+        st.booleans(),
+        st.sampled_from([0, 0, 0, 0, 1, -1]),
+    ).map(record)
+    return st.one_of(st.binary(max_size=30), st.lists(one, min_size=1, max_size=4).map(b"".join))
+
+
+@settings(max_examples=3000)
+@given(_cgm_records(), st.booleans())
+def test_cgm_fast_path_agrees_with_careful_path(data: bytes, crc: bool) -> None:
+    fast = cgm._decode_cgm_fast(data, crc=crc)
+    careful = _outcome(lambda d: cgm._decode_cgm_careful(d, crc=crc), data)
+    if fast is not None:
+        assert ("ok", fast) == careful
+    assert _outcome(lambda d: cgm.decode_cgm_measurements(d, crc=crc), data) == careful
+
+
+def test_fast_paths_take_well_formed_values() -> None:
+    g = bytes.fromhex("1B0500E2070C1F173B3B00007 8B0110000".replace(" ", ""))
+    assert glucose._decode_glucose_measurement_fast(g) is not None
+    body = bytes([8, 0]) + (120).to_bytes(2, "little") + (5).to_bytes(2, "little")
+    with_crc = body + crc16_mcrf4xx(body).to_bytes(2, "little")
+    assert cgm._decode_cgm_fast(with_crc * 3, crc=True) is not None
+    assert cgm._decode_cgm_fast(bytes([6]) + body[1:6], crc=False) is not None

@@ -10,6 +10,7 @@ preceding byte, low byte first) is required and verified; a mismatch raises
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import IntEnum, StrEnum
@@ -31,6 +32,7 @@ from device_profiles.gatt.ieee11073 import (
     Number,
     Reader,
     crc16_mcrf4xx,
+    decode_sfloat,
     encode_sfloat,
 )
 
@@ -222,9 +224,107 @@ class CgmMeasurement:
 _MIN_RECORD: Final = 6  # size, flags, glucose SFLOAT, time offset u16
 
 
+class _CgmLayout:
+    """Everything a record's flags octet decides, computed once per raw flags value."""
+
+    __slots__ = (
+        "has_quality",
+        "has_trend",
+        "octets",
+        "reserved_flags",
+        "shifts",
+        "size",
+        "unpack_from",
+    )
+
+    def __init__(self, raw_flags: int) -> None:
+        self.octets = frozenset(
+            o for o, f in _OCTET_FLAG.items() if (raw_flags >> _CGM_FLAG_BITS[f]) & 1
+        )
+        self.shifts = tuple(_OCTET_SHIFT[o] for o in ANNUNCIATION_OCTET_ORDER if o in self.octets)
+        self.has_trend = bool(raw_flags & 0x01)
+        self.has_quality = bool(raw_flags & 0x02)
+        self.reserved_flags = raw_flags & ~_KNOWN_FLAG_MASK
+        fmt = (
+            "<xxHH"  # size and flags octets, glucose SFLOAT, time offset
+            + "B" * len(self.shifts)
+            + ("H" if self.has_trend else "")
+            + ("H" if self.has_quality else "")
+        )
+        st = struct.Struct(fmt)
+        self.size = st.size  # with the size octet, without the E2E-CRC
+        self.unpack_from = st.unpack_from
+
+
+_CGM_LAYOUTS: Final = tuple(_CgmLayout(raw) for raw in range(256))
+_STATUS_CACHE: Final[dict[int, tuple[frozenset[CgmSensorStatus], int]]] = {}
+_STATUS_CACHE_MAX: Final = 4096
+
+
+def _cached_status_of(raw: int) -> tuple[frozenset[CgmSensorStatus], int]:
+    hit = _STATUS_CACHE.get(raw)
+    if hit is None:
+        hit = _status_of(raw)
+        if len(_STATUS_CACHE) < _STATUS_CACHE_MAX:
+            _STATUS_CACHE[raw] = hit
+    return hit
+
+
+def _decode_cgm_fast(data: bytes, *, crc: bool) -> list[CgmMeasurement] | None:
+    """Well-formed notifications only, one ``unpack_from`` per record; None → careful path."""
+    n = len(data)
+    if not n:
+        return None
+    extra = 2 if crc else 0
+    out: list[CgmMeasurement] = []
+    pos = 0
+    while pos < n:
+        size = data[pos]
+        if pos + 1 >= n:
+            return None
+        layout = _CGM_LAYOUTS[data[pos + 1]]
+        end = pos + size
+        if size != layout.size + extra or end > n:
+            return None
+        if crc:
+            body_end = end - 2
+            if crc16_mcrf4xx(data[pos:body_end]) != data[body_end] | (data[body_end + 1] << 8):
+                return None
+        v = layout.unpack_from(data, pos)
+        raw_status = 0
+        i = 2
+        for shift in layout.shifts:
+            raw_status |= v[i] << shift
+            i += 1
+        status, reserved_status = _cached_status_of(raw_status)
+        trend: Number | None = None
+        if layout.has_trend:
+            trend = decode_sfloat(v[i])
+            i += 1
+        out.append(
+            CgmMeasurement(
+                glucose_mg_dl=decode_sfloat(v[0]),
+                time_offset=v[1],
+                annunciation_octets=layout.octets,
+                sensor_status=status,
+                reserved_status=reserved_status,
+                trend_mg_dl_per_min=trend,
+                quality_percent=decode_sfloat(v[i]) if layout.has_quality else None,
+                reserved_flags=layout.reserved_flags,
+            )
+        )
+        pos = end
+    return out
+
+
 def decode_cgm_measurements(data: bytes, *, crc: bool) -> list[CgmMeasurement]:
     """All size-prefixed records of one notification (at least one)."""
     data = bytes(data)
+    return _decode_cgm_fast(data, crc=crc) or _decode_cgm_careful(data, crc=crc)
+
+
+def _decode_cgm_careful(data: bytes, *, crc: bool) -> list[CgmMeasurement]:
+    """Record by record through :class:`Reader`: the reference, and the source of every error."""
     if not data:
         raise DecodeError(0, "a CGM measurement record", field="size")
     out: list[CgmMeasurement] = []
