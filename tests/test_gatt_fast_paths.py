@@ -123,9 +123,32 @@ def test_cgm_fast_path_agrees_with_careful_path(data: bytes, crc: bool) -> None:
 
 
 def test_fast_paths_take_well_formed_values() -> None:
-    g = bytes.fromhex("1B0500E2070C1F173B3B00007 8B0110000".replace(" ", ""))
+    g = bytes.fromhex("1B0500E2070C1F173B3B000078B0110000")
     assert glucose._decode_glucose_measurement_fast(g) is not None
     body = bytes([8, 0]) + (120).to_bytes(2, "little") + (5).to_bytes(2, "little")
     with_crc = body + crc16_mcrf4xx(body).to_bytes(2, "little")
     assert cgm._decode_cgm_fast(with_crc * 3, crc=True) is not None
     assert cgm._decode_cgm_fast(bytes([6]) + body[1:6], crc=False) is not None
+
+
+def test_slot_built_values_are_ordinary_instances() -> None:
+    import copy
+    import dataclasses
+    import pickle
+
+    import pytest
+
+    from device_profiles.gatt.ieee11073 import DateTime, new_date_time, slot_setters
+
+    g = bytes.fromhex("1B0500E2070C1F173B3B000078B0110000")
+    fast = glucose._decode_glucose_measurement_fast(g)
+    careful = glucose._decode_glucose_measurement_careful(g)
+    assert fast is not None
+    assert hash(fast) == hash(careful)
+    assert repr(fast) == repr(careful)
+    assert pickle.loads(pickle.dumps(fast)) == careful
+    assert copy.copy(fast) == careful
+    assert dataclasses.replace(fast) == careful
+    assert new_date_time(2024, 2, 29, 1, 2, 3) == DateTime(2024, 2, 29, 1, 2, 3)
+    with pytest.raises(TypeError):
+        slot_setters(DateTime, ("year",))

@@ -27,6 +27,8 @@ from device_profiles.gatt.ieee11073 import (
     date_time_ok,
     decode_sfloat,
     encode_sfloat,
+    new_date_time,
+    slot_setters,
 )
 
 __all__ = [
@@ -343,6 +345,37 @@ def _sensor_status_of(raw: int) -> tuple[frozenset[SensorStatus], int]:
     return hit
 
 
+(
+    _gm_sequence_number,
+    _gm_base_time,
+    _gm_time_offset,
+    _gm_concentration,
+    _gm_unit,
+    _gm_glucose_type,
+    _gm_sample_location,
+    _gm_sensor_status,
+    _gm_reserved_sensor_status,
+    _gm_context_follows,
+    _gm_reserved_flags,
+) = slot_setters(
+    GlucoseMeasurement,
+    (
+        "sequence_number",
+        "base_time",
+        "time_offset",
+        "concentration",
+        "unit",
+        "glucose_type",
+        "sample_location",
+        "sensor_status",
+        "reserved_sensor_status",
+        "context_follows",
+        "reserved_flags",
+    ),
+)
+_new: Final = object.__new__
+
+
 def decode_glucose_measurement(data: bytes) -> GlucoseMeasurement:
     data = bytes(data)
     return _decode_glucose_measurement_fast(data) or _decode_glucose_measurement_careful(data)
@@ -375,19 +408,20 @@ def _decode_glucose_measurement_fast(data: bytes) -> GlucoseMeasurement | None:
     reserved_status = 0
     if layout.has_status:
         status, reserved_status = _sensor_status_of(v[i])
-    return GlucoseMeasurement(
-        sequence_number=v[0],
-        base_time=DateTime(year, month, day, hour, minute, second),
-        time_offset=time_offset,
-        concentration=concentration,
-        unit=layout.unit,
-        glucose_type=glucose_type,
-        sample_location=location,
-        sensor_status=status,
-        reserved_sensor_status=reserved_status,
-        context_follows=layout.context_follows,
-        reserved_flags=layout.reserved,
-    )
+    # GlucoseMeasurement(...) with the same eleven fields, without frozen __setattr__.
+    m: GlucoseMeasurement = _new(GlucoseMeasurement)
+    _gm_sequence_number(m, v[0])
+    _gm_base_time(m, new_date_time(year, month, day, hour, minute, second))
+    _gm_time_offset(m, time_offset)
+    _gm_concentration(m, concentration)
+    _gm_unit(m, layout.unit)
+    _gm_glucose_type(m, glucose_type)
+    _gm_sample_location(m, location)
+    _gm_sensor_status(m, status)
+    _gm_reserved_sensor_status(m, reserved_status)
+    _gm_context_follows(m, layout.context_follows)
+    _gm_reserved_flags(m, layout.reserved)
+    return m
 
 
 def _decode_glucose_measurement_careful(data: bytes) -> GlucoseMeasurement:

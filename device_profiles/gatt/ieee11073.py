@@ -15,7 +15,9 @@ asked for something impossible (:class:`EncodeError`).
 
 from __future__ import annotations
 
+import dataclasses
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -191,6 +193,37 @@ class DateTime:
     @classmethod
     def of(cls, dt: datetime) -> DateTime:
         return cls(dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second)
+
+
+def slot_setters(cls: type, names: tuple[str, ...]) -> tuple[Callable[[object, object], None], ...]:
+    """The slot setters of a frozen slotted dataclass, for decoders' hot paths.
+
+    ``object.__new__`` plus every setter builds the same instance as ``cls(...)`` without the
+    frozen ``__setattr__`` round trips. ``names`` must be exactly the fields, in order, so a
+    field added later fails at import rather than leaving an attribute unset.
+    """
+    fields = tuple(f.name for f in dataclasses.fields(cls))
+    if fields != names:
+        raise TypeError(f"{cls.__name__} fields are {fields}, not {names}")
+    return tuple(cls.__dict__[n].__set__ for n in names)
+
+
+_new: Final = object.__new__
+(_dt_year, _dt_month, _dt_day, _dt_hour, _dt_minute, _dt_second) = slot_setters(
+    DateTime, ("year", "month", "day", "hour", "minute", "second")
+)
+
+
+def new_date_time(year: int, month: int, day: int, hour: int, minute: int, second: int) -> DateTime:
+    """``DateTime(...)`` for already-checked fields, about twice as fast."""
+    dt: DateTime = _new(DateTime)
+    _dt_year(dt, year)
+    _dt_month(dt, month)
+    _dt_day(dt, day)
+    _dt_hour(dt, hour)
+    _dt_minute(dt, minute)
+    _dt_second(dt, second)
+    return dt
 
 
 #: Days per month (index 1-12) in a common year; February of a leap year has 29.
