@@ -152,3 +152,15 @@ def test_slot_built_values_are_ordinary_instances() -> None:
     assert new_date_time(2024, 2, 29, 1, 2, 3) == DateTime(2024, 2, 29, 1, 2, 3)
     with pytest.raises(TypeError):
         slot_setters(DateTime, ("year",))
+
+
+def test_slot_built_cgm_values_are_ordinary_instances() -> None:
+    import pickle
+
+    rec = bytes([13, 0xE3]) + bytes(range(1, 12))  # all octets, trend, quality
+    fast = cgm._decode_cgm_fast(rec, crc=False)
+    careful = cgm._decode_cgm_careful(rec, crc=False)
+    assert fast is not None
+    assert fast == careful
+    assert [hash(m) for m in fast] == [hash(m) for m in careful]
+    assert pickle.loads(pickle.dumps(fast)) == careful

@@ -34,6 +34,7 @@ from device_profiles.gatt.ieee11073 import (
     crc16_mcrf4xx,
     decode_sfloat,
     encode_sfloat,
+    slot_setters,
 )
 
 __all__ = [
@@ -270,6 +271,31 @@ def _cached_status_of(raw: int) -> tuple[frozenset[CgmSensorStatus], int]:
     return hit
 
 
+_new: Final = object.__new__
+(
+    _cm_glucose,
+    _cm_time_offset,
+    _cm_octets,
+    _cm_status,
+    _cm_reserved_status,
+    _cm_trend,
+    _cm_quality,
+    _cm_reserved_flags,
+) = slot_setters(
+    CgmMeasurement,
+    (
+        "glucose_mg_dl",
+        "time_offset",
+        "annunciation_octets",
+        "sensor_status",
+        "reserved_status",
+        "trend_mg_dl_per_min",
+        "quality_percent",
+        "reserved_flags",
+    ),
+)
+
+
 def _decode_cgm_fast(data: bytes, *, crc: bool) -> list[CgmMeasurement] | None:
     """Well-formed notifications only, one ``unpack_from`` per record; None → careful path."""
     n = len(data)
@@ -301,18 +327,17 @@ def _decode_cgm_fast(data: bytes, *, crc: bool) -> list[CgmMeasurement] | None:
         if layout.has_trend:
             trend = decode_sfloat(v[i])
             i += 1
-        out.append(
-            CgmMeasurement(
-                glucose_mg_dl=decode_sfloat(v[0]),
-                time_offset=v[1],
-                annunciation_octets=layout.octets,
-                sensor_status=status,
-                reserved_status=reserved_status,
-                trend_mg_dl_per_min=trend,
-                quality_percent=decode_sfloat(v[i]) if layout.has_quality else None,
-                reserved_flags=layout.reserved_flags,
-            )
-        )
+        # CgmMeasurement(...) with the same eight fields, without frozen __setattr__.
+        m: CgmMeasurement = _new(CgmMeasurement)
+        _cm_glucose(m, decode_sfloat(v[0]))
+        _cm_time_offset(m, v[1])
+        _cm_octets(m, layout.octets)
+        _cm_status(m, status)
+        _cm_reserved_status(m, reserved_status)
+        _cm_trend(m, trend)
+        _cm_quality(m, decode_sfloat(v[i]) if layout.has_quality else None)
+        _cm_reserved_flags(m, layout.reserved_flags)
+        out.append(m)
         pos = end
     return out
 
