@@ -8,7 +8,7 @@ from datetime import datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device_profiles.gatt import cgm, glucose
+from device_profiles.gatt import cgm, glucose, vitals
 from device_profiles.gatt.ieee11073 import (
     DecodeError,
     _crc16_mcrf4xx_bitwise,
@@ -96,25 +96,38 @@ def test_date_time_ok_matches_datetime(y: int, mo: int, d: int, h: int, mi: int,
     assert date_time_ok(y, mo, d, h, mi, s) == _reference_ok(y, mo, d, h, mi, s)
 
 
-def _cgm_records() -> st.SearchStrategy[bytes]:
+def _cgm_records(crc: bool) -> st.SearchStrategy[bytes]:
     def record(t: tuple[int, bytes, bool, int]) -> bytes:
         flags, body, with_crc, size_delta = t
-        n = 1 + len(body) + (2 if with_crc else 0)
+        n = 2 + len(body) + (2 if with_crc else 0)  # size and flags octets, body, CRC
         raw = bytes([(n + size_delta) & 0xFF, flags]) + body
         return raw + crc16_mcrf4xx(raw).to_bytes(2, "little") if with_crc else raw
 
-    one = st.tuples(
-        st.sampled_from([0, 1, 2, 3, 0x20, 0x40, 0x80, 0xE3, 0xFF, 0x1C]),
-        st.binary(min_size=3, max_size=12),
-        st.booleans(),
-        st.sampled_from([0, 0, 0, 0, 1, -1]),
-    ).map(record)
+    def fitting(flags: int) -> st.SearchStrategy[bytes]:
+        n = cgm._CGM_LAYOUTS[flags].size - 2  # body after the flags octet
+        exact = st.binary(min_size=n, max_size=n)
+        return exact | exact | st.binary(min_size=max(n - 2, 0), max_size=n + 2)
+
+    one = (
+        st.tuples(
+            st.sampled_from([0, 1, 2, 3, 0x20, 0x40, 0x80, 0xE3, 0xFF, 0x1C]),
+            st.sampled_from([crc, crc, crc, not crc]),
+        )
+        .flatmap(
+            lambda t: st.tuples(
+                st.just(t[0]), fitting(t[0]), st.just(t[1]), st.sampled_from([0, 0, 0, 0, 1, -1])
+            )
+        )
+        .map(record)
+    )
     return st.one_of(st.binary(max_size=30), st.lists(one, min_size=1, max_size=4).map(b"".join))
 
 
 @settings(max_examples=3000)
-@given(_cgm_records(), st.booleans())
-def test_cgm_fast_path_agrees_with_careful_path(data: bytes, crc: bool) -> None:
+@given(st.booleans().flatmap(lambda crc: st.tuples(st.just(crc), _cgm_records(crc))))
+def test_cgm_fast_path_agrees_with_careful_path(case: tuple[bool, bytes]) -> None:
+    """Records mostly match ``crc`` (some do not): both paths must agree either way."""
+    crc, data = case
     fast = cgm._decode_cgm_fast(data, crc=crc)
     careful = _outcome(lambda d: cgm._decode_cgm_careful(d, crc=crc), data)
     if fast is not None:
@@ -164,3 +177,39 @@ def test_slot_built_cgm_values_are_ordinary_instances() -> None:
     assert fast == careful
     assert [hash(m) for m in fast] == [hash(m) for m in careful]
     assert pickle.loads(pickle.dumps(fast)) == careful
+
+
+def _bp_values() -> st.SearchStrategy[bytes]:
+    sfloat = st.sampled_from([b"\x01\x08", b"\xff\x07", b"\x79\x00", b"\x00\xf0"]) | st.binary(
+        min_size=2, max_size=2
+    )
+    date = st.tuples(
+        st.sampled_from([0, 1581, 2023, 2024, 2100, 10000]),
+        st.integers(0, 13),
+        st.integers(0, 32),
+        st.integers(0, 24),
+        st.integers(0, 60),
+        st.integers(0, 60),
+    ).map(lambda t: t[0].to_bytes(2, "little") + bytes(t[1:]))
+    status = st.integers(0, 0xFFFF).map(lambda v: v.to_bytes(2, "little"))
+    structured = st.tuples(
+        st.integers(0, 255),
+        st.lists(sfloat, min_size=3, max_size=3).map(b"".join),
+        st.lists(st.one_of(date, sfloat, st.binary(max_size=1), status), max_size=4).map(b"".join),
+    ).map(lambda t: bytes([t[0]]) + t[1] + t[2])
+    return st.one_of(st.binary(max_size=24), structured)
+
+
+@settings(max_examples=3000)
+@given(_bp_values())
+def test_blood_pressure_fast_path_agrees_with_careful_path(data: bytes) -> None:
+    fast = vitals._decode_blood_pressure_fast(data)
+    careful = _outcome(vitals._decode_blood_pressure_careful, data)
+    if fast is not None:
+        assert ("ok", fast) == careful
+    assert _outcome(vitals.decode_blood_pressure, data) == careful
+
+
+def test_blood_pressure_fast_path_takes_well_formed_values() -> None:
+    bp = bytes.fromhex("1E790050005A00E2070C1F173B3B4800010000")
+    assert vitals._decode_blood_pressure_fast(bp) is not None

@@ -19,6 +19,7 @@ Rules applied everywhere:
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -32,8 +33,12 @@ from device_profiles.gatt.ieee11073 import (
     Number,
     Reader,
     Special,
+    date_time_ok,
+    decode_sfloat,
     encode_float,
     encode_sfloat,
+    new_date_time,
+    slot_setters,
 )
 
 __all__ = [
@@ -276,7 +281,141 @@ class BloodPressureMeasurement:
         return self.systolic
 
 
+class _BpLayout:
+    """Everything a flags octet decides, computed once per raw flags value."""
+
+    __slots__ = (
+        "has_pulse",
+        "has_status",
+        "has_time",
+        "has_user",
+        "reserved_flags",
+        "size",
+        "unit",
+        "unpack",
+    )
+
+    def __init__(self, flags: int) -> None:
+        self.unit = KPA if flags & 0x01 else MMHG
+        self.has_time = bool(flags & 0x02)
+        self.has_pulse = bool(flags & 0x04)
+        self.has_user = bool(flags & 0x08)
+        self.has_status = bool(flags & 0x10)
+        self.reserved_flags = flags & ~_BP_FLAGS_DEFINED
+        fmt = (
+            "<xHHH"
+            + ("HBBBBB" if self.has_time else "")
+            + ("H" if self.has_pulse else "")
+            + ("B" if self.has_user else "")
+            + ("H" if self.has_status else "")
+        )
+        st = struct.Struct(fmt)
+        self.size = st.size
+        self.unpack = st.unpack
+
+
+_BP_LAYOUTS: Final = tuple(_BpLayout(flags) for flags in range(256))
+_SFLOAT_RESERVED_RAW: Final = 0x0801  # the only raw SFLOAT that decodes to Special.RESERVED
+_BP_STATUS_CACHE: Final[dict[int, tuple[frozenset[BloodPressureStatus], PulseRateRange, int]]] = {}
+_new: Final = object.__new__
+(
+    _bp_unit,
+    _bp_systolic,
+    _bp_diastolic,
+    _bp_mean,
+    _bp_time_stamp,
+    _bp_pulse_rate,
+    _bp_user_id,
+    _bp_status,
+    _bp_pulse_range,
+    _bp_reserved_status,
+    _bp_reserved_flags,
+) = slot_setters(
+    BloodPressureMeasurement,
+    (
+        "unit",
+        "systolic",
+        "diastolic",
+        "mean_arterial_pressure",
+        "time_stamp",
+        "pulse_rate",
+        "user_id",
+        "measurement_status",
+        "pulse_rate_range",
+        "reserved_status_bits",
+        "reserved_flags",
+    ),
+)
+
+
 def decode_blood_pressure(data: bytes) -> BloodPressureMeasurement:
+    data = bytes(data)
+    return _decode_blood_pressure_fast(data) or _decode_blood_pressure_careful(data)
+
+
+def _decode_blood_pressure_fast(data: bytes) -> BloodPressureMeasurement | None:
+    """Well-formed values only, one ``unpack`` per flags layout; None → the careful path."""
+    if not data:
+        return None
+    layout = _BP_LAYOUTS[data[0]]
+    if len(data) != layout.size:
+        return None
+    v = layout.unpack(data)
+    if _SFLOAT_RESERVED_RAW in v[0:3]:
+        return None
+    i = 3
+    time_stamp: DateTime | None = None
+    if layout.has_time:
+        year, month, day, hour, minute, second = v[3:9]
+        if not date_time_ok(year, month, day, hour, minute, second):
+            return None
+        time_stamp = new_date_time(year, month, day, hour, minute, second)
+        i = 9
+    pulse: Number | None = None
+    if layout.has_pulse:
+        if v[i] == _SFLOAT_RESERVED_RAW:
+            return None
+        pulse = decode_sfloat(v[i])
+        i += 1
+    user: int | None = None
+    if layout.has_user:
+        user = v[i]
+        i += 1
+    status: frozenset[BloodPressureStatus] | None = None
+    pulse_range: PulseRateRange | None = None
+    reserved_status = 0
+    if layout.has_status:
+        raw = v[i]
+        hit = _BP_STATUS_CACHE.get(raw)
+        if hit is None:
+            range_code = raw >> 3 & 0b11
+            if range_code >= len(_PULSE_RANGE):
+                return None
+            hit = (
+                _bits_to_set(raw, _BP_STATUS_BITS),
+                _PULSE_RANGE[range_code],
+                raw & ~_BP_STATUS_DEFINED,
+            )
+            _BP_STATUS_CACHE[raw] = hit  # keys are uint16: at most 65 536 entries
+        status, pulse_range, reserved_status = hit
+    # BloodPressureMeasurement(...) with the same eleven fields, without frozen __setattr__.
+    m: BloodPressureMeasurement = _new(BloodPressureMeasurement)
+    _bp_unit(m, layout.unit)
+    _bp_systolic(m, decode_sfloat(v[0]))
+    _bp_diastolic(m, decode_sfloat(v[1]))
+    _bp_mean(m, decode_sfloat(v[2]))
+    _bp_time_stamp(m, time_stamp)
+    _bp_pulse_rate(m, pulse)
+    _bp_user_id(m, user)
+    _bp_status(m, status)
+    _bp_pulse_range(m, pulse_range)
+    _bp_reserved_status(m, reserved_status)
+    _bp_reserved_flags(m, layout.reserved_flags)
+    return m
+
+
+def _decode_blood_pressure_careful(data: bytes) -> BloodPressureMeasurement:
+    """Field by field through :class:`Reader`: the reference, and the source of every error."""
     r = Reader(data)
     flags = r.u8("flags")
     systolic = _sfloat(r, "systolic")
