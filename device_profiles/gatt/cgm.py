@@ -22,7 +22,6 @@ from device_profiles.gatt.glucose import (
     glucose_type_of,
     pack_date_time,
     pack_type_location,
-    read_date_time,
     sample_location_of,
 )
 from device_profiles.gatt.ieee11073 import (
@@ -571,7 +570,7 @@ class CgmSessionStartTime:
 
 def decode_cgm_session_start_time(data: bytes, *, crc: bool) -> CgmSessionStartTime:
     r = Reader(data)
-    start = read_date_time(r, "session start time")
+    start = r.date_time("session start time")
     tz_at = r.pos
     tz = r.u8("time zone")
     tz = tz - 256 if tz >= 128 else tz

@@ -103,22 +103,8 @@ def _sfloat(n: Number) -> bytes:
     return encode_sfloat(n).to_bytes(2, "little")
 
 
-def read_date_time(r: Reader, field: str) -> DateTime:
-    """``Reader.date_time`` that also turns e.g. 30 February into a DecodeError.
-
-    (``Reader.date_time`` lets the ValueError of an impossible day-of-month escape.)
-    """
-    start = r.pos
-    try:
-        return r.date_time(field)
-    except DecodeError:
-        raise
-    except ValueError:
-        raise DecodeError(start, "a valid date time", field=field) from None
-
-
 def pack_date_time(dt: DateTime) -> bytes:
-    """Refuses what :func:`read_date_time` would refuse (the encoder's half of the contract)."""
+    """Refuses what `Reader.date_time` would refuse (the encoder's half of the contract)."""
     try:
         Reader(dt.pack()).date_time()
         ok = dt.year == 0 or 1582 <= dt.year <= 9999
@@ -431,7 +417,7 @@ def _decode_glucose_measurement_careful(data: bytes) -> GlucoseMeasurement:
     flags, reserved_flags = _decode_bits(raw_flags, _MEASUREMENT_FLAG_BITS)
     f = GlucoseMeasurementFlag
     sequence = r.u16("sequence number")
-    base_time = read_date_time(r, "base time")
+    base_time = r.date_time("base time")
     time_offset = r.s16("time offset") if f.TIME_OFFSET_PRESENT in flags else None
     concentration: Number | None = None
     glucose_type: GlucoseType | int | None = None

@@ -142,17 +142,6 @@ def _float32(r: Reader, field: str) -> Number:
     return n
 
 
-def _date_time(r: Reader, field: str) -> DateTime:
-    """``Reader.date_time``, plus a guard: it lets a ValueError escape for e.g. 31 February."""
-    start = r.pos
-    try:
-        return r.date_time(field)
-    except DecodeError:
-        raise
-    except ValueError:
-        raise DecodeError(start, "a valid date time (no such day)", field=field) from None
-
-
 class _Writer:
     """Little-endian writes that refuse values the field cannot carry (:class:`EncodeError`)."""
 
@@ -180,7 +169,7 @@ class _Writer:
         packed = dt.pack() if 0 <= dt.year <= 0xFFFF else b""
         # Validate through the decoder's own rules so we never send what we would refuse.
         try:
-            _date_time(Reader(packed), field)
+            Reader(packed).date_time(field)
         except DecodeError as exc:
             raise EncodeError(f"{field}: {dt} is not a valid date time") from exc
         self.buf += packed
@@ -421,7 +410,7 @@ def _decode_blood_pressure_careful(data: bytes) -> BloodPressureMeasurement:
     systolic = _sfloat(r, "systolic")
     diastolic = _sfloat(r, "diastolic")
     mean = _sfloat(r, "mean arterial pressure")
-    time_stamp = _date_time(r, "time stamp") if flags & 0x02 else None
+    time_stamp = r.date_time("time stamp") if flags & 0x02 else None
     pulse = _sfloat(r, "pulse rate") if flags & 0x04 else None
     user = r.u8("user id") if flags & 0x08 else None
     status: frozenset[BloodPressureStatus] | None = None
@@ -531,7 +520,7 @@ def decode_temperature(data: bytes) -> TemperatureMeasurement:
     r = Reader(data)
     flags = r.u8("flags")
     temperature = _float32(r, "temperature")
-    time_stamp = _date_time(r, "time stamp") if flags & 0x02 else None
+    time_stamp = r.date_time("time stamp") if flags & 0x02 else None
     kind: TemperatureType | None = None
     if flags & 0x04:
         start = r.pos
@@ -595,7 +584,7 @@ def decode_weight(data: bytes) -> WeightMeasurement:
     flags = r.u8("flags")
     imperial = bool(flags & 0x01)
     raw_weight = r.u16("weight")
-    time_stamp = _date_time(r, "time stamp") if flags & 0x02 else None
+    time_stamp = r.date_time("time stamp") if flags & 0x02 else None
     user = r.u8("user id") if flags & 0x04 else None
     bmi = height = None
     if flags & 0x08:
@@ -781,7 +770,7 @@ def decode_body_composition(data: bytes) -> BodyCompositionMeasurement:
     flags = r.u16("flags")
     imperial = bool(flags & 0x0001)
     raw_fat = r.u16("body fat percentage")
-    time_stamp = _date_time(r, "time stamp") if flags & 0x0002 else None
+    time_stamp = r.date_time("time stamp") if flags & 0x0002 else None
     user = r.u8("user id") if flags & 0x0004 else None
     optional: dict[str, Quantity] = {}
     for bit, name, res in _BC_FIELDS:
@@ -996,7 +985,7 @@ def decode_plx_spot_check(data: bytes) -> PlxSpotCheck:
     r = Reader(data)
     flags = r.u8("flags")
     reading = _read_pair(r, "spot-check")
-    time_stamp = _date_time(r, "time stamp") if flags & 0x01 else None
+    time_stamp = r.date_time("time stamp") if flags & 0x01 else None
     tail = _read_plx_tail(
         r, has_ms=bool(flags & 0x02), has_dss=bool(flags & 0x04), has_pai=bool(flags & 0x08)
     )
@@ -1159,7 +1148,7 @@ class CurrentTime:
 
 def decode_current_time(data: bytes) -> CurrentTime:
     r = Reader(data)
-    dt = _date_time(r, "date time")
+    dt = r.date_time("date time")
     start = r.pos
     dow = r.u8("day of week")
     if dow > 7:
