@@ -277,9 +277,10 @@ def ingest_run(
         overrides["client_id"] = client_id
     settings = IngestSettings(**overrides)  # type: ignore[arg-type]
     shared = shared or settings.shared_subscription or (consume and workers > 1)
+    base_client_id = settings.client_id
     if consume and workers > 1:
         # derived ids are stable across restarts: each worker finds its own session again
-        settings = settings.model_copy(update={"client_id": f"{settings.client_id}-1"})
+        settings = settings.model_copy(update={"client_id": f"{base_client_id}-1"})
     elif shared and settings.client_id == IngestSettings.model_fields["client_id"].default:
         # Workers with one id take each other's session over; a worker whose id changes at
         # each start leaves its share of messages queued in a session nobody reads.
@@ -302,7 +303,7 @@ def ingest_run(
             ),
         )
         consumer.start(wait_connected=None)
-    children = _Workers(settings, workers) if consume and workers > 1 else None
+    children = _Workers(settings, base_client_id, workers) if consume and workers > 1 else None
     try:
         if api:
             import uvicorn
@@ -336,41 +337,24 @@ def ingest_run(
 class _Workers:
     """Consumer-only worker processes 2..N of `remon ingest run --workers N`, kept running."""
 
-    def __init__(self, settings: IngestSettings, n: int) -> None:
+    def __init__(self, settings: IngestSettings, base_client_id: str, n: int) -> None:
         import threading
 
-        base = settings.client_id.removesuffix("-1")
         # the database URL may hold a password: hand it over in the environment, not argv
-        env = {
+        self._env = {
             **os.environ,
             "REMON_DATABASE_URL": settings.database_url,
             "REMON_BROKER_URL": settings.broker_url,
         }
-        self._cmds = [
-            (
-                [
-                    sys.executable,
-                    "-m",
-                    "remon.cli",
-                    "ingest",
-                    "run",
-                    "--no-api",
-                    "--shared",
-                    "--client-id",
-                    f"{base}-{k}",
-                ],
-                env,
-            )
-            for k in range(2, n + 1)
-        ]
+        run = [sys.executable, "-m", "remon.cli", "ingest", "run", "--no-api", "--shared"]
+        self._cmds = [[*run, "--client-id", f"{base_client_id}-{k}"] for k in range(2, n + 1)]
         self._procs = [self._start(i) for i in range(len(self._cmds))]
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="ingest-workers", daemon=True)
         self._thread.start()
 
     def _start(self, i: int) -> subprocess.Popen[bytes]:
-        cmd, env = self._cmds[i]
-        return subprocess.Popen(cmd, env=env)  # noqa: S603 - our own command
+        return subprocess.Popen(self._cmds[i], env=self._env)  # noqa: S603 - our own command
 
     def _watch(self) -> None:
         log = logging.getLogger("remon.ingest.workers")
