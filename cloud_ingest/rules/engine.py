@@ -179,7 +179,7 @@ def meets(reading: Reading, comparator: str, value: float) -> bool:
     v = at_resolution(reading.value)
     if v is None or reading.absent_reason is not None:
         return False
-    return _always(_interval(v, reading.comparator), comparator, value)
+    return _meets_value(v, reading.comparator, comparator, value)
 
 
 #: Plain (comparator-less) values compare directly: the same answer as :func:`_always` on a point
@@ -212,8 +212,7 @@ def clears(reading: Reading, comparator: str, value: float, hysteresis: float) -
     v = at_resolution(reading.value)
     if v is None or reading.absent_reason is not None:
         return False
-    bound = clear_bound(comparator, value, hysteresis)
-    return _never(_interval(v, reading.comparator), comparator, bound)
+    return _clears_value(v, reading.comparator, comparator, value, hysteresis)
 
 
 # --------------------------------------------------------------------------------------------
