@@ -115,7 +115,9 @@ class Consumer:
         self._worker.start()
         self._connect(self._protocol if self._protocol != "auto" else "5")
         if wait_connected is not None and not self._connected.wait(wait_connected):
-            raise ConnectionError(f"could not connect to the broker at {self.config.url}")
+            raise ConnectionError(
+                f"could not connect and subscribe to the broker at {self.config.url}"
+            )
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -152,6 +154,7 @@ class Consumer:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self._client = client
         self.stats.protocol = "5" if v5 else "3.1.1"
         props = None
@@ -203,14 +206,30 @@ class Consumer:
                 "(ingest dedupes, so the effect stays exactly-once, but the work is repeated)",
                 self.stats.protocol,
             )
+        # Ready (``start`` returns) only when the broker has granted the subscriptions: on a new
+        # session, a message published before the SUBSCRIBE is processed is not ours to get.
         client.subscribe([(obs, 1), (STATUS_SUBSCRIPTION, 1)])
-        self.stats.connected = True
-        self._connected.set()
         log.info(
             "ingest consumer connected (MQTT %s, session present=%s)",
             self.stats.protocol,
             flags.session_present,
         )
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            # Stay "not connected": an ingest that receives nothing must not look healthy.
+            log.error("broker refused the ingest subscriptions: %s", ", ".join(refused))
+            return
+        self.stats.connected = True
+        self._connected.set()
 
     def _fallback(self, old: mqtt.Client) -> None:
         old.disconnect()

@@ -60,3 +60,30 @@ def test_a_message_the_database_refuses_is_dead_lettered_and_the_rest_flow(
     finally:
         consumer.stop()
         storage.close()
+
+
+def test_start_returns_only_once_the_subscription_is_granted(
+    sqlite_url: str, fresh_mosquitto: MosquittoProcess
+) -> None:
+    """A message published the moment ``start()`` returns reaches a brand-new session.
+
+    Before the fix, ``start()`` returned on CONNACK; a publish racing the SUBSCRIBE was lost for
+    a new session (CI saw exactly one message missing).
+    """
+    storage = open_storage(sqlite_url)
+    service = IngestService(storage)
+    try:
+        for n in range(1, 11):
+            consumer = Consumer(
+                service, ConsumerConfig(url=fresh_mosquitto.url, client_id=f"it-ready-{n}")
+            )
+            consumer.start()
+            try:
+                assert consumer.stats.connected
+                msg = envelope([glucose(n, 6.0)], site="ready")
+                _publish(fresh_mosquitto.port, [(msg.topic, msg.payload)])
+                wait_until(lambda n=n: service.stats().observations >= n, 10, f"reading {n}")
+            finally:
+                consumer.stop()
+    finally:
+        storage.close()

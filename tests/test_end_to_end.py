@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -142,7 +143,10 @@ def ingest(db_url: str, mosquitto: MosquittoProcess) -> Iterator[tuple[IngestSer
     storage = open_storage(db_url)
     service = IngestService(storage)
     consumer = Consumer(
-        service, ConsumerConfig(url=mosquitto.url, client_id=f"it-{os.getpid()}-{id(service)}")
+        # a client id never used before on the shared broker: a reused one would inherit the
+        # persistent session (and queued messages) of an earlier test's consumer
+        service,
+        ConsumerConfig(url=mosquitto.url, client_id=f"it-{os.getpid()}-{uuid.uuid4().hex[:12]}"),
     )
     consumer.start()
     yield service, db_url
@@ -259,7 +263,9 @@ def _publish(url_port: int, items: list[tuple[str, bytes]]) -> None:
     c.loop_start()
     try:
         for topic, payload in items:
-            c.publish(topic, payload, qos=1).wait_for_publish(5)
+            info = c.publish(topic, payload, qos=1)
+            info.wait_for_publish(5)
+            assert info.is_published(), f"the broker did not acknowledge a publish on {topic}"
     finally:
         c.disconnect()
         c.loop_stop()
