@@ -51,6 +51,9 @@ class QualityFlag(StrEnum):
     DEVICE_WARNING = "device-warning"  # a status/annunciation bit was set with the reading
     BATTERY_LOW = "battery-low"
     SENSOR_MALFUNCTION = "sensor-malfunction"
+    #: The device marked the reading unavailable, questionable or invalid (e.g. PLX measurement
+    #: status bits 13-15): stored and shown, never a reason for a clinical alert.
+    QUESTIONABLE = "questionable"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -189,6 +189,14 @@ def test_absent_reading_never_clears() -> None:
     assert run([rd("glucose.capillary", None, minutes=5, absent="error")], stored([a])) == []
 
 
+def test_questionable_reading_never_triggers_nor_clears() -> None:
+    """PROTOCOLS.md: readings the device flags questionable/invalid never raise clinical alerts."""
+    q = frozenset({"questionable"})
+    assert run([rd("spo2", 80, quality=q)]) == []
+    [a] = run([rd("spo2", 86)])
+    assert run([rd("spo2", 98, minutes=5, quality=q)], stored([a])) == []
+
+
 def test_lo_reading_is_named_in_explanation() -> None:
     [a] = run([rd("glucose.capillary", 1.1, comparator="<")])
     assert "LO reading" in a.state.explanation

@@ -42,6 +42,9 @@ from cloud_ingest.rules.thresholds import (
 from device_profiles.codes import MEASURES
 
 SIMULATED_FLAG: Final = "simulated"
+#: The device itself marked the reading questionable/invalid (PROTOCOLS.md, PLX measurement
+#: status): such readings are stored and shown but never raise, update or clear an alert.
+QUESTIONABLE_FLAG: Final = "questionable"
 
 EventAction = Literal["raised", "updated", "cleared"]
 
@@ -334,7 +337,7 @@ def evaluate(
     ordered = sorted(readings, key=_time_order)
     for r in ordered:
         value = at_resolution(r.value)
-        if value is None or r.absent_reason is not None:
+        if value is None or r.absent_reason is not None or QUESTIONABLE_FLAG in r.quality:
             continue
         applicable = by_measure.get(r.measure)
         if not applicable:
@@ -564,7 +567,7 @@ def needs_evaluation(
     for i in order:
         subject, _, r = readings[i]
         value = at_resolution(r.value)
-        if value is None or r.absent_reason is not None:
+        if value is None or r.absent_reason is not None or QUESTIONABLE_FLAG in r.quality:
             continue
         applicable = by_measure.get(r.measure)
         if not applicable:
