@@ -372,8 +372,9 @@ class Relay:
         window = self.config.window
         receive_max = getattr(props, "ReceiveMaximum", None) if props is not None else None
         if isinstance(receive_max, int) and 0 < receive_max < window:
+            # Our own window keeps paho below the broker's limit (paho refuses to change its
+            # in-flight limit on an established connection, and does not read this property).
             window = receive_max
-            client.max_inflight_messages_set(window)
         self._window = window
         self._connect_attempt = 0
         if self._ever_connected:

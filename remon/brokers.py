@@ -58,7 +58,9 @@ class MosquittoProcess:
     subscriber that is away while more than 1000 messages arrive loses the rest silently.
     """
 
-    def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, port: int | None = None, max_inflight: int = 0
+    ) -> None:
         binary = mosquitto_binary()
         if binary is None:
             raise BrokerError("mosquitto is not installed (Debian package 'mosquitto')")
@@ -76,7 +78,7 @@ class MosquittoProcess:
             f"persistence_location {data_dir}/",
             "autosave_interval 1",
             "max_queued_messages 0",
-            "max_inflight_messages 0",
+            f"max_inflight_messages {max_inflight}",
             "max_packet_size 1048576",
             "log_type error",
             "log_type warning",

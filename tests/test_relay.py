@@ -154,6 +154,27 @@ def test_drains_every_message(
         sub.close()
 
 
+def test_drains_through_a_broker_with_a_small_receive_maximum(
+    tmp_path: Path, outbox: Outbox, relays: list[Relay]
+) -> None:
+    """Mosquitto's default (max_inflight_messages 20 → MQTT 5 Receive Maximum 20).
+
+    The relay once called paho's max_inflight_messages_set on the established connection, which
+    paho refuses: the network thread died and nothing was sent to such a broker.
+    """
+    with MosquittoProcess(tmp_path / "small", max_inflight=20) as broker:
+        sub = Collector(broker.port, "remon/v1/hub-1/+/obs", client_id="c-small")
+        try:
+            outbox.put_many([msg(i) for i in range(500)])
+            relay = start_relay(relays, outbox, config(broker.url, window=200))
+            relay.wake()
+            assert relay.wait_drained(10), relay.stats
+            assert wait_until(lambda: len(sub.ids) == 500, 5), len(sub.ids)
+            assert relay.stats.acked == 500
+        finally:
+            sub.close()
+
+
 def test_nothing_deleted_without_puback_and_restart_resends(
     fresh_mosquitto: MosquittoProcess, tmp_path: Path, relays: list[Relay]
 ) -> None:
