@@ -14,11 +14,15 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
-from device_profiles.observation import Observation
-from edge_agent.config import AgentConfig, DeviceSection
+from device_profiles.observation import DeviceIdentity, Observation
+from edge_agent.ble import BleConnector, BleSettings
+from edge_agent.ble_sources import BleDeviceSpec, BleSource, build_ble_source
+from edge_agent.config import BLE_KINDS, AgentConfig, DeviceSection
+from edge_agent.registry import DeviceRegistry
 from edge_agent.simulators import SIMULATORS, SimSettings, SimulatedDevice, sim_identity
-from edge_agent.sources import BoundDevice, DeviceSource
+from edge_agent.sources import BoundDevice, DeviceSource, DeviceUnavailable
 from gateway.outbox import Outbox
 from gateway.relay import Relay, RelayConfig, RelayStats
 from gateway.wire import Subject, encode_observations
@@ -35,6 +39,8 @@ class AgentStats:
     observations_queued: int = 0
     messages_queued: int = 0
     session_errors: int = 0
+    rejects: int = 0  # device data kept aside (malformed, unmappable), see Outbox.rejects()
+    unavailable: int = 0  # sessions that found no device (asleep, out of range)
 
 
 def cursor_key(device_id: str) -> str:
@@ -48,6 +54,9 @@ class Agent:
         self.stats = AgentStats()
         self._outbox: Outbox | None = None
         self._relay: Relay | None = None
+        self._registry: DeviceRegistry | None = None
+        self._connector: BleConnector | None = None
+        self.ble_sources: list[BleSource] = []
 
     @property
     def relay_stats(self) -> RelayStats | None:
@@ -69,6 +78,8 @@ class Agent:
         )
 
     def build_source(self, dev: DeviceSection, outbox: Outbox) -> DeviceSource:
+        if dev.kind in BLE_KINDS:
+            return self._build_ble_source(dev)
         serial = dev.serial or f"{self.config.agent.site}-{dev.id}"
         bound = BoundDevice(
             device_id=dev.id,
@@ -99,7 +110,96 @@ class Agent:
         sim: SimulatedDevice = SIMULATORS[dev.kind](bound, settings, clock=self._clock)
         return sim
 
+    def _build_ble_source(self, dev: DeviceSection) -> BleSource:
+        assert dev.address is not None
+        assert self._connector is not None
+        assert self._registry is not None
+        subject = Subject(kind=dev.subject_kind, ref=dev.subject)
+        # Until the device has told us who it is (Device Information, kept in the registry),
+        # it is known by its configured serial or its address.
+        provisional = DeviceIdentity(
+            manufacturer="unknown",
+            model=dev.kind,
+            serial=dev.serial or dev.address.replace(":", ""),
+            transport="ble",
+        )
+        self._registry.bind(
+            address=dev.address,
+            device_id=dev.id,
+            kind=dev.kind,
+            binding_kind="kiosk" if dev.subject_kind == "kiosk-session" else "patient",
+            binding_ref=dev.subject,
+        )
+        spec = BleDeviceSpec(
+            device_id=dev.id,
+            kind=dev.kind,  # type: ignore[arg-type]
+            address=dev.address,
+            bound=BoundDevice(device_id=dev.id, identity=provisional, subject=subject),
+            poll_interval_s=dev.poll_interval_s,
+            idle_timeout_s=dev.idle_timeout_s,
+        )
+        src = build_ble_source(
+            spec,
+            connector=self._connector,
+            registry=self._registry,
+            reject=self._reject,
+            tz=ZoneInfo(self.config.agent.timezone),
+        )
+        self.ble_sources.append(src)
+        return src
+
+    def _reject(self, device_id: str, source: str, reason: str, raw: bytes | None) -> None:
+        assert self._outbox is not None
+        self.stats.rejects += 1
+        self._outbox.put_reject(
+            at=self._clock().isoformat(timespec="milliseconds"),
+            device_id=device_id,
+            source=source,
+            reason=reason,
+            raw=raw,
+        )
+
+    async def _start_ble(self, stack: contextlib.AsyncExitStack) -> None:
+        """The adapter, the device registry and, for ``backend = "virtual"``, the peripherals."""
+        cfg = self.config
+        if not any(d.kind in BLE_KINDS for d in cfg.devices):
+            return
+        registry = DeviceRegistry(cfg.registry_path)
+        stack.callback(registry.close)
+        self._registry = registry
+        b = cfg.ble
+        settings = BleSettings(
+            adapter=b.adapter,
+            scan_timeout_s=b.scan_timeout_s,
+            connect_attempts=b.connect_attempts,
+            max_connections=b.max_connections,
+        )
+        if b.backend == "bluez":
+            self._connector = BleConnector(settings)
+            return
+        # Virtual peripherals (demo, tests): imported only here, bumble is an optional extra.
+        from edge_agent.virtual_ble import VirtualRadio
+        from edge_agent.virtual_devices import build_peripheral
+
+        radio = VirtualRadio()
+        stack.push_async_callback(radio.close)
+        tz = ZoneInfo(cfg.agent.timezone)
+        for dev in cfg.devices:
+            if dev.virtual is None:
+                continue
+            periph, activity = build_peripheral(radio, dev, tz=tz)
+            await periph.start()
+            task = activity()
+            if task is not None:
+                stack.callback(task.cancel)
+        client, scanner = radio.backends()
+        self._connector = BleConnector(settings, client_backend=client, scanner_backend=scanner)
+
     async def run(self, stop: asyncio.Event) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            await self._run(stop, stack)
+
+    async def _run(self, stop: asyncio.Event, stack: contextlib.AsyncExitStack) -> None:
         cfg = self.config
         cfg.agent.data_dir.mkdir(parents=True, exist_ok=True)
         outbox = Outbox(cfg.outbox_path, synchronous=cfg.agent.outbox_synchronous)
@@ -111,6 +211,7 @@ class Agent:
         try:
             # Built inside the try: a source that cannot be built (an unreadable cursor, say)
             # must not leave the relay thread running and the outbox open.
+            await self._start_ble(stack)
             sources = [self.build_source(d, outbox) for d in cfg.devices]
             log.info(
                 "agent started: site=%s devices=%d outbox=%s pending=%d broker=%s",
@@ -147,6 +248,12 @@ class Agent:
                 backoff = SESSION_BACKOFF_MIN_S
             except asyncio.CancelledError:
                 raise
+            except DeviceUnavailable as exc:
+                # Normal for battery devices: asleep, out of range, or in use by a phone.
+                self.stats.unavailable += 1
+                log.info(
+                    "device %s not available (%s); retrying in %.0f s", device_id, exc, backoff
+                )
             except Exception:
                 self.stats.session_errors += 1
                 log.exception(

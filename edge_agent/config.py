@@ -23,7 +23,8 @@ import re
 import tomllib
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -49,10 +50,24 @@ def _token(v: str) -> str:
 class AgentSection(_Strict):
     site: str
     data_dir: Path = Path("/var/lib/remon")
+    #: The zone device wall clocks are read in (device clocks carry no zone), e.g. a meter's
+    #: record times; the patients' zone in Finnish care.
+    timezone: str = "Europe/Helsinki"
     outbox_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     _site = field_validator("site")(_token)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {v!r} (an IANA name, e.g. Europe/Helsinki)"
+            ) from None
+        return v
 
 
 class MqttSection(_Strict):
@@ -75,9 +90,57 @@ class MqttSection(_Strict):
         return v
 
 
+class BleSection(_Strict):
+    """The hub's Bluetooth adapter. ``virtual``: bumble-backed virtual peripherals (no radio)."""
+
+    backend: Literal["bluez", "virtual"] = "bluez"
+    adapter: str | None = None
+    scan_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    connect_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    max_connections: Annotated[int, Field(ge=1, le=8)] = 1
+
+
+class VirtualDeviceSection(_Strict):
+    """A virtual peripheral at the device's address (``[ble] backend = "virtual"`` only)."""
+
+    records: Annotated[int, Field(ge=0, le=0xFFFE)] = 50  # glucose meter: stored records
+    record_every_s: Annotated[float, Field(gt=0)] | None = None  # the meter takes a new one
+    cut_after: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
+    malformed_every: Annotated[int, Field(ge=1)] | None = None
+    clock_offset_s: float = 0.0
+    crc: bool = True  # CGM: E2E-CRC
+    backlog_min: Annotated[int, Field(ge=0, le=20_000)] = 120  # CGM: minutes already measured
+    minute_s: Annotated[float, Field(gt=0)] = 60.0  # CGM: real seconds per sensor minute
+    seed: int = 0
+
+
+BLE_KINDS: Final = frozenset(
+    {
+        "ble.glucose-meter",
+        "ble.cgm",
+        "ble.bp-monitor",
+        "ble.scale",
+        "ble.thermometer",
+        "ble.pulse-oximeter",
+    }
+)
+_ADDRESS = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
+
+
 class DeviceSection(_Strict):
     id: str
-    kind: Literal["sim.glucose-meter", "sim.bp-monitor", "sim.pulse-oximeter", "sim.thermometer"]
+    kind: Literal[
+        "sim.glucose-meter",
+        "sim.bp-monitor",
+        "sim.pulse-oximeter",
+        "sim.thermometer",
+        "ble.glucose-meter",
+        "ble.cgm",
+        "ble.bp-monitor",
+        "ble.scale",
+        "ble.thermometer",
+        "ble.pulse-oximeter",
+    ]
     subject: str = Field(min_length=1, max_length=128)
     subject_kind: Literal["patient", "kiosk-session"] = "patient"
     serial: str | None = Field(default=None, min_length=1, max_length=64)
@@ -92,8 +155,28 @@ class DeviceSection(_Strict):
     clock_skew_s: float = 0.0
     unit: Literal["mmol/L", "mg/dL"] = "mmol/L"
     error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    # BLE devices
+    address: str | None = None
+    poll_interval_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
+    idle_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    virtual: VirtualDeviceSection | None = None
 
     _id = field_validator("id")(_token)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is not None and not _ADDRESS.match(v):
+            raise ValueError("must be a Bluetooth address like F0:12:34:56:78:9A")
+        return v.upper() if v is not None else None
+
+    @model_validator(mode="after")
+    def _ble_fields(self) -> DeviceSection:
+        if self.kind in BLE_KINDS and self.address is None:
+            raise ValueError(f"a {self.kind} device needs its Bluetooth address")
+        if self.kind not in BLE_KINDS and (self.address is not None or self.virtual is not None):
+            raise ValueError(f"address and virtual are for ble.* devices, not {self.kind}")
+        return self
 
     @field_validator("start")
     @classmethod
@@ -106,15 +189,40 @@ class DeviceSection(_Strict):
 class AgentConfig(_Strict):
     agent: AgentSection
     mqtt: MqttSection = MqttSection()
+    ble: BleSection = BleSection()
     devices: list[DeviceSection] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> AgentConfig:
         seen: set[str] = set()
+        addresses: set[str] = set()
         for d in self.devices:
             if d.id in seen:
                 raise ValueError(f"device id {d.id!r} is used twice")
             seen.add(d.id)
+            if d.address is not None:
+                if d.address in addresses:
+                    raise ValueError(f"Bluetooth address {d.address} is bound twice")
+                addresses.add(d.address)
+            if d.virtual is not None and self.ble.backend != "virtual":
+                raise ValueError(
+                    f"device {d.id!r} describes a virtual peripheral but [ble] backend is "
+                    f'{self.ble.backend!r} (set backend = "virtual")'
+                )
+            if d.kind in BLE_KINDS and self.ble.backend == "virtual" and d.virtual is None:
+                raise ValueError(
+                    f'device {d.id!r}: with [ble] backend = "virtual" every BLE device needs '
+                    "a [devices.virtual] table (there is no radio to find a real one)"
+                )
+        cgms = sum(1 for d in self.devices if d.kind == "ble.cgm")
+        others = sum(1 for d in self.devices if d.kind in BLE_KINDS and d.kind != "ble.cgm")
+        need = cgms + (1 if others else 0)
+        if need > self.ble.max_connections:
+            raise ValueError(
+                f"[ble] max_connections = {self.ble.max_connections} is too few: each of the "
+                f"{cgms} CGM(s) keeps its link open, and the other BLE devices need one more "
+                f"(set max_connections = {need})"
+            )
         return self
 
     @property
@@ -124,6 +232,10 @@ class AgentConfig(_Strict):
     @property
     def outbox_path(self) -> Path:
         return self.agent.data_dir / "outbox.sqlite"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.agent.data_dir / "devices.sqlite"
 
 
 def load_config(path: Path) -> AgentConfig:

@@ -23,6 +23,14 @@ from device_profiles.observation import DeviceIdentity, Observation
 from gateway.wire import Subject
 
 
+class DeviceUnavailable(Exception):
+    """The device could not be reached this time (not advertising, connection refused).
+
+    Not a fault: battery devices sleep between measurements. The supervisor retries with
+    backoff and logs it without a traceback.
+    """
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BoundDevice:
     """A device as configured on this hub: its topic id, identity and the subject it is bound to."""

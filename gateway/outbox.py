@@ -30,8 +30,10 @@ from typing import Any, Final, Literal
 from gateway.wire import OutboundMessage
 
 #: The schema this code reads and writes (``PRAGMA user_version``).
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 BUSY_TIMEOUT_MS: Final = 10_000
+#: Rejected device data kept on the hub for inspection; the oldest go beyond this many.
+REJECTS_KEPT: Final = 10_000
 
 _SCHEMA: Final = (
     """
@@ -50,6 +52,18 @@ _SCHEMA: Final = (
         value TEXT NOT NULL
     ) WITHOUT ROWID
     """,
+    # v2: device data the agent could not use (malformed bytes, records it cannot map), kept
+    # with the reason so nothing a device sent is silently lost (the hub's dead-letter store).
+    """
+    CREATE TABLE IF NOT EXISTS rejects (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        at        TEXT    NOT NULL,
+        device_id TEXT    NOT NULL,
+        source    TEXT    NOT NULL,
+        reason    TEXT    NOT NULL,
+        raw       BLOB
+    )
+    """,
 )
 
 
@@ -60,6 +74,16 @@ class OutboxError(RuntimeError):
         super().__init__(f"outbox {path}: {message}")
         self.path = path
         self.detail = message
+
+
+@dataclass(frozen=True, slots=True)
+class RejectRecord:
+    id: int
+    at: str  # ISO 8601 UTC, when the agent rejected it
+    device_id: str
+    source: str  # e.g. "ble:0x2A18"
+    reason: str
+    raw: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +243,37 @@ class Outbox:
         conn = self._conn()
         with self._write(conn, "ack"):
             conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+    def put_reject(
+        self, *, at: str, device_id: str, source: str, reason: str, raw: bytes | None
+    ) -> None:
+        """Keep data a device sent that could not be used; the oldest beyond REJECTS_KEPT go."""
+        conn = self._conn()
+        with self._write(conn, "put_reject"):
+            cur = conn.execute(
+                "INSERT INTO rejects (at, device_id, source, reason, raw) VALUES (?, ?, ?, ?, ?)",
+                (at, device_id, source, reason, raw),
+            )
+            if cur.lastrowid is not None and cur.lastrowid > REJECTS_KEPT:
+                conn.execute("DELETE FROM rejects WHERE id <= ?", (cur.lastrowid - REJECTS_KEPT,))
+
+    def rejects(self, limit: int = 100) -> list[RejectRecord]:
+        """The newest rejects first."""
+        rows = self._read(
+            "SELECT id, at, device_id, source, reason, raw FROM rejects ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            RejectRecord(
+                id=r[0],
+                at=r[1],
+                device_id=r[2],
+                source=r[3],
+                reason=r[4],
+                raw=bytes(r[5]) if r[5] is not None else None,
+            )
+            for r in rows
+        ]
 
     def pending(self) -> int:
         return int(self._read("SELECT count(*) FROM outbox", ())[0][0])

@@ -58,9 +58,7 @@ class MosquittoProcess:
     subscriber that is away while more than 1000 messages arrive loses the rest silently.
     """
 
-    def __init__(
-        self, data_dir: Path, *, port: int | None = None, max_inflight: int = 0
-    ) -> None:
+    def __init__(self, data_dir: Path, *, port: int | None = None, max_inflight: int = 0) -> None:
         binary = mosquitto_binary()
         if binary is None:
             raise BrokerError("mosquitto is not installed (Debian package 'mosquitto')")

@@ -567,7 +567,8 @@ def needs_evaluation(
     for i in order:
         subject, _, r = readings[i]
         value = at_resolution(r.value)
-        if value is None or r.absent_reason is not None or QUESTIONABLE_FLAG in r.quality:
+        # (a questionable reading is kept here: evaluate() skips it, keeping it is only safe)
+        if value is None or r.absent_reason is not None:
             continue
         applicable = by_measure.get(r.measure)
         if not applicable:
