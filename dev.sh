@@ -90,8 +90,8 @@ shift || true
 case "$cmd" in
   demo)
     case " $* " in
-      *postgres*) ensure_venv postgres ;;  # --database postgresql://… needs the driver
-      *) ensure_venv "" ;;
+      *postgres*) ensure_venv "postgres,virtual" ;;  # --database postgresql://… needs the driver
+      *) ensure_venv virtual ;;  # virtual BLE peripherals (bumble) for the demo fleet
     esac
     exec "$VENV/bin/remon" demo "$@"
     ;;

@@ -137,6 +137,7 @@ class Agent:
             bound=BoundDevice(device_id=dev.id, identity=provisional, subject=subject),
             poll_interval_s=dev.poll_interval_s,
             idle_timeout_s=dev.idle_timeout_s,
+            simulated=dev.virtual is not None,
         )
         src = build_ble_source(
             spec,

@@ -200,7 +200,7 @@ class BleConnector:
         found: dict[str, Seen] = {}
 
         def seen(device: BLEDevice, ad: AdvertisementData) -> None:
-            shorts = tuple(s for s in map(short_uuid, ad.service_uuids) if s is not None)
+            shorts = tuple(dict.fromkeys(s for s in map(short_uuid, ad.service_uuids) if s))
             found[device.address] = Seen(
                 address=device.address, name=ad.local_name, service_uuids=shorts, rssi=ad.rssi
             )

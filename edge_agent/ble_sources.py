@@ -62,7 +62,7 @@ from device_profiles.gatt.vitals_session import (
     VitalsKind,
     VitalsSession,
 )
-from device_profiles.observation import DeviceIdentity, Observation
+from device_profiles.observation import DeviceIdentity, Observation, QualityFlag
 from edge_agent.ble import BleConnector
 from edge_agent.gatt_driver import (
     CgmProcedure,
@@ -125,6 +125,8 @@ class BleDeviceSpec:
     poll_interval_s: float = 60.0
     idle_timeout_s: float = 30.0
     timeout_s: float = 30.0
+    #: A virtual peripheral: every observation carries the ``simulated`` quality flag.
+    simulated: bool = False
 
 
 class BleSource:
@@ -149,6 +151,9 @@ class BleSource:
         known = reg.identity if reg is not None else None
         self._device = replace(spec.bound, identity=known) if known else spec.bound
         self._seen_keys: frozenset[tuple[int, bytes]] = frozenset()
+        self.extra_quality: frozenset[QualityFlag] = (
+            frozenset({QualityFlag.SIMULATED}) if spec.simulated else frozenset()
+        )
 
     @property
     def device(self) -> BoundDevice:
@@ -245,7 +250,12 @@ class GlucoseMeterSource(BleSource):
             if isinstance(ev, RecordReceived):
                 try:
                     batch.extend(
-                        glucose_observations(ev.measurement, clock_offset_s=offset, tz=self.tz)
+                        glucose_observations(
+                            ev.measurement,
+                            clock_offset_s=offset,
+                            tz=self.tz,
+                            extra_quality=self.extra_quality,
+                        )
                     )
                 except UnmappableRecord as exc:
                     self.reject("ble:0x2A18", str(exc), raw)
@@ -299,7 +309,7 @@ class CgmSource(BleSource):
 
         async def on_event(ev: object, raw: bytes | None) -> None:
             if isinstance(ev, CgmReading):
-                obs = cgm_observations(ev)
+                obs = cgm_observations(ev, extra_quality=self.extra_quality)
                 await sink(self.device, obs, f"cgm:{obs[0].record_key}")
                 self.stats.observations += len(obs)
             elif isinstance(ev, MalformedData):
@@ -336,7 +346,7 @@ class VitalsSource(BleSource):
         async def on_event(ev: object, raw: bytes | None) -> None:
             if isinstance(ev, Measurement):
                 try:
-                    obs = vitals_obs(ev)
+                    obs = vitals_obs(ev, extra_quality=self.extra_quality)
                 except UnmappableRecord as exc:
                     self.reject(_source_of(ev.uuid), str(exc), raw)
                     return

@@ -124,6 +124,9 @@ class VirtualRadio:
     """An in-process radio: the hub's central and any number of virtual peripherals."""
 
     def __init__(self) -> None:
+        # Packets still on the virtual air when a link drops are reported by bumble's controller
+        # as warnings; a real radio loses them silently, and so do we.
+        logging.getLogger("bumble.controller").setLevel(logging.ERROR)
         self.link = LocalLink()  # type: ignore[no-untyped-call]
         self.central = _bumble_device(self.link, "remon-hub", _HUB_ADDRESS)
         self._power = asyncio.Lock()

@@ -59,7 +59,7 @@ def demo(
     ] = Path(".remon-demo"),
     patients: Annotated[
         int,
-        typer.Option(help="Simulated patients (one home hub each, four devices).", min=1, max=500),
+        typer.Option(help="Simulated patients (one home hub each).", min=1, max=500),
     ] = 6,
     interval: Annotated[
         float, typer.Option(help="Seconds between a device's readings.", min=0.05)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import logging
 import secrets
@@ -29,7 +30,14 @@ from cloud_ingest.settings import IngestSettings
 from cloud_ingest.storage import open_storage
 from device_profiles.observation import Observation, Provenance, QualityFlag
 from edge_agent.agent import Agent
-from edge_agent.config import AgentConfig, AgentSection, DeviceSection, MqttSection
+from edge_agent.config import (
+    AgentConfig,
+    AgentSection,
+    BleSection,
+    DeviceSection,
+    MqttSection,
+    VirtualDeviceSection,
+)
 from edge_agent.simulators import sim_identity
 from gateway.outbox import Outbox
 from gateway.relay import Relay, RelayConfig
@@ -59,8 +67,63 @@ class DemoOptions:
     keep: bool
 
 
+def virtual_ble_available() -> bool:
+    """bumble (the ``virtual`` extra) is installed: hubs get virtual BLE peripherals too."""
+    return importlib.util.find_spec("bumble") is not None
+
+
+def ble_devices(i: int, profile: str, opts: DemoOptions) -> list[DeviceSection]:
+    """Patient ``i``'s virtual BLE devices, read through the production BLE path.
+
+    A glucose meter with a month of stored records (the first hub's meter drops the link twice
+    mid-download, as real meters do), a blood-pressure cuff measured every few intervals, and,
+    for every third patient, a CGM sensor streaming with E2E-CRC.
+    """
+    subject = f"demo-patient-{i + 1:04d}"
+    out = [
+        DeviceSection(
+            id="ble-gm",
+            kind="ble.glucose-meter",
+            address=f"F0:00:00:00:{i // 256:02X}:{i % 256:02X}",
+            subject=subject,
+            profile=profile,
+            interval_s=opts.interval * 4,
+            poll_interval_s=opts.interval * 2,
+            virtual=VirtualDeviceSection(
+                records=90,
+                record_every_s=opts.interval * 4,
+                cut_after=[30, 25] if i == 0 else [],
+                seed=i,
+            ),
+        ),
+        DeviceSection(
+            id="ble-bp",
+            kind="ble.bp-monitor",
+            address=f"F1:00:00:00:{i // 256:02X}:{i % 256:02X}",
+            subject=subject,
+            profile=profile,
+            poll_interval_s=opts.interval * 3,
+            idle_timeout_s=2.0,
+            virtual=VirtualDeviceSection(seed=i, clock_offset_s=1500.0 if i == 1 else 0.0),
+        ),
+    ]
+    if i % 3 == 0:
+        out.append(
+            DeviceSection(
+                id="ble-cgm",
+                kind="ble.cgm",
+                address=f"F2:00:00:00:{i // 256:02X}:{i % 256:02X}",
+                subject=subject,
+                profile=profile,
+                virtual=VirtualDeviceSection(seed=i, backlog_min=180),
+            )
+        )
+    return out
+
+
 def fleet(opts: DemoOptions, broker_url: str, protocol: MqttProtocol = "auto") -> list[AgentConfig]:
     configs = []
+    with_ble = virtual_ble_available()
     for i in range(opts.patients):
         site = f"home-{i + 1:04d}"
         profile = FLEET_PROFILES[i % len(FLEET_PROFILES)]
@@ -78,6 +141,8 @@ def fleet(opts: DemoOptions, broker_url: str, protocol: MqttProtocol = "auto") -
             )
             for j, kind in enumerate(DEVICE_KINDS)
         ]
+        if with_ble:
+            devices += ble_devices(i, profile, opts)
         configs.append(
             AgentConfig(
                 agent=AgentSection(
@@ -88,6 +153,7 @@ def fleet(opts: DemoOptions, broker_url: str, protocol: MqttProtocol = "auto") -
                     client_id=f"remon-agent-{site}",
                     protocol=protocol,
                 ),
+                ble=BleSection(backend="virtual", scan_timeout_s=5.0, max_connections=2),
                 devices=devices,
             )
         )
@@ -156,9 +222,17 @@ def run_demo(opts: DemoOptions) -> int:
         stack.callback(api.stop)
 
         base = f"http://{opts.host}:{port}"
+        agents = [Agent(cfg) for cfg in fleet(opts, broker_url, protocol)]
+        n_devices = sum(len(a.config.devices) for a in agents)
+        ble_note = (
+            "  BLE        every hub also reads virtual BLE peripherals (bumble) through bleak:\n"
+            "             a glucose meter (RACP download), a BP cuff, and every third a CGM\n"
+            if virtual_ble_available()
+            else "  BLE        install the 'virtual' extra (bumble) for virtual BLE peripherals\n"
+        )
         print(
             f"""
-remon demo — {opts.patients} simulated patients, {opts.patients * len(DEVICE_KINDS)} devices
+remon demo — {opts.patients} simulated patients, {n_devices} devices
   broker     {broker_url} ({broker_kind})
   database   {_redact(database)}
   data dir   {opts.data_dir}
@@ -167,11 +241,10 @@ remon demo — {opts.patients} simulated patients, {opts.patients * len(DEVICE_K
   try        curl -s -H 'Authorization: Bearer {token}' {base}/api/v1/alerts?state=open
   faulty hub {FAULTY_SITE} sends a malformed reading every {FAULTY_EVERY_S:.0f} s: watch it go to
              {base}/api/v1/dead-letters while the rest flows
-Simulated data only: every reading carries the 'simulated' quality flag. Ctrl-C stops.
+{ble_note}Simulated data only: every reading carries the 'simulated' quality flag. Ctrl-C stops.
 """,
             flush=True,
         )
-        agents = [Agent(cfg) for cfg in fleet(opts, broker_url, protocol)]
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_run_fleet(agents, service, opts, broker_url, protocol))
         # let the consumer take what the relays delivered before shutting down
@@ -284,6 +357,12 @@ def _print_summary(service: IngestService, agents: list[Agent], elapsed: float) 
         f"stored {s.observations:6d} · open alerts {s.open_alerts:3d} · "
         f"dead letters {s.dead_letters}"
     )
+    ble = [src.stats for a in agents for src in a.ble_sources]
+    if ble:
+        line += (
+            f" · BLE sessions {sum(b.sessions for b in ble)}"
+            f" · rejects {sum(a.stats.rejects for a in agents)}"
+        )
     print(line, flush=True)
 
 
