@@ -292,7 +292,11 @@ def locate(text: str, loc: tuple[Any, ...]) -> int | None:
                 counters[name] = counters.get(name, -1) + 1
                 table = (*name.split("."), counters[name])
             else:
-                table = tuple(name.split("."))
+                parts = name.split(".")
+                if parts[0] in counters and len(parts) > 1:  # [devices.virtual]: the last element
+                    table = (parts[0], counters[parts[0]], *parts[1:])
+                else:
+                    table = tuple(parts)
             if table == tuple(loc[: len(table)]) and best is None:
                 best = lineno
             continue

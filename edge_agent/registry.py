@@ -168,7 +168,7 @@ class DeviceRegistry:
                 f"{address} now identifies as {identity.key!r} but was registered as "
                 f"{stored.key!r}; keeping the registered identity (re-bind to change it)"
             )
-        if identity.firmware != stored.firmware:
+        if identity.firmware is not None and identity.firmware != stored.firmware:
             self._exec(
                 "UPDATE ble_devices SET firmware = ? WHERE address = ?",
                 (identity.firmware, address.upper()),

@@ -34,7 +34,6 @@ from device_profiles.gatt.cgm_session import CgmReading
 from device_profiles.gatt.glucose import (
     ConcentrationUnit,
     GlucoseMeasurement,
-    GlucoseType,
     SensorStatus,
 )
 from device_profiles.gatt.ieee11073 import Number
@@ -184,7 +183,7 @@ def glucose_observations(
     extra_quality: frozenset[QualityFlag] = frozenset(),
 ) -> list[Observation]:
     """One capillary glucose observation for a meter record (control solution is refused)."""
-    if m.glucose_type == GlucoseType.CONTROL_SOLUTION:
+    if m.is_control_solution:  # by type or by sample location
         raise UnmappableRecord(f"record {m.sequence_number} is a control-solution test")
     base = m.base_time.value
     if base is None:
@@ -192,8 +191,17 @@ def glucose_observations(
             f"record {m.sequence_number} has no date (base time {m.base_time}): "
             "its time cannot be known"
         )
-    device_local = base + timedelta(minutes=m.time_offset or 0)
-    corrected = device_local - timedelta(seconds=clock_offset_s or 0.0)
+    try:
+        device_local = base + timedelta(minutes=m.time_offset or 0)
+        # The offset is elapsed time (device clock read in the zone, minus hub UTC): read the
+        # record's wall-clock time in the zone first, then correct, so DST changes between the
+        # record and the clock read cannot shift it by an hour.
+        effective = local_to_utc(device_local, tz) - timedelta(seconds=clock_offset_s or 0.0)
+    except (OverflowError, ValueError) as exc:
+        raise UnmappableRecord(
+            f"record {m.sequence_number}: time {m.base_time} + {m.time_offset} min "
+            f"is out of range ({exc})"
+        ) from None
     status = m.sensor_status or frozenset()
     quality = clock_quality(clock_offset_s) | extra_quality
     quality |= {flag for bit, flag in _GLUCOSE_FLAGS.items() if bit in status}
@@ -213,7 +221,7 @@ def glucose_observations(
         _obs(
             "glucose.capillary",
             v,
-            time=local_to_utc(corrected, tz),
+            time=effective,
             key=f"seq:{m.sequence_number}@{device_local:%Y%m%dT%H%M%S}",
             source="ble:0x2A18",
             device_time=device_local,
@@ -237,7 +245,7 @@ def cgm_observations(
     quality = extra_quality | {flag for bit, flag in _CGM_FLAGS.items() if bit in status}
     if r.start_time_estimated:
         quality |= {QualityFlag.DEVICE_TIME_ONLY}
-    elif r.clock_offset_s is not None:
+    else:  # no measured offset (Status unreadable, or a restarted session): device-time-only
         quality |= clock_quality(r.clock_offset_s)
     if status & _CGM_QUESTIONABLE:
         quality |= {QualityFlag.QUESTIONABLE, QualityFlag.DEVICE_WARNING}
