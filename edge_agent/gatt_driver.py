@@ -125,8 +125,10 @@ class GlucoseProcedure:
 
 
 class CgmProcedure:
+    """The CGM session on aware-UTC time; a failed read is left to the session's timer."""
+
     def __init__(self, proc: CgmSession, clock: Callable[[], datetime] = _utcnow):
-        self.proc = proc
+        self.proc: CgmSession | VitalsSession = proc
         self._clock = clock
 
     @property
@@ -140,7 +142,7 @@ class CgmProcedure:
         return list(self.proc.receive(uuid, data, now=self._clock()))
 
     def read_failed(self, uuid: int) -> list[object] | None:
-        return None  # the session's response timer decides
+        return None
 
     def timeout(self) -> list[object]:
         return list(self.proc.timeout(self._clock()))
@@ -149,29 +151,16 @@ class CgmProcedure:
         return list(self.proc.disconnected())
 
 
-class VitalsProcedure:
+class VitalsProcedure(CgmProcedure):
+    """The vitals session: a failed read counts as a missing characteristic."""
+
     def __init__(self, proc: VitalsSession, clock: Callable[[], datetime] = _utcnow):
         self.proc = proc
+        self.vitals = proc
         self._clock = clock
 
-    @property
-    def finished(self) -> bool:
-        return self.proc.finished
-
-    def start(self) -> list[object]:
-        return list(self.proc.start(now=self._clock()))
-
-    def receive(self, uuid: int, data: bytes) -> list[object]:
-        return list(self.proc.receive(uuid, data, now=self._clock()))
-
     def read_failed(self, uuid: int) -> list[object] | None:
-        return list(self.proc.read_failed(uuid, now=self._clock()))
-
-    def timeout(self) -> list[object]:
-        return list(self.proc.timeout(self._clock()))
-
-    def disconnected(self) -> list[object]:
-        return list(self.proc.disconnected())
+        return list(self.vitals.read_failed(uuid, now=self._clock()))
 
 
 @dataclass(frozen=True, slots=True)
