@@ -533,7 +533,7 @@ class VirtualPeripheral:
         self.device.add_services(self._services)
         await self.device.power_on()
         await self.device.start_advertising(
-            auto_restart=True, advertising_interval_min=20, advertising_interval_max=20
+            auto_restart=True, advertising_interval_min=100, advertising_interval_max=100
         )
 
     async def close(self) -> None:

@@ -66,7 +66,7 @@ def run_demo_and_query(tmp_path: Path, *extra: str) -> tuple[list[dict[str, obje
         assert letters[0]["code"] == "wrong-type"
         assert letters[0]["path"] == "observations[0].value"
         proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop with a final summary
-        assert proc.wait(30) == 0
+        assert proc.wait(90) == 0  # a guard, not a timing assertion: CI machines are shared
     finally:
         if proc.poll() is None:
             proc.kill()
