@@ -51,6 +51,7 @@ class Agent:
     def __init__(self, config: AgentConfig, *, clock: Callable[[], datetime] | None = None) -> None:
         self.config = config
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._tz = ZoneInfo(config.agent.timezone)  # validated by the configuration
         self.stats = AgentStats()
         self._outbox: Outbox | None = None
         self._relay: Relay | None = None
@@ -144,7 +145,7 @@ class Agent:
             connector=self._connector,
             registry=self._registry,
             reject=self._reject,
-            tz=ZoneInfo(self.config.agent.timezone),
+            tz=self._tz,
         )
         self.ble_sources.append(src)
         return src
@@ -184,11 +185,10 @@ class Agent:
 
         radio = VirtualRadio()
         stack.push_async_callback(radio.close)
-        tz = ZoneInfo(cfg.agent.timezone)
         for dev in cfg.devices:
             if dev.virtual is None:
                 continue
-            periph, activity = build_peripheral(radio, dev, tz=tz)
+            periph, activity = build_peripheral(radio, dev, tz=self._tz)
             await periph.start()
             task = activity()
             if task is not None:

@@ -182,8 +182,6 @@ class BleConnector:
         self._scanner_backend = scanner_backend
         self._slots = asyncio.Semaphore(self.settings.max_connections)
         self._establishing = asyncio.Lock()
-        self.connects = 0
-        self.connect_failures = 0
 
     def _scanner_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {}
@@ -269,9 +267,7 @@ class BleConnector:
                 **kwargs,
             )
         except (BleakError, TimeoutError, EOFError, OSError) as exc:
-            self.connect_failures += 1
             raise ConnectFailed(f"{address}: {exc}") from exc
-        self.connects += 1
         link = BleakLink(client)
         holder.append(link)
         return client, link

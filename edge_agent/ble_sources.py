@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Final, Literal
+from typing import Final
 
 from device_profiles.gatt.cgm_session import CgmReading, CgmSession, SessionFailed
 from device_profiles.gatt.cgm_session import PeerProtocolViolation as CgmViolation
@@ -64,12 +64,12 @@ from device_profiles.gatt.vitals_session import (
 )
 from device_profiles.observation import DeviceIdentity, Observation, QualityFlag
 from edge_agent.ble import BleConnector
+from edge_agent.config import BleKind
 from edge_agent.gatt_driver import (
     CgmProcedure,
     GattLink,
     GlucoseProcedure,
     LinkError,
-    LinkLost,
     VitalsProcedure,
     drive,
 )
@@ -78,14 +78,6 @@ from edge_agent.sources import BoundDevice, Sink
 
 log = logging.getLogger("remon.agent.ble")
 
-BleKind = Literal[
-    "ble.glucose-meter",
-    "ble.cgm",
-    "ble.bp-monitor",
-    "ble.scale",
-    "ble.thermometer",
-    "ble.pulse-oximeter",
-]
 #: The service each kind advertises and is scanned for.
 SERVICE: Final[dict[str, int]] = {
     "ble.glucose-meter": 0x1808,
@@ -113,7 +105,6 @@ class BleStats:
     sessions: int = 0
     observations: int = 0
     rejects: int = 0
-    not_found: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,6 +154,9 @@ class BleSource:
         self.stats.rejects += 1
         log.warning("device %s: rejected %s data: %s", self.spec.device_id, source, reason)
         self._reject(self.spec.device_id, source, reason, raw)
+
+    def reject_malformed(self, ev: MalformedData, raw: bytes | None) -> None:
+        self.reject(f"ble:0x{ev.uuid:04X}", f"byte {ev.offset}: {ev.detail}", raw)
 
     async def run_session(self, sink: Sink, cursor: str | None) -> None:
         spec = self.spec
@@ -225,26 +219,23 @@ class BleSource:
         return round((device_utc - now).total_seconds() + ct.fractions256 / 256, 3)
 
 
-def _source_of(uuid: int) -> str:
-    return f"ble:0x{uuid:04X}"
-
-
 class GlucoseMeterSource(BleSource):
     async def session(self, link: GattLink, sink: Sink, cursor: str | None) -> bool:
         last = _parse_seq(cursor)
         offset = await self._clock_offset(link)
         proc = GlucoseDownload(last, timeout_s=self.spec.timeout_s)
         batch: list[Observation] = []
-        batch_last: list[int | None] = [last]
+        flushed = last  # the sequence number the outbox's cursor holds
         outcome: list[object] = []
 
         async def flush() -> None:
+            nonlocal flushed
             seq = proc.last_sequence
-            if batch or (seq is not None and seq != batch_last[0]):
+            if batch or (seq is not None and seq != flushed):
                 await sink(self.device, list(batch), f"seq:{seq}" if seq is not None else None)
                 self.stats.observations += len(batch)
                 batch.clear()
-                batch_last[0] = seq
+                flushed = seq
 
         async def on_event(ev: object, raw: bytes | None) -> None:
             if isinstance(ev, RecordReceived):
@@ -262,9 +253,13 @@ class GlucoseMeterSource(BleSource):
                 if len(batch) >= BATCH_MAX:
                     await flush()
             elif isinstance(ev, ControlSolutionSkipped):
-                log.info("device %s: control-solution record %d skipped", *self._ids(ev.sequence))
+                log.info(
+                    "device %s: control-solution record %d skipped",
+                    self.spec.device_id,
+                    ev.sequence,
+                )
             elif isinstance(ev, MalformedData):
-                self.reject(_source_of(ev.uuid), f"byte {ev.offset}: {ev.detail}", raw)
+                self.reject_malformed(ev, raw)
             elif isinstance(ev, PeerProtocolViolation):
                 self.reject("ble:0x2A52", f"{ev.kind.value}: {ev.detail}", raw)
             elif isinstance(ev, DownloadComplete | DownloadFailed):
@@ -290,9 +285,6 @@ class GlucoseMeterSource(BleSource):
             return True
         return False
 
-    def _ids(self, seq: int) -> tuple[str, int]:
-        return self.spec.device_id, seq
-
 
 def _parse_seq(cursor: str | None) -> int | None:
     if cursor is None:
@@ -313,7 +305,7 @@ class CgmSource(BleSource):
                 await sink(self.device, obs, f"cgm:{obs[0].record_key}")
                 self.stats.observations += len(obs)
             elif isinstance(ev, MalformedData):
-                self.reject(_source_of(ev.uuid), f"byte {ev.offset}: {ev.detail}", raw)
+                self.reject_malformed(ev, raw)
             elif isinstance(ev, SessionFailed):
                 failed.append(ev)
             elif isinstance(ev, CgmViolation):
@@ -348,14 +340,14 @@ class VitalsSource(BleSource):
                 try:
                     obs = vitals_obs(ev, extra_quality=self.extra_quality)
                 except UnmappableRecord as exc:
-                    self.reject(_source_of(ev.uuid), str(exc), raw)
+                    self.reject(f"ble:0x{ev.uuid:04X}", str(exc), raw)
                     return
                 await sink(self.device, obs, None)
                 self.stats.observations += len(obs)
             elif isinstance(ev, MalformedData):
-                self.reject(_source_of(ev.uuid), f"byte {ev.offset}: {ev.detail}", raw)
+                self.reject_malformed(ev, raw)
             elif isinstance(ev, UnexpectedValue):
-                self.reject(_source_of(ev.uuid), ev.detail, raw)
+                self.reject(f"ble:0x{ev.uuid:04X}", ev.detail, raw)
             elif isinstance(ev, SessionIdle | SessionEnded):
                 ended.append(ev)
 
@@ -392,16 +384,3 @@ def build_ble_source(
     else:
         cls = VitalsSource
     return cls(spec, connector=connector, registry=registry, reject=reject, tz=tz)
-
-
-__all__: Sequence[str] = [
-    "SERVICE",
-    "BleDeviceSpec",
-    "BleKind",
-    "BleSource",
-    "CgmSource",
-    "GlucoseMeterSource",
-    "LinkLost",
-    "VitalsSource",
-    "build_ble_source",
-]

@@ -23,7 +23,7 @@ import re
 import tomllib
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -114,33 +114,24 @@ class VirtualDeviceSection(_Strict):
     seed: int = 0
 
 
-BLE_KINDS: Final = frozenset(
-    {
-        "ble.glucose-meter",
-        "ble.cgm",
-        "ble.bp-monitor",
-        "ble.scale",
-        "ble.thermometer",
-        "ble.pulse-oximeter",
-    }
-)
+SimKind = Literal["sim.glucose-meter", "sim.bp-monitor", "sim.pulse-oximeter", "sim.thermometer"]
+BleKind = Literal[
+    "ble.glucose-meter",
+    "ble.cgm",
+    "ble.bp-monitor",
+    "ble.scale",
+    "ble.thermometer",
+    "ble.pulse-oximeter",
+]
+BLE_KINDS: Final[frozenset[str]] = frozenset(get_args(BleKind))
+#: One flat Literal (not a union of two), so a wrong kind gets one error listing every kind.
+DeviceKind = Literal[SimKind, BleKind]
 _ADDRESS = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 
 
 class DeviceSection(_Strict):
     id: str
-    kind: Literal[
-        "sim.glucose-meter",
-        "sim.bp-monitor",
-        "sim.pulse-oximeter",
-        "sim.thermometer",
-        "ble.glucose-meter",
-        "ble.cgm",
-        "ble.bp-monitor",
-        "ble.scale",
-        "ble.thermometer",
-        "ble.pulse-oximeter",
-    ]
+    kind: DeviceKind
     subject: str = Field(min_length=1, max_length=128)
     subject_kind: Literal["patient", "kiosk-session"] = "patient"
     serial: str | None = Field(default=None, min_length=1, max_length=64)

@@ -7,9 +7,8 @@ indication, read answer, timer expiry and disconnect back into the procedure in 
 and hands each event to the caller. It knows nothing of bleak: the link is an interface that
 :mod:`edge_agent.ble` implements over bleak, and tests may implement over anything.
 
-Each procedure has its own small adapter (:class:`GlucoseProcedure`, :class:`CgmProcedure`,
-:class:`VitalsProcedure`) that binds the clock the procedure expects (a monotonic float for the
-glucose download, aware UTC datetimes for the others).
+:class:`ClockedProcedure` binds each procedure to the clock it expects (:class:`GlucoseProcedure`:
+a monotonic float; :class:`CgmProcedure`, :class:`VitalsProcedure`: aware UTC datetimes).
 """
 
 from __future__ import annotations
@@ -19,10 +18,10 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from device_profiles.gatt.cgm_session import CgmSession
 from device_profiles.gatt.cgm_session import ReadCharacteristic as CgmRead
@@ -60,9 +59,6 @@ class GattLink(Protocol):
         """16-bit UUIDs of the characteristics the peripheral has (from service discovery)."""
         ...
 
-    @property
-    def is_connected(self) -> bool: ...
-
     def set_handlers(self, on_value: ValueHandler, on_disconnect: Callable[[], None]) -> None:
         """Route notifications/indications and the link's loss (each called on the loop)."""
         ...
@@ -99,68 +95,75 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class GlucoseProcedure:
-    def __init__(self, proc: GlucoseDownload, clock: Callable[[], float] = time.monotonic):
-        self.proc = proc
+T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
+
+
+class _Timed(Protocol[T_contra]):
+    """What the three sans-I/O procedures share: inputs stamped with a clock of type ``T``."""
+
+    @property
+    def finished(self) -> bool: ...
+
+    def start(self, *, now: T_contra) -> Sequence[object]: ...
+
+    def receive(self, uuid: int, data: bytes, *, now: T_contra) -> Sequence[object]: ...
+
+    def timeout(self, now: T_contra) -> Sequence[object]: ...
+
+    def disconnected(self) -> Sequence[object]: ...
+
+
+class ClockedProcedure(Generic[T]):
+    """A procedure bound to its clock; a failed read is left to the procedure's timer."""
+
+    def __init__(self, proc: _Timed[T], clock: Callable[[], T]) -> None:
+        self._proc = proc
         self._clock = clock
 
     @property
     def finished(self) -> bool:
-        return self.proc.finished
+        return self._proc.finished
 
     def start(self) -> list[object]:
-        return list(self.proc.start(now=self._clock()))
+        return list(self._proc.start(now=self._clock()))
 
     def receive(self, uuid: int, data: bytes) -> list[object]:
-        return list(self.proc.receive(uuid, data, now=self._clock()))
+        return list(self._proc.receive(uuid, data, now=self._clock()))
 
     def read_failed(self, uuid: int) -> list[object] | None:
         return None
 
     def timeout(self) -> list[object]:
-        return list(self.proc.timeout(self._clock()))
+        return list(self._proc.timeout(self._clock()))
 
     def disconnected(self) -> list[object]:
-        return list(self.proc.disconnected())
+        return list(self._proc.disconnected())
 
 
-class CgmProcedure:
-    """The CGM session on aware-UTC time; a failed read is left to the session's timer."""
+class GlucoseProcedure(ClockedProcedure[float]):
+    """The RACP download on a monotonic clock (it only measures idle time)."""
+
+    def __init__(self, proc: GlucoseDownload, clock: Callable[[], float] = time.monotonic):
+        super().__init__(proc, clock)
+
+
+class CgmProcedure(ClockedProcedure[datetime]):
+    """The CGM session on aware-UTC time (it anchors record times)."""
 
     def __init__(self, proc: CgmSession, clock: Callable[[], datetime] = _utcnow):
-        self.proc: CgmSession | VitalsSession = proc
-        self._clock = clock
-
-    @property
-    def finished(self) -> bool:
-        return self.proc.finished
-
-    def start(self) -> list[object]:
-        return list(self.proc.start(now=self._clock()))
-
-    def receive(self, uuid: int, data: bytes) -> list[object]:
-        return list(self.proc.receive(uuid, data, now=self._clock()))
-
-    def read_failed(self, uuid: int) -> list[object] | None:
-        return None
-
-    def timeout(self) -> list[object]:
-        return list(self.proc.timeout(self._clock()))
-
-    def disconnected(self) -> list[object]:
-        return list(self.proc.disconnected())
+        super().__init__(proc, clock)
 
 
-class VitalsProcedure(CgmProcedure):
+class VitalsProcedure(ClockedProcedure[datetime]):
     """The vitals session: a failed read counts as a missing characteristic."""
 
     def __init__(self, proc: VitalsSession, clock: Callable[[], datetime] = _utcnow):
-        self.proc = proc
-        self.vitals = proc
-        self._clock = clock
+        super().__init__(proc, clock)
+        self._vitals = proc
 
     def read_failed(self, uuid: int) -> list[object] | None:
-        return list(self.vitals.read_failed(uuid, now=self._clock()))
+        return list(self._vitals.read_failed(uuid, now=self._clock()))
 
 
 @dataclass(frozen=True, slots=True)

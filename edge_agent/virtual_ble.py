@@ -50,7 +50,6 @@ from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink
 
-from device_profiles.gatt.cgm import CgmSensorStatus  # noqa: F401 - re-exported for fault setup
 from device_profiles.gatt.glucose import GlucoseFeature, encode_glucose_feature
 from device_profiles.gatt.ieee11073 import DateTime
 from device_profiles.gatt.sim_cgm_sensor import VirtualCgmSensor
@@ -395,20 +394,17 @@ class VirtualPeripheral:
                 ]
             )
         )
-        self._add_service(DIS_SERVICE, [(u, "read", None) for u in _DIS])
+        self._add_service(DIS_SERVICE, [(u, "read") for u in _DIS])
         if clock_offset_s is not None:
-            self._add_service(CTS_SERVICE, [(_CURRENT_TIME, "read", None)])
+            self._add_service(CTS_SERVICE, [(_CURRENT_TIME, "read")])
         radio.peripherals.append(self)
 
     # -- GATT database -------------------------------------------------------------------------
 
-    def _add_service(
-        self,
-        uuid: int,
-        chars: Sequence[tuple[int, str, Callable[[bytes], None] | None]],
-    ) -> None:
+    def _add_service(self, uuid: int, chars: Sequence[tuple[int, str]]) -> None:
+        """A service of ``(characteristic uuid, "read" / "notify" / "indicate" / "write,…")``."""
         built = []
-        for cuuid, kind, on_write in chars:
+        for cuuid, kind in chars:
             props = Characteristic.Properties(0)
             perms = Characteristic.READABLE
             if "read" in kind:
@@ -427,7 +423,7 @@ class VirtualPeripheral:
             def writer(conn: Connection, value: bytes, u: int = cuuid) -> None:
                 self._spawn(self._on_write(conn, u, bytes(value)))
 
-            value = CharacteristicValue(read=reader, write=writer if on_write is not None else None)
+            value = CharacteristicValue(read=reader, write=writer if "write" in kind else None)
             char: Characteristic[Any] = Characteristic(
                 BumbleUUID.from_16_bits(cuuid), props, perms, value
             )
@@ -581,10 +577,10 @@ class VirtualGlucoseMeterPeripheral(VirtualPeripheral):
         self._add_service(
             GLUCOSE_SERVICE,
             [
-                (0x2A18, "notify", None),
-                (0x2A34, "notify", None),
-                (0x2A51, "read", None),
-                (0x2A52, "write,indicate", lambda _v: None),
+                (0x2A18, "notify"),
+                (0x2A34, "notify"),
+                (0x2A51, "read"),
+                (0x2A52, "write,indicate"),
             ],
         )
 
@@ -632,12 +628,12 @@ class VirtualCgmPeripheral(VirtualPeripheral):
         self._add_service(
             CGM_SERVICE,
             [
-                (0x2AA7, "notify", None),
-                (0x2AA8, "read", None),
-                (0x2AA9, "read", None),
-                (0x2AAA, "read", None),
-                (0x2AAB, "read", None),
-                (0x2AAC, "write,indicate", lambda _v: None),
+                (0x2AA7, "notify"),
+                (0x2AA8, "read"),
+                (0x2AA9, "read"),
+                (0x2AAA, "read"),
+                (0x2AAB, "read"),
+                (0x2AAC, "write,indicate"),
             ],
         )
 
@@ -702,7 +698,7 @@ class VirtualVitalsPeripheral(VirtualPeripheral):
         self._add_service(
             VITALS_SERVICE[kind],
             [
-                (u, "notify" if u in _NOTIFY_ONLY else "indicate", None)
+                (u, "notify" if u in _NOTIFY_ONLY else "indicate")
                 for u in measurement_uuids(kind)  # type: ignore[arg-type]
             ],
         )

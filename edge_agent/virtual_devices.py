@@ -35,6 +35,7 @@ from device_profiles.gatt.vitals import (
     WeightMeasurement,
 )
 from device_profiles.units import GLUCOSE_MG_DL_PER_MMOL_L
+from edge_agent.ble_sources import VITALS_KIND
 from edge_agent.config import DeviceSection, VirtualDeviceSection
 from edge_agent.simulators import PROFILES
 from edge_agent.virtual_ble import (
@@ -46,12 +47,6 @@ from edge_agent.virtual_ble import (
     VirtualVitalsPeripheral,
 )
 
-_VITALS = {
-    "ble.bp-monitor": "blood_pressure",
-    "ble.scale": "weight",
-    "ble.thermometer": "temperature",
-    "ble.pulse-oximeter": "pulse_oximeter",
-}
 #: A meter's measuring range in mg/dL (DOMAIN.md §2: typically 0.6-33.3 mmol/L, per IFU).
 _METER_MG_DL = (20, 600)
 
@@ -83,17 +78,23 @@ def _glucose_record(seq: int, when: datetime, true_mg_dl: int) -> Record:
     return (m, None)
 
 
+def _meter_mg_dl(seed: int, index: int, profile: str) -> int:
+    """The true glucose of the ``index``-th (0-based) measurement, seeded so restarts agree."""
+    mean, sd = PROFILES[profile].glucose
+    rng = random.Random(f"{seed}|{index}")  # noqa: S311 - simulation, not crypto
+    return round(rng.gauss(mean, sd) * GLUCOSE_MG_DL_PER_MMOL_L)
+
+
 def meter_records(
     v: VirtualDeviceSection, profile: str, *, end_local: datetime, interval: timedelta
 ) -> list[Record]:
     """``v.records`` records ending at ``end_local`` (device wall clock), seeded values."""
-    mean, sd = PROFILES[profile].glucose
-    out = []
-    for i in range(v.records):
-        rng = random.Random(f"{v.seed}|{i}")  # noqa: S311 - simulation, not crypto
-        mg = round(rng.gauss(mean, sd) * GLUCOSE_MG_DL_PER_MMOL_L)
-        out.append(_glucose_record(i + 1, end_local - (v.records - i) * interval, mg))
-    return out
+    return [
+        _glucose_record(
+            i + 1, end_local - (v.records - i) * interval, _meter_mg_dl(v.seed, i, profile)
+        )
+        for i in range(v.records)
+    ]
 
 
 def _vitals_value(kind: str, profile: str, rng: random.Random, stamp: DateTime) -> object:
@@ -184,23 +185,20 @@ def build_peripheral(
             backlog_min=v.backlog_min,
         )
         return cgm, lambda: None
-    kind = _VITALS[dev.kind]
+    kind = VITALS_KIND[dev.kind]
+    identity = _identity(dev, f"VV-{kind[:2].upper()}")
 
     def make_device(n: int) -> VirtualVitalsDevice:
         rng = random.Random(f"{dev.id}|{v.seed}|{n}")  # noqa: S311 - simulation
+        # A live value: the device stamps it with its own clock when it sends it.
         stamp = DateTime.of((local_now + timedelta(seconds=v.clock_offset_s)).replace(tzinfo=None))
         value = _vitals_value(kind, dev.profile, rng, stamp)
         return VirtualVitalsDevice(
-            kind,  # type: ignore[arg-type]
+            kind,
             clock_offset_s=v.clock_offset_s,
             live=[value],  # type: ignore[list-item]
             utc_offset=utc_offset,
-            identity=(
-                "remon virtual",
-                f"VV-{kind[:2].upper()}",
-                _identity(dev, "").serial,
-                "1.0.0",
-            ),
+            identity=(identity.manufacturer, identity.model, identity.serial, identity.firmware),
         )
 
     vitals = VirtualVitalsPeripheral(
@@ -208,7 +206,7 @@ def build_peripheral(
         make_device,
         kind=kind,
         address=dev.address,
-        identity=_identity(dev, f"VV-{kind[:2].upper()}"),
+        identity=identity,
         clock_offset_s=v.clock_offset_s,
         utc_offset=utc_offset,
     )
@@ -220,14 +218,11 @@ async def _keep_measuring(
 ) -> None:
     """The patient measures again every ``record_every_s``: a new stored record."""
     assert v.record_every_s is not None
-    mean, sd = PROFILES[profile].glucose
     while True:
         await asyncio.sleep(v.record_every_s)
         records = periph.meter.records
         seq = (records[-1][0].sequence_number + 1) if records else 1
         if seq > 0xFFFE:
             return
-        rng = random.Random(f"{v.seed}|{seq - 1}")  # noqa: S311 - simulation
-        mg = round(rng.gauss(mean, sd) * GLUCOSE_MG_DL_PER_MMOL_L)
         clock = periph.device_clock(datetime.now(UTC)).replace(microsecond=0)
-        records.append(_glucose_record(seq, clock, mg))
+        records.append(_glucose_record(seq, clock, _meter_mg_dl(v.seed, seq - 1, profile)))
