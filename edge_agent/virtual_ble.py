@@ -547,7 +547,8 @@ class VirtualPeripheral:
 class VirtualGlucoseMeterPeripheral(VirtualPeripheral):
     """A glucose meter (0x1808) answering RACP from :class:`VirtualGlucoseMeter`.
 
-    ``faults_by_connection[i]`` applies to the (i+1)-th connection; later ones run clean.
+    ``faults_by_connection[i]`` applies to the (i+1)-th connection; later ones get the faults the
+    meter was built with.
     """
 
     def __init__(
@@ -573,6 +574,7 @@ class VirtualGlucoseMeterPeripheral(VirtualPeripheral):
             indication_delay_s=indication_delay_s,
         )
         self.meter = meter
+        self.base_faults = meter.faults
         self.faults_by_connection = list(faults_by_connection)
         self._add_service(
             GLUCOSE_SERVICE,
@@ -587,7 +589,7 @@ class VirtualGlucoseMeterPeripheral(VirtualPeripheral):
     def connected(self, n: int) -> None:
         i = n - 1
         self.meter.faults = (
-            self.faults_by_connection[i] if i < len(self.faults_by_connection) else MeterFaults()
+            self.faults_by_connection[i] if i < len(self.faults_by_connection) else self.base_faults
         )
 
     def read_profile(self, uuid: int) -> bytes:

@@ -187,32 +187,41 @@ def test_download_cut_twice_over_gatt_resumes_to_exactly_the_stored_records() ->
     assert seqs == list(range(1, 501))
 
 
-def test_meter_clock_offset_is_measured_flagged_and_corrected(tmp_path: Path) -> None:
-    """A meter 20 min fast: its record times are corrected and flagged (> 15 min)."""
-    cap = Captured()
+def read_meter_once(
+    tmp_path: Path, meter: VirtualGlucoseMeter, cap: Captured, **periph: Any
+) -> GlucoseMeterSource:
+    """One production session of a GlucoseMeterSource against a virtual meter."""
     s = spec("ble.glucose-meter", METER, poll_interval_s=0)
 
-    async def scenario() -> None:
+    async def scenario() -> GlucoseMeterSource:
         radio = VirtualRadio()
         try:
-            periph = VirtualGlucoseMeterPeripheral(
-                radio,
-                VirtualGlucoseMeter(make_records(5, context_every=None)),
-                address=METER,
-                clock_offset_s=1200.0,
-                utc_offset=timedelta(hours=2),  # Helsinki in January
-            )
-            await periph.start()
+            await VirtualGlucoseMeterPeripheral(radio, meter, address=METER, **periph).start()
             reg = registry_for(tmp_path, s)
-            src = GlucoseMeterSource(
-                s, connector=connector(radio), registry=reg, reject=cap.reject, tz=HELSINKI
-            )
-            await src.run_session(cap.sink, None)
-            reg.close()
+            try:
+                src = GlucoseMeterSource(
+                    s, connector=connector(radio), registry=reg, reject=cap.reject, tz=HELSINKI
+                )
+                await src.run_session(cap.sink, None)
+                return src
+            finally:
+                reg.close()
         finally:
             await radio.close()
 
-    run(scenario())
+    return run(scenario())
+
+
+def test_meter_clock_offset_is_measured_flagged_and_corrected(tmp_path: Path) -> None:
+    """A meter 20 min fast: its record times are corrected and flagged (> 15 min)."""
+    cap = Captured()
+    read_meter_once(
+        tmp_path,
+        VirtualGlucoseMeter(make_records(5, context_every=None)),
+        cap,
+        clock_offset_s=1200.0,
+        utc_offset=timedelta(hours=2),  # Helsinki in January
+    )
     assert len(cap.observations) == 5
     assert cap.cursors[-1] == "seq:5"
     first = cap.observations[0]
@@ -237,31 +246,11 @@ def test_malformed_notifications_are_kept_as_rejects_and_the_download_completes(
     tmp_path: Path,
 ) -> None:
     cap = Captured()
-    s = spec("ble.glucose-meter", METER, poll_interval_s=0)
-
-    async def scenario() -> None:
-        radio = VirtualRadio()
-        try:
-            periph = VirtualGlucoseMeterPeripheral(
-                radio,
-                VirtualGlucoseMeter(
-                    make_records(60, context_every=None), faults=MeterFaults(malformed_every=20)
-                ),
-                address=METER,
-            )
-            periph.faults_by_connection = [MeterFaults(malformed_every=20)]
-            await periph.start()
-            reg = registry_for(tmp_path, s)
-            src = GlucoseMeterSource(
-                s, connector=connector(radio), registry=reg, reject=cap.reject, tz=HELSINKI
-            )
-            await src.run_session(cap.sink, None)
-            assert src.stats.rejects == 3
-            reg.close()
-        finally:
-            await radio.close()
-
-    run(scenario())
+    meter = VirtualGlucoseMeter(
+        make_records(60, context_every=None), faults=MeterFaults(malformed_every=20)
+    )
+    src = read_meter_once(tmp_path, meter, cap)
+    assert src.stats.rejects == 3
     assert len(cap.observations) == 60
     assert len(cap.rejects) == 3
     for device_id, source, reason, raw in cap.rejects:
