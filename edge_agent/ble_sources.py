@@ -100,6 +100,10 @@ BATCH_MAX: Final = 100
 RejectSink = Callable[[str, str, str, bytes | None], None]
 
 
+class IdentityUnknown(Exception):
+    """The device's Device Information could not be read and none is registered yet."""
+
+
 @dataclass(slots=True)
 class BleStats:
     sessions: int = 0
@@ -175,6 +179,7 @@ class BleSource:
 
     async def _identify(self, link: GattLink) -> None:
         strings: list[str | None] = []
+        failed: list[int] = []
         for uuid in DIS_UUIDS:  # manufacturer, model, serial, firmware
             value: str | None = None
             if uuid in link.available:
@@ -182,7 +187,21 @@ class BleSource:
                     value = decode_dis_string(await link.read(uuid)) or None
                 except (LinkError, DecodeError) as exc:
                     log.info("device %s: DIS %#06x unreadable: %s", self.spec.device_id, uuid, exc)
+                    failed.append(uuid)
             strings.append(value)
+        if any(u in failed for u in DIS_UUIDS[:3]):
+            # The device has an identity but would not tell it this time. Ids derive from the
+            # identity, so nothing is read under a guessed one: keep the registered identity,
+            # or, before the first successful read, give up this session.
+            registered = self.registry.get(self.spec.address)
+            if registered is None or registered.identity is None:
+                raise IdentityUnknown(
+                    f"{self.spec.address}: Device Information present but unreadable "
+                    f"({', '.join(f'{u:#06x}' for u in failed)}); not reading records under a "
+                    "provisional identity"
+                )
+            self._device = replace(self._device, identity=registered.identity)
+            return
         manufacturer, model, serial, firmware = strings
         prov = self.spec.bound.identity
         said = DeviceIdentity(

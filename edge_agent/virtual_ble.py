@@ -38,8 +38,8 @@ from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback,
 from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 from bleak.exc import BleakError
 from bleak.uuids import normalize_uuid_str
+from bumble import att, data_types, hci
 from bumble import core as bumble_core
-from bumble import data_types, hci
 from bumble.controller import Controller
 from bumble.core import UUID as BumbleUUID
 from bumble.core import AdvertisingData
@@ -107,6 +107,15 @@ class _Controller(Controller):
             )
             asyncio.get_running_loop().call_soon(self.send_hci_packet, event)
         return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
+
+
+def _refused(uuid: int) -> att.ATT_Error:
+    """What a peripheral answers a read it will not serve: an ATT Error Response.
+
+    (Any other exception in a bumble read handler sends no response at all, and the client
+    waits out the 30 s GATT timeout.)
+    """
+    return att.ATT_Error(att.ATT_READ_NOT_PERMITTED_ERROR, message=f"{uuid:#06x} not readable")
 
 
 def _bumble_device(link: LocalLink, name: str, address: str) -> Device:
@@ -463,7 +472,7 @@ class VirtualPeripheral:
         return self.read_profile(uuid)
 
     def read_profile(self, uuid: int) -> bytes:
-        raise BleakError(f"{uuid:#06x} is not readable")
+        raise _refused(uuid)
 
     async def _on_write(self, conn: Connection, uuid: int, value: bytes) -> None:
         await self.send(conn, self.write(uuid, value))
@@ -711,11 +720,11 @@ class VirtualVitalsPeripheral(VirtualPeripheral):
     def read(self, uuid: int) -> bytes:
         dev = self.current
         if dev is None:
-            raise BleakError("not connected")
+            raise _refused(uuid)
         try:
             return dev.read(uuid, now=datetime.now(UTC))
-        except KeyError as exc:  # a characteristic this device model lacks (fault injection)
-            raise BleakError(str(exc)) from exc
+        except KeyError:  # a characteristic this device model lacks (fault injection)
+            raise _refused(uuid) from None
 
     async def subscribed(self, uuid: int, enabled: bool) -> None:
         dev = self.current

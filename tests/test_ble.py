@@ -27,9 +27,16 @@ from device_profiles.gatt.glucose_download import (
 )
 from device_profiles.gatt.sim_cgm_sensor import CgmFaults, VirtualCgmSensor
 from device_profiles.gatt.sim_glucose_meter import MeterFaults, VirtualGlucoseMeter, make_records
+from device_profiles.gatt.sim_vitals_device import VirtualVitalsDevice, VitalsFaults
 from device_profiles.observation import DeviceIdentity, Observation, QualityFlag
 from edge_agent.ble import BleConnector, BleSettings, DeviceNotFound
-from edge_agent.ble_sources import BleDeviceSpec, CgmSource, GlucoseMeterSource
+from edge_agent.ble_sources import (
+    BleDeviceSpec,
+    CgmSource,
+    GlucoseMeterSource,
+    IdentityUnknown,
+    VitalsSource,
+)
 from edge_agent.config import parse_config
 from edge_agent.gatt_driver import GlucoseProcedure, drive
 from edge_agent.registry import DeviceRegistry
@@ -38,11 +45,13 @@ from edge_agent.virtual_ble import (
     VirtualCgmPeripheral,
     VirtualGlucoseMeterPeripheral,
     VirtualRadio,
+    VirtualVitalsPeripheral,
 )
 from gateway.outbox import Outbox
 from gateway.wire import Subject
 from remon.brokers import MosquittoProcess
 from tests.test_end_to_end import RunningAgent, agent_toml, ingest, stored_obs_ids, wait_until
+from tests.test_vitals_session import bp
 
 __all__ = ["ingest"]  # the fixture, shared with the end-to-end tests
 
@@ -308,6 +317,57 @@ def test_cgm_stream_checks_crc_and_anchors_times(tmp_path: Path) -> None:
     assert len(set(offsets)) == len(offsets)
     assert 15 not in offsets  # the third record (offset 15 min at a 5 min interval) was bad
     assert cap.observations[0].value == pytest.approx(90.0 / 18.016)
+
+
+def test_unreadable_device_information_never_yields_readings_under_a_guessed_identity(
+    tmp_path: Path,
+) -> None:
+    """Ids derive from the identity: a cuff whose DIS reads fail is not read until it has one."""
+    cuff = "F0:00:00:00:00:03"
+    cap = Captured()
+    s = spec("ble.bp-monitor", cuff, poll_interval_s=0, idle_timeout_s=0.5)
+    no_dis = [True]
+
+    def make_device(n: int) -> VirtualVitalsDevice:
+        return VirtualVitalsDevice(
+            "blood_pressure",
+            clock_offset_s=0.0,
+            live=[bp(None, 120 + n)],
+            faults=VitalsFaults(no_dis=no_dis[0]),
+            utc_offset=datetime.now(HELSINKI).utcoffset() or timedelta(0),
+        )
+
+    async def scenario() -> tuple[object, object, object]:
+        radio = VirtualRadio()
+        reg = registry_for(tmp_path, s)
+        try:
+            await VirtualVitalsPeripheral(
+                radio, make_device, kind="blood_pressure", address=cuff
+            ).start()
+            conn = connector(radio)
+            src = VitalsSource(s, connector=conn, registry=reg, reject=cap.reject, tz=HELSINKI)
+            with pytest.raises(IdentityUnknown, match="unreadable"):
+                await src.run_session(cap.sink, None)
+            before = (len(cap.observations), reg.get(cuff))
+            no_dis[0] = False  # it answers: identity registered, readings flow
+            await src.run_session(cap.sink, None)
+            first = src.device.identity
+            no_dis[0] = True  # unreadable again: the registered identity is kept
+            await src.run_session(cap.sink, None)
+            return before, first, src.device.identity
+        finally:
+            reg.close()
+            await radio.close()
+
+    (count, row), first, again = run(scenario())
+    assert count == 0
+    assert row is not None
+    assert row.identity is None
+    assert first.manufacturer == "Acme Medical"  # VirtualVitalsDevice's DIS strings
+    assert again == first
+    # two sessions read one cuff reading each (systolic + diastolic; bp() carries no pulse)
+    assert len(cap.observations) == 4
+    assert {o.value for o in cap.observations if o.measure == "bp.systolic"} == {122.0, 123.0}
 
 
 # --------------------------------------------------------------------------- the whole path
