@@ -166,7 +166,8 @@ class DeviceRegistry:
         if stored.key != identity.key:
             return stored, (
                 f"{address} now identifies as {identity.key!r} but was registered as "
-                f"{stored.key!r}; keeping the registered identity (re-bind to change it)"
+                f"{stored.key!r}; keeping the registered identity "
+                "(remove its row from the registry to change it)"
             )
         if identity.firmware is not None and identity.firmware != stored.firmware:
             self._exec(
