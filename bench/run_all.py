@@ -8,7 +8,16 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_decode.py", "bench_outbox.py", "bench_ingest.py"]
+BENCHES = [
+    "bench_decode.py",
+    "bench_outbox.py",
+    "bench_ingest.py",
+    "bench_serial.py",
+    "bench_pef.py",
+    "bench_pef_diary.py",
+    "bench_cgm.py",
+    "bench_cgm_stream.py",
+]
 
 
 def _is_json(line: str) -> bool:

@@ -1,10 +1,10 @@
 """MQTT consumer: the cloud side's only importer of paho-mqtt.
 
-It subscribes to observation and status topics on a *persistent* session with *manual acks*:
-a message is acknowledged to the broker only after the ingest service has committed the batch it
-was in. If ingest fails or the process dies, the broker still holds the unacknowledged messages
-and delivers them again; ingest is idempotent (message and reading ids), so the effect is
-exactly-once.
+It subscribes to observation, device-event and status topics on a *persistent* session with
+*manual acks*: a message is acknowledged to the broker only after the ingest service has committed
+the batch it was in. If ingest fails or the process dies, the broker still holds the
+unacknowledged messages and delivers them again; ingest is idempotent (message, reading and event
+ids), so the effect is exactly-once.
 
 paho's network loop runs on its own thread and only appends to a queue; a worker thread batches
 (up to ``batch_max`` messages or ``batch_wait_s``), calls the service and acks. With MQTT 5,
@@ -30,7 +30,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud_ingest.service import IngestResult, IngestService, RawMessage
-from gateway.wire import OBS_SUBSCRIPTION, STATUS_SUBSCRIPTION
+from gateway.wire import EVENT_SUBSCRIPTION, OBS_SUBSCRIPTION, STATUS_SUBSCRIPTION
 
 log = logging.getLogger("remon.ingest.consumer")
 
@@ -128,10 +128,12 @@ class Consumer:
             client.disconnect()
             client.loop_stop()
         log.info(
-            "ingest consumer stopped: received=%d batches=%d observations=%d dead_letters=%d",
+            "ingest consumer stopped: received=%d batches=%d observations=%d events=%d "
+            "dead_letters=%d",
             self.stats.received,
             self.stats.batches,
             self.stats.totals.get("observations", 0),
+            self.stats.totals.get("events_stored", 0),
             self.stats.totals.get("dead_letters", 0),
         )
 
@@ -197,18 +199,19 @@ class Consumer:
             return
         with self._lock:
             self._generation += 1
-        obs = OBS_SUBSCRIPTION
+        data = [OBS_SUBSCRIPTION, EVENT_SUBSCRIPTION]
         if self.config.shared and self.stats.protocol == "5":
-            obs = f"$share/{SHARE_GROUP}/{OBS_SUBSCRIPTION}"
+            data = [f"$share/{SHARE_GROUP}/{topic}" for topic in data]
         elif self.config.shared:
             log.warning(
                 "shared subscriptions need MQTT 5; on %s every worker gets every message "
                 "(ingest dedupes, so the effect stays exactly-once, but the work is repeated)",
                 self.stats.protocol,
             )
-        # Ready (``start`` returns) only when the broker has granted the subscriptions: on a new
-        # session, a message published before the SUBSCRIBE is processed is not ours to get.
-        client.subscribe([(obs, 1), (STATUS_SUBSCRIPTION, 1)])
+        # Ready (``start`` returns) only when the broker has granted the subscriptions (one
+        # SUBACK for all of them): on a new session, a message published before the SUBSCRIBE is
+        # processed is not ours to get.
+        client.subscribe([*((topic, 1) for topic in data), (STATUS_SUBSCRIPTION, 1)])
         log.info(
             "ingest consumer connected (MQTT %s, session present=%s)",
             self.stats.protocol,

@@ -1,11 +1,17 @@
 """Ingest service: validate -> dedupe -> store -> rules -> alerts, one transaction per batch.
 
 :meth:`IngestService.ingest_batch` is what the MQTT consumer calls; it acks the broker only after
-this returns, so every storage failure propagates (nothing is swallowed). Payloads that break the
-wire contract are kept in the dead-letter store with the :class:`gateway.wire.WireError` code,
-path and detail: nothing is dropped silently. Everything in a batch (dead letters, site statuses,
-messages, readings, alerts and their audit events) commits together or not at all; a lost race
-with a concurrent worker (unique index, deadlock) re-runs the whole batch, which is idempotent.
+this returns, so every storage failure propagates (nothing is swallowed). Messages are routed by
+topic: agent status, device events (``.../event``) or observations (everything else). Payloads
+that break the wire contract are kept in the dead-letter store with the
+:class:`gateway.wire.WireError` code, path and detail: nothing is dropped silently. Everything in
+a batch (dead letters, site statuses, messages, readings, device events, alerts and their audit
+events) commits together or not at all; a lost race with a concurrent worker (unique index,
+deadlock) re-runs the whole batch, which is idempotent.
+
+Device events are stored, not evaluated: no rule looks at them yet (alerts for missed doses
+are a later issue; they would start from the ``new_events`` that :meth:`WriteTx.store_events`
+returns, the events stored for the first time).
 
 The query methods below are what the API and ``remon demo`` use; each is one short transaction.
 """
@@ -14,10 +20,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from cloud_ingest.rules import (
     DEFAULTS_BY_CONDITION,
@@ -49,7 +55,10 @@ from cloud_ingest.storage import (
     Counts,
     DeadLetterIn,
     DeadLetterRecord,
+    EventFacts,
+    EventRecord,
     InboundEnvelope,
+    InboundEvents,
     ObservationRecord,
     OverrideRecord,
     ReadingFacts,
@@ -57,11 +66,21 @@ from cloud_ingest.storage import (
     StatusIn,
     Storage,
     StorageError,
+    StoredEvent,
     StoredReading,
     WriteTx,
+    same_event,
+    same_reading,
 )
 from device_profiles.observation import QualityFlag
-from gateway.wire import TOPIC_ROOT, AgentStatus, WireError, decode_observations, decode_status
+from gateway.wire import (
+    TOPIC_ROOT,
+    AgentStatus,
+    WireError,
+    decode_events,
+    decode_observations,
+    decode_status,
+)
 
 __all__ = [
     "AlertNotFoundError",
@@ -69,6 +88,7 @@ __all__ = [
     "AlertWithEvents",
     "ConflictError",
     "DeadLetterRecord",
+    "EventRecord",
     "IngestResult",
     "IngestService",
     "InvalidTransitionError",
@@ -107,6 +127,8 @@ class IngestResult:
     alerts_raised: int
     alerts_updated: int
     statuses: int = 0
+    events_stored: int = 0
+    events_duplicate: int = 0  # already stored, or twice in the batch
 
 
 Stats = Counts
@@ -146,7 +168,14 @@ ID_CONFLICT = "id-conflict"  # a reading id already stored with other facts (tim
 
 def _facts(f: ReadingFacts) -> str:
     what = f.absent_reason if f.value is None else f"{f.comparator or ''}{f.value:g}"
-    return f"{what} at {f.effective_time.isoformat()}"
+    device = f" (device time {f.device_time})" if f.device_time is not None else ""
+    return f"{what} at {f.effective_time.isoformat()}{device}"
+
+
+def _event_facts(f: EventFacts) -> str:
+    dose = "" if f.dose_id is None else f", dose {f.dose_id}"
+    scheduled = "" if f.scheduled_time is None else f" scheduled {f.scheduled_time.isoformat()}"
+    return f"an event at {f.event_time.isoformat()}{dose}{scheduled}"
 
 
 def _dead_letter(m: RawMessage, code: str, path: str, detail: str) -> DeadLetterIn:
@@ -164,6 +193,10 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _is_event_topic(topic: str) -> bool:
+    return topic.endswith("/event")  # decode_events checks the rest of the topic
+
+
 def _is_status_topic(topic: str) -> bool:
     parts = topic.split("/")
     return (
@@ -179,7 +212,12 @@ class _Decoded:
     envelopes: list[InboundEnvelope]
     statuses: list[StatusIn]
     dead: list[DeadLetterIn]
-    payloads: dict[int, RawMessage] = field(default_factory=dict)  # id(InboundEnvelope) -> raw
+    events: list[InboundEvents] = field(default_factory=list)
+    # id(InboundEnvelope) or id(InboundEvents) -> the raw message
+    payloads: dict[int, RawMessage] = field(default_factory=dict)
+
+
+_Facts = TypeVar("_Facts", ReadingFacts, EventFacts)
 
 
 class IngestService:
@@ -223,6 +261,14 @@ class IngestService:
                             status=decode_status(m.topic, m.payload), received_at=m.received_at
                         )
                     )
+                elif _is_event_topic(m.topic):
+                    events = InboundEvents(
+                        topic=m.topic,
+                        envelope=decode_events(m.topic, m.payload),
+                        received_at=m.received_at,
+                    )
+                    out.events.append(events)
+                    out.payloads[id(events)] = m
                 else:
                     env = decode_observations(m.topic, m.payload)
                     inbound = InboundEnvelope(
@@ -265,6 +311,11 @@ class IngestService:
             raised = updated = 0
             if outcome is not None and outcome.new_readings:
                 raised, updated = self._apply_rules(tx, outcome.new_readings, now)
+            events = tx.store_events(d.events) if d.events else None
+            if events is not None and events.duplicates:
+                event_conflicts = self._event_conflicts(tx, d, events.new_events)
+                tx.insert_dead_letters(event_conflicts, now=now)
+                conflicts += event_conflicts
         return IngestResult(
             messages=outcome.messages if outcome else 0,
             duplicate_messages=outcome.duplicate_messages if outcome else 0,
@@ -274,6 +325,8 @@ class IngestService:
             alerts_raised=raised,
             alerts_updated=updated,
             statuses=len(d.statuses),
+            events_stored=len(events.new_events) if events else 0,
+            events_duplicate=events.duplicates if events else 0,
         )
 
     def _conflicts(
@@ -288,41 +341,52 @@ class IngestService:
         """
         fresh = {r.observation.obs_id for r in new}
         seen = [
-            (inbound, i, w)
+            (inbound, f"observations[{i}]", w.obs_id, w.observation)
             for inbound in d.envelopes
             for i, w in enumerate(inbound.envelope.observations)
             if w.obs_id not in fresh
         ]
-        stored = tx.stored_facts(w.obs_id for _, _, w in seen)
-        out: list[DeadLetterIn] = []
-        reported: set[int] = set()
-        for inbound, i, w in seen:
-            facts = stored.get(w.obs_id)
-            o = w.observation
-            mine = ReadingFacts(
-                o.effective_time,
-                o.value,
-                o.comparator,
-                o.absent_reason.value if o.absent_reason else None,
+        stored = tx.stored_facts(item_id for _, _, item_id, _ in seen)
+        mine = [
+            (
+                inbound,
+                path,
+                item_id,
+                ReadingFacts(
+                    o.effective_time,
+                    o.value,
+                    o.comparator,
+                    o.absent_reason.value if o.absent_reason else None,
+                    o.device_time,
+                ),
             )
-            if facts is None or facts == mine or id(inbound) in reported:
-                continue
-            reported.add(id(inbound))
-            log.warning(
-                "reading id %s reused with other facts (message %s)",
-                w.obs_id,
-                inbound.envelope.msg_id,
+            for inbound, path, item_id, o in seen
+        ]
+        return _id_conflicts(d, mine, stored, "obs_id", _facts, same_reading)
+
+    def _event_conflicts(
+        self, tx: WriteTx, d: _Decoded, new: Sequence[StoredEvent]
+    ) -> list[DeadLetterIn]:
+        """Events whose id was already stored with another time or dose (see :meth:`_conflicts`:
+        a dispenser whose event numbering restarted must not lose a new missed dose)."""
+        fresh = {s.event.event_id for s in new}
+        seen = [
+            (inbound, f"events[{i}]", w.event_id, w.event)
+            for inbound in d.events
+            for i, w in enumerate(inbound.envelope.events)
+            if w.event_id not in fresh
+        ]
+        stored = tx.stored_event_facts(item_id for _, _, item_id, _ in seen)
+        mine = [
+            (
+                inbound,
+                path,
+                item_id,
+                EventFacts(e.event_time, e.dose_id, e.scheduled_time, e.device_time),
             )
-            out.append(
-                _dead_letter(
-                    d.payloads[id(inbound)],
-                    ID_CONFLICT,
-                    f"observations[{i}]",
-                    f"obs_id {w.obs_id} is already stored as {_facts(facts)}; this message says "
-                    f"{_facts(mine)}",
-                )
-            )
-        return out
+            for inbound, path, item_id, e in seen
+        ]
+        return _id_conflicts(d, mine, stored, "event_id", _event_facts, same_event)
 
     def _apply_rules(
         self, tx: WriteTx, new: Sequence[StoredReading], now: datetime
@@ -394,6 +458,25 @@ class IngestService:
     ) -> list[ObservationRecord]:
         return self.storage.list_observations(
             subject_ref=subject, since=since, until=until, measure=measure, limit=limit
+        )
+
+    def list_events(
+        self,
+        *,
+        subject: str | None = None,
+        kind: str | None = None,
+        device_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[EventRecord]:
+        return self.storage.list_events(
+            subject_ref=subject,
+            kind=kind,
+            device_id=device_id,
+            since=since,
+            limit=limit,
+            offset=offset,
         )
 
     def list_alerts(
@@ -491,6 +574,40 @@ class IngestService:
 
     def thresholds(self) -> list[Threshold]:
         return list(self._thresholds)
+
+
+def _id_conflicts(
+    d: _Decoded,
+    seen: Sequence[tuple[InboundEnvelope | InboundEvents, str, str, _Facts]],
+    stored: Mapping[str, _Facts],
+    id_name: str,
+    describe: Callable[[_Facts], str],
+    same: Callable[[_Facts, _Facts], bool],
+) -> list[DeadLetterIn]:
+    """One ``id-conflict`` dead letter per message holding an id stored with other facts.
+
+    ``seen`` holds (message, JSON path of the item, item id, the item's facts).
+    """
+    out: list[DeadLetterIn] = []
+    reported: set[int] = set()
+    for inbound, path, item_id, mine in seen:
+        facts = stored.get(item_id)
+        if facts is None or same(facts, mine) or id(inbound) in reported:
+            continue
+        reported.add(id(inbound))
+        log.warning(
+            "%s %s reused with other facts (message %s)", id_name, item_id, inbound.envelope.msg_id
+        )
+        out.append(
+            _dead_letter(
+                d.payloads[id(inbound)],
+                ID_CONFLICT,
+                path,
+                f"{id_name} {item_id} is already stored as {describe(facts)}; this message says "
+                f"{describe(mine)}",
+            )
+        )
+    return out
 
 
 # --------------------------------------------------------------------------------------------

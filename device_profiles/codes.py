@@ -68,6 +68,22 @@ _ALL: Final[tuple[Measure, ...]] = (
     Measure(key="body.height", display="Body height", loinc="8302-2", mdc=188740, unit="cm"),
     Measure(key="bmi", display="Body mass index", loinc="39156-5", mdc=188752, unit="kg/m2"),
     Measure(key="pef", display="Peak expiratory flow", loinc="19935-6", mdc=152584, unit="L/min"),
+    # Derived at the edge from a CGM's stream (edge_agent.cgm_stream), not measured: DOMAIN.md §6
+    # gives them no LOINC/MDC code, and none is invented here. They carry the "derived" flag.
+    Measure(
+        key="glucose.cgm.trend",
+        display="CGM glucose rate of change (15 min)",
+        loinc=None,
+        mdc=None,
+        unit="mmol/L/min",
+    ),
+    Measure(
+        key="glucose.cgm.predicted",
+        display="CGM glucose predicted 20 min ahead",
+        loinc=None,
+        mdc=None,
+        unit="mmol/L",
+    ),
 )
 
 MEASURES: Final[dict[str, Measure]] = {m.key: m for m in _ALL}

@@ -54,6 +54,19 @@ class QualityFlag(StrEnum):
     #: The device marked the reading unavailable, questionable or invalid (e.g. PLX measurement
     #: status bits 13-15): stored and shown, never a reason for a clinical alert.
     QUESTIONABLE = "questionable"
+    #: Computed at the edge from other readings (a CGM trend or prediction), not measured.
+    DERIVED = "derived"
+    # PEF blow quality from the raw flow curve (edge_agent.pef_blow, DOMAIN.md §1): the value is
+    # kept and sent; the flag tells the reader why the blow may understate the true PEF.
+    SLOW_RISE = "slow-rise"  # time to peak >= 120 ms
+    COUGH = "cough"  # a second peak after the first
+    EARLY_STOP = "early-stop"  # the blow stopped abruptly while flow was still high
+    HESITATION = "hesitation"  # a hesitant start: flow creeping up before the blow
+    LARGE_BEV = "large-bev"  # back-extrapolated volume above max(0.150 L, 5 % of the volume)
+    # CGM stream cleaning (edge_agent.cgm_stream, DOMAIN.md §2): suspicions, not facts.
+    SENSOR_WARM_UP = "sensor-warm-up"  # inside the sensor's warm-up period after insertion
+    IMPOSSIBLE_JUMP = "impossible-jump"  # faster change than physiology allows
+    COMPRESSION_LOW = "compression-low"  # a fast drop into a low that looks like sensor pressure
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

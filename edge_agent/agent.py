@@ -11,32 +11,47 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
+from device_profiles.events import DeviceEvent
 from device_profiles.observation import DeviceIdentity, Observation
 from edge_agent.ble import BleConnector, BleSettings
 from edge_agent.ble_sources import BleDeviceSpec, BleSource, build_ble_source
-from edge_agent.config import BLE_KINDS, AgentConfig, DeviceSection
+from edge_agent.config import BLE_KINDS, SERIAL_KINDS, AgentConfig, DeviceSection
+from edge_agent.derived import CgmDerivation
 from edge_agent.registry import DeviceRegistry
+from edge_agent.serial_sources import (
+    SerialDeviceSpec,
+    SerialSource,
+    build_serial_source,
+    parse_line,
+)
+from edge_agent.signal import SignalStage
 from edge_agent.simulators import SIMULATORS, SimSettings, SimulatedDevice, sim_identity
 from edge_agent.sources import BoundDevice, DeviceSource, DeviceUnavailable
 from gateway.outbox import Outbox
 from gateway.relay import Relay, RelayConfig, RelayStats
-from gateway.wire import Subject, encode_observations
+from gateway.wire import Subject, encode_events, encode_observations
 
 log = logging.getLogger("remon.agent")
 
 AGENT_VERSION = "0.1.0"
 SESSION_BACKOFF_MIN_S = 1.0
 SESSION_BACKOFF_MAX_S = 60.0
+#: How long a stopping agent waits for its device sessions to end before it goes on regardless.
+SHUTDOWN_GRACE_S = 10.0
 
 
 @dataclass(slots=True)
 class AgentStats:
     observations_queued: int = 0
+    events_queued: int = 0
     messages_queued: int = 0
     session_errors: int = 0
     rejects: int = 0  # device data kept aside (malformed, unmappable), see Outbox.rejects()
@@ -58,6 +73,12 @@ class Agent:
         self._registry: DeviceRegistry | None = None
         self._connector: BleConnector | None = None
         self.ble_sources: list[BleSource] = []
+        self.serial_sources: list[SerialSource] = []
+        self.signal = SignalStage()
+        #: CGM streams: trend, 20-min prediction and cleaning flags for each CGM reading.
+        self.derived = CgmDerivation(clock=self._clock)
+        #: Virtual serial devices (``[serial] backend = "virtual"``), by device id.
+        self.virtual_serial: dict[str, Any] = {}
 
     @property
     def relay_stats(self) -> RelayStats | None:
@@ -81,6 +102,8 @@ class Agent:
     def build_source(self, dev: DeviceSection, outbox: Outbox) -> DeviceSource:
         if dev.kind in BLE_KINDS:
             return self._build_ble_source(dev)
+        if dev.kind in SERIAL_KINDS:
+            return self._build_serial_source(dev)
         serial = dev.serial or f"{self.config.agent.site}-{dev.id}"
         bound = BoundDevice(
             device_id=dev.id,
@@ -150,6 +173,47 @@ class Agent:
         self.ble_sources.append(src)
         return src
 
+    def _build_serial_source(self, dev: DeviceSection) -> SerialSource:
+        assert dev.port is not None
+        assert self._registry is not None
+        port = self.config.port_path(dev.port)
+        subject = Subject(kind=dev.subject_kind, ref=dev.subject)
+        provisional = DeviceIdentity(
+            manufacturer="unknown",
+            model=dev.kind,
+            serial=dev.serial or dev.port.rsplit("/", 1)[-1],
+            transport="serial",
+        )
+        self._registry.bind(
+            address=port,
+            device_id=dev.id,
+            kind=dev.kind,
+            binding_kind="kiosk" if dev.subject_kind == "kiosk-session" else "patient",
+            binding_ref=dev.subject,
+        )
+        spec = SerialDeviceSpec(
+            device_id=dev.id,
+            kind=dev.kind,
+            port=port,
+            line=parse_line(dev.line_settings),
+            bound=BoundDevice(device_id=dev.id, identity=provisional, subject=subject),
+            poll_interval_s=dev.poll_interval_s,
+            transfer_timeout_s=self.config.serial.transfer_timeout_s,
+            reopen_max_s=self.config.serial.reopen_max_s,
+            simulated=dev.virtual is not None,
+        )
+        src = build_serial_source(
+            spec,
+            registry=self._registry,
+            reject=self._reject,
+            events=self._event_sink,
+            signal=self.signal,
+            tz=self._tz,
+            clock=self._clock,
+        )
+        self.serial_sources.append(src)
+        return src
+
     def _reject(self, device_id: str, source: str, reason: str, raw: bytes | None) -> None:
         assert self._outbox is not None
         self.stats.rejects += 1
@@ -161,14 +225,39 @@ class Agent:
             raw=raw,
         )
 
+    def _open_registry(self, stack: contextlib.AsyncExitStack) -> None:
+        if self._registry is None and any(
+            d.kind in BLE_KINDS or d.kind in SERIAL_KINDS for d in self.config.devices
+        ):
+            registry = DeviceRegistry(self.config.registry_path)
+            stack.callback(registry.close)
+            self._registry = registry
+
+    async def _start_serial(self, stack: contextlib.AsyncExitStack) -> None:
+        """For ``[serial] backend = "virtual"``: a simulator on a pty for each serial device."""
+        cfg = self.config
+        if cfg.serial.backend != "virtual":
+            return
+        from edge_agent.virtual_serial import PtyDevice
+        from edge_agent.virtual_serial_devices import build_serial_sim
+
+        for dev in cfg.devices:
+            if dev.kind not in SERIAL_KINDS or dev.virtual is None or dev.port is None:
+                continue
+            sim = build_serial_sim(dev, tz=self._tz, now=time.monotonic())
+            pty = PtyDevice(
+                sim, Path(cfg.port_path(dev.port)), replug_after_s=dev.virtual.replug_after_s
+            )
+            task = asyncio.create_task(pty.run(), name=f"virtual-serial-{dev.id}")
+            stack.push_async_callback(_cancel, task)
+            await asyncio.wait_for(pty.wait_ready(), 10)
+            self.virtual_serial[dev.id] = pty
+
     async def _start_ble(self, stack: contextlib.AsyncExitStack) -> None:
-        """The adapter, the device registry and, for ``backend = "virtual"``, the peripherals."""
+        """The adapter and, for ``backend = "virtual"``, the peripherals."""
         cfg = self.config
         if not any(d.kind in BLE_KINDS for d in cfg.devices):
             return
-        registry = DeviceRegistry(cfg.registry_path)
-        stack.callback(registry.close)
-        self._registry = registry
         b = cfg.ble
         settings = BleSettings(
             adapter=b.adapter,
@@ -186,7 +275,7 @@ class Agent:
         radio = VirtualRadio()
         stack.push_async_callback(radio.close)
         for dev in cfg.devices:
-            if dev.virtual is None:
+            if dev.virtual is None or dev.kind not in BLE_KINDS:
                 continue
             periph, activity = build_peripheral(radio, dev, tz=self._tz)
             await periph.start()
@@ -212,7 +301,9 @@ class Agent:
         try:
             # Built inside the try: a source that cannot be built (an unreadable cursor, say)
             # must not leave the relay thread running and the outbox open.
+            self._open_registry(stack)
             await self._start_ble(stack)
+            await self._start_serial(stack)
             sources = [self.build_source(d, outbox) for d in cfg.devices]
             log.info(
                 "agent started: site=%s devices=%d outbox=%s pending=%d broker=%s",
@@ -230,9 +321,15 @@ class Agent:
         finally:
             for t in tasks:
                 t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+            if tasks:
+                # bounded: a driver stuck in a transport's close must not hold the shutdown (the
+                # outbox is consistent at every commit, so what it leaves is resent next time)
+                done, stuck = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
+                for t in done:
+                    if not t.cancelled() and (exc := t.exception()) is not None:
+                        log.error("%s failed while stopping: %r", t.get_name(), exc)
+                for t in stuck:
+                    log.warning("%s did not stop within %.0f s", t.get_name(), SHUTDOWN_GRACE_S)
             await asyncio.to_thread(relay.stop)
             outbox.close()
             log.info("agent stopped: site=%s", cfg.agent.site)
@@ -242,6 +339,8 @@ class Agent:
         outbox = self._outbox
         device_id = source.device.device_id
         backoff = SESSION_BACKOFF_MIN_S
+        # a serial port is cheap to look for: a replugged meter is found within seconds
+        backoff_max = getattr(source, "backoff_max_s", SESSION_BACKOFF_MAX_S)
         while True:
             cursor = await asyncio.to_thread(outbox.get_cursor, cursor_key(device_id))
             try:
@@ -261,13 +360,14 @@ class Agent:
                     "session with device %s failed; retrying in %.0f s", device_id, backoff
                 )
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, SESSION_BACKOFF_MAX_S)
+            backoff = min(backoff * 2, backoff_max)
 
     async def _sink(
         self, device: BoundDevice, observations: Sequence[Observation], cursor: str | None
     ) -> None:
         assert self._outbox is not None
         assert self._relay is not None
+        observations = self.derived.process(device.device_id, observations)
         msgs = encode_observations(
             site=self.config.agent.site,
             device_id=device.device_id,
@@ -281,3 +381,25 @@ class Agent:
         self.stats.observations_queued += len(observations)
         self.stats.messages_queued += len(msgs)
         self._relay.wake()
+
+    async def _event_sink(self, device: BoundDevice, events: Sequence[DeviceEvent]) -> None:
+        assert self._outbox is not None
+        assert self._relay is not None
+        msgs = encode_events(
+            site=self.config.agent.site,
+            device_id=device.device_id,
+            device=device.identity,
+            subject=device.subject,
+            events=events,
+            created_at=self._clock(),
+        )
+        await asyncio.to_thread(self._outbox.put_many, msgs)
+        self.stats.events_queued += len(events)
+        self.stats.messages_queued += len(msgs)
+        self._relay.wake()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

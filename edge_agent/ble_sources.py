@@ -74,7 +74,7 @@ from edge_agent.gatt_driver import (
     drive,
 )
 from edge_agent.registry import DeviceRegistry
-from edge_agent.sources import BoundDevice, Sink
+from edge_agent.sources import BoundDevice, RejectSink, Sink
 
 log = logging.getLogger("remon.agent.ble")
 
@@ -95,9 +95,6 @@ VITALS_KIND: Final[dict[str, VitalsKind]] = {
 }
 _CURRENT_TIME: Final = 0x2A2B
 BATCH_MAX: Final = 100
-
-#: Keep a reject: (device_id, source, reason, raw bytes or None).
-RejectSink = Callable[[str, str, str, bytes | None], None]
 
 
 class IdentityUnknown(Exception):

@@ -63,7 +63,7 @@ class AgentSection(_Strict):
     def _zone(cls, v: str) -> str:
         try:
             ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a tzdata directory
             raise ValueError(
                 f"unknown time zone {v!r} (an IANA name, e.g. Europe/Helsinki)"
             ) from None
@@ -111,7 +111,24 @@ class VirtualDeviceSection(_Strict):
     crc: bool = True  # CGM: E2E-CRC
     backlog_min: Annotated[int, Field(ge=0, le=20_000)] = 120  # CGM: minutes already measured
     minute_s: Annotated[float, Field(gt=0)] = 60.0  # CGM: real seconds per sensor minute
+    # CGM: the trace falls to this value (mmol/L) at the end of the backlog (a low in the making)
+    cgm_fall_to_mmol_l: Annotated[float, Field(ge=2.2, le=22.2)] | None = None
     seed: int = 0
+    # serial simulators (``[serial] backend = "virtual"``); faults count frames or lines
+    noise_every: Annotated[int, Field(ge=1)] | None = None  # junk bytes between frames
+    drop_byte_every: Annotated[int, Field(ge=1)] | None = None
+    unplug_after: Annotated[int, Field(ge=1)] | None = None  # frames, then unplug and replug
+    replug_after_s: Annotated[float, Field(ge=0)] = 2.0
+    # PEF sensor board: one blow every blow_every_s, true PEF around pef_l_min
+    blow_every_s: Annotated[float, Field(gt=0)] = 20.0
+    pef_l_min: Annotated[float, Field(ge=60, le=900)] = 450.0
+    sample_rate_hz: Annotated[int, Field(ge=500, le=2000)] = 1000
+    artefact_every: Annotated[int, Field(ge=1)] | None = None  # every Nth blow has an artefact
+    # medication dispenser: a dose every dose_every_s; what the client does with it
+    dose_every_s: Annotated[float, Field(gt=0)] = 28_800.0
+    behaviour: Literal["on_time", "late", "misses", "mixed"] = "on_time"
+    missed_window_s: Annotated[float, Field(ge=300, le=18_000)] = 1800.0  # DOMAIN.md §4: 5 min-5 h
+    doses_left: Annotated[int, Field(ge=0, le=1000)] = 56
 
 
 SimKind = Literal["sim.glucose-meter", "sim.bp-monitor", "sim.pulse-oximeter", "sim.thermometer"]
@@ -124,8 +141,28 @@ BleKind = Literal[
     "ble.pulse-oximeter",
 ]
 BLE_KINDS: Final[frozenset[str]] = frozenset(get_args(BleKind))
-#: One flat Literal (not a union of two), so a wrong kind gets one error listing every kind.
-DeviceKind = Literal[SimKind, BleKind]
+SerialKind = Literal[
+    "serial.glucose-astm",  # Ascensia/Bayer Contour family, ASTM E1381/E1394
+    "serial.glucose-onetouch",  # LifeScan OneTouch Ultra 2
+    "serial.pef-board",  # firmware bridge: PEF sensor board streaming raw flow
+    "serial.dispenser",  # firmware bridge: home-care medication dispenser
+    "serial.kiosk-peripheral",  # firmware bridge: height meter, RS-232 scale
+]
+SERIAL_KINDS: Final[frozenset[str]] = frozenset(get_args(SerialKind))
+#: One flat Literal (not a union), so a wrong kind gets one error listing every kind.
+DeviceKind = Literal[SimKind, BleKind, SerialKind]
+#: Line settings per serial kind (overridable per device with ``line``). Meters: PROTOCOLS.md
+#: "Serial meters" (OneTouch 9600 8N1; Contour 9600 8N1 on its serial cable, the USB models are
+#: CDC where the rate is ignored); our boards: docs/firmware-bridges.md (115200 8N1).
+SERIAL_LINE_DEFAULTS: Final[dict[str, str]] = {
+    "serial.glucose-astm": "9600 8N1",
+    "serial.glucose-onetouch": "9600 8N1",
+    "serial.pef-board": "115200 8N1",
+    "serial.dispenser": "115200 8N1",
+    "serial.kiosk-peripheral": "115200 8N1",
+}
+_LINE = re.compile(r"^(\d{3,7}) ([78])([NEO])([12])( rtscts)?$")
+_BAUDS: Final = frozenset({1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800})
 _ADDRESS = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 
 
@@ -151,8 +188,27 @@ class DeviceSection(_Strict):
     poll_interval_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
     idle_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     virtual: VirtualDeviceSection | None = None
+    # serial devices
+    port: str | None = Field(default=None, min_length=1, max_length=255)
+    line: str | None = None  # e.g. "9600 8N1"; default per kind (SERIAL_LINE_DEFAULTS)
 
     _id = field_validator("id")(_token)
+
+    @field_validator("line")
+    @classmethod
+    def _line(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        m = _LINE.match(v)
+        if m is None:
+            raise ValueError('must look like "9600 8N1" (baud, data bits, parity N/E/O, stop bits)')
+        if int(m.group(1)) not in _BAUDS:
+            raise ValueError(f"baud rate {m.group(1)} is not one of {sorted(_BAUDS)}")
+        return v
+
+    @property
+    def line_settings(self) -> str:
+        return self.line or SERIAL_LINE_DEFAULTS.get(self.kind, "9600 8N1")
 
     @field_validator("address")
     @classmethod
@@ -165,8 +221,17 @@ class DeviceSection(_Strict):
     def _ble_fields(self) -> DeviceSection:
         if self.kind in BLE_KINDS and self.address is None:
             raise ValueError(f"a {self.kind} device needs its Bluetooth address")
-        if self.kind not in BLE_KINDS and (self.address is not None or self.virtual is not None):
-            raise ValueError(f"address and virtual are for ble.* devices, not {self.kind}")
+        if self.kind in SERIAL_KINDS:
+            if self.port is None:
+                raise ValueError(
+                    f"a {self.kind} device needs its port (/dev/serial/by-id/... or a path)"
+                )
+        elif self.port is not None or self.line is not None:
+            raise ValueError(f"port and line are for serial.* devices, not {self.kind}")
+        if self.address is not None and self.kind not in BLE_KINDS:
+            raise ValueError(f"address is for ble.* devices, not {self.kind}")
+        if self.virtual is not None and self.kind not in BLE_KINDS | SERIAL_KINDS:
+            raise ValueError(f"virtual is for ble.* and serial.* devices, not {self.kind}")
         return self
 
     @field_validator("start")
@@ -177,16 +242,29 @@ class DeviceSection(_Strict):
         return v
 
 
+class SerialSection(_Strict):
+    """Serial ports. ``virtual``: each serial device is a simulator on a pseudo-terminal whose
+    symlink (``port``, relative paths under the data directory) stands in for /dev/serial/by-id."""
+
+    backend: Literal["tty", "virtual"] = "tty"
+    #: No bytes for this long in the middle of a transfer abandons it (ASTM E1381 receiver: 30 s).
+    transfer_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    #: The longest wait between attempts to open a missing or busy port.
+    reopen_max_s: Annotated[float, Field(ge=1, le=600)] = 10.0
+
+
 class AgentConfig(_Strict):
     agent: AgentSection
     mqtt: MqttSection = MqttSection()
     ble: BleSection = BleSection()
+    serial: SerialSection = SerialSection()
     devices: list[DeviceSection] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> AgentConfig:
         seen: set[str] = set()
         addresses: set[str] = set()
+        ports: set[str] = set()
         for d in self.devices:
             if d.id in seen:
                 raise ValueError(f"device id {d.id!r} is used twice")
@@ -195,6 +273,17 @@ class AgentConfig(_Strict):
                 if d.address in addresses:
                     raise ValueError(f"Bluetooth address {d.address} is bound twice")
                 addresses.add(d.address)
+            if d.kind in SERIAL_KINDS:
+                if (d.virtual is not None) != (self.serial.backend == "virtual"):
+                    raise ValueError(
+                        f"device {d.id!r}: a [devices.virtual] table goes with "
+                        '[serial] backend = "virtual", and every serial device needs one there'
+                    )
+                port = self.port_path(d.port or "")  # "pef1" and <data_dir>/.../pef1 are one
+                if port in ports:
+                    raise ValueError(f"serial port {d.port} is bound twice")
+                ports.add(port)
+                continue
             if d.virtual is not None and self.ble.backend != "virtual":
                 raise ValueError(
                     f"device {d.id!r} describes a virtual peripheral but [ble] backend is "
@@ -227,6 +316,12 @@ class AgentConfig(_Strict):
     @property
     def registry_path(self) -> Path:
         return self.agent.data_dir / "devices.sqlite"
+
+    def port_path(self, port: str) -> str:
+        """A device's port as opened: relative virtual ports live under the data directory."""
+        if self.serial.backend == "virtual" and not port.startswith("/"):
+            return str(self.agent.data_dir / "virtual-serial" / port)
+        return port
 
 
 def load_config(path: Path) -> AgentConfig:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from device_profiles.events import DeviceEvent
 from device_profiles.observation import DeviceIdentity, Observation
 from gateway.wire import Subject
 
@@ -42,6 +43,10 @@ class BoundDevice:
 
 #: Durably queue observations of a device with the source's new cursor; returns when committed.
 Sink = Callable[[BoundDevice, Sequence[Observation], str | None], Awaitable[None]]
+#: Durably queue device events (a dispenser's dose_missed...); returns when committed.
+EventSink = Callable[[BoundDevice, Sequence[DeviceEvent]], Awaitable[None]]
+#: Keep a reject on the hub: (device_id, source, reason, raw bytes or None).
+RejectSink = Callable[[str, str, str, bytes | None], None]
 
 
 class DeviceSource(Protocol):

@@ -109,6 +109,54 @@ class _Controller(Controller):
         return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
 
 
+class _HubDevice(Device):
+    """The hub's bumble central, tolerant of a connection that completes after its connect gave up.
+
+    On a busy machine the link can complete a connection just after :meth:`Device.connect` timed
+    out and cleared ``connect_own_address_type``; bumble 0.0.236 then fails an assertion inside
+    its event handler (a traceback, and the peripheral stays connected to nobody). A real host
+    sees the same race and drops the late connection: so do we, through the normal disconnect.
+    """
+
+    def on_le_connection(self, connection_handle: int, peer_address: Address, *rest: Any) -> None:
+        role = rest[2]
+        late = role == hci.Role.CENTRAL and self.connect_own_address_type is None
+        if late:
+            self.connect_own_address_type = hci.OwnAddressType.PUBLIC
+        try:
+            super().on_le_connection(connection_handle, peer_address, *rest)
+        finally:
+            if late:
+                self.connect_own_address_type = None
+        if late and (connection := self.connections.get(connection_handle)) is not None:
+            log.info("dropping a late connection to %s (its connect had timed out)", peer_address)
+            task = asyncio.get_running_loop().create_task(_disconnect(connection))
+            self._drops.add(task)
+            task.add_done_callback(self._drops.discard)
+
+    _drops: ClassVar[set[asyncio.Task[None]]] = set()  # the loop keeps only weak references
+
+
+#: bumble waits for a disconnection event without a time limit; a link whose peer is already
+#: gone (or a connection bumble lost track of) would hold a shutdown for ever.
+DISCONNECT_TIMEOUT_S: Final = 5.0
+
+
+async def _disconnect(connection: Connection) -> None:
+    """Disconnect, bounded; a failure or a missing answer means the link is gone anyway."""
+    try:
+        async with asyncio.timeout(DISCONNECT_TIMEOUT_S):
+            await connection.disconnect()
+    except TimeoutError:
+        log.warning(
+            "no disconnection event from %s in %.0f s",
+            connection.peer_address,
+            DISCONNECT_TIMEOUT_S,
+        )
+    except Exception as exc:  # the link went down some other way
+        log.debug("disconnect from %s: %r", connection.peer_address, exc)
+
+
 def _refused(uuid: int) -> att.ATT_Error:
     """What a peripheral answers a read it will not serve: an ATT Error Response.
 
@@ -118,9 +166,9 @@ def _refused(uuid: int) -> att.ATT_Error:
     return att.ATT_Error(att.ATT_READ_NOT_PERMITTED_ERROR, message=f"{uuid:#06x} not readable")
 
 
-def _bumble_device(link: LocalLink, name: str, address: str) -> Device:
+def _bumble_device(link: LocalLink, name: str, address: str, hub: bool = False) -> Device:
     controller = _Controller(name, link=link, public_address=address)
-    return Device(
+    return (_HubDevice if hub else Device)(
         name=name, address=Address(address), host=Host(controller, AsyncPipeSink(controller))
     )
 
@@ -136,7 +184,7 @@ class VirtualRadio:
         # as warnings; a real radio loses them silently, and so do we.
         logging.getLogger("bumble.controller").setLevel(logging.ERROR)
         self.link = LocalLink()  # type: ignore[no-untyped-call]
-        self.central = _bumble_device(self.link, "remon-hub", _HUB_ADDRESS)
+        self.central = _bumble_device(self.link, "remon-hub", _HUB_ADDRESS, hub=True)
         self._power = asyncio.Lock()
         self.peripherals: list[VirtualPeripheral] = []
 
@@ -156,8 +204,7 @@ class VirtualRadio:
         for p in list(self.peripherals):
             await p.close()
         for conn in list(self.central.connections.values()):
-            with contextlib.suppress(Exception):
-                await conn.disconnect()
+            await _disconnect(conn)
         if self.central.powered_on:
             with contextlib.suppress(Exception):
                 await self.central.power_off()
@@ -239,8 +286,7 @@ class _ClientBackend(BaseBleakClient):
 
     async def disconnect(self) -> None:
         if self._connection is not None:
-            with contextlib.suppress(Exception):
-                await self._connection.disconnect()
+            await _disconnect(self._connection)
 
     async def pair(self, *args: Any, **kwargs: Any) -> None:
         raise BleakError("the virtual radio does not pair")
@@ -517,8 +563,7 @@ class VirtualPeripheral:
         """Disconnect from the peripheral side (a meter going to sleep, out of range...)."""
         conn = self.connection
         if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.disconnect()
+            await _disconnect(conn)
 
     def _on_connection(self, connection: Connection) -> None:
         self.connection = connection

@@ -23,7 +23,7 @@ from device_profiles.gatt.glucose import (
     SensorStatus,
 )
 from device_profiles.gatt.ieee11073 import DateTime, Number
-from device_profiles.gatt.sim_cgm_sensor import VirtualCgmSensor
+from device_profiles.gatt.sim_cgm_sensor import VirtualCgmSensor, cgm_trace_mg_dl
 from device_profiles.gatt.sim_glucose_meter import MeterFaults, Record, VirtualGlucoseMeter
 from device_profiles.gatt.sim_vitals_device import VirtualVitalsDevice
 from device_profiles.gatt.vitals import (
@@ -170,10 +170,14 @@ def build_peripheral(
         return periph, start
     if dev.kind == "ble.cgm":
         mean, sd = PROFILES[dev.profile].glucose
-        rng = random.Random(f"cgm|{v.seed}")  # noqa: S311 - simulation
-        values = [
-            round(max(2.2, rng.gauss(mean, sd)) * GLUCOSE_MG_DL_PER_MMOL_L) for _ in range(288)
-        ]
+        values = cgm_trace_mg_dl(
+            mean_mmol_l=mean,
+            sd_mmol_l=sd,
+            n=max(288, v.backlog_min // 5 + 288),
+            seed=v.seed,
+            fall_to_mmol_l=v.cgm_fall_to_mmol_l,
+            fall_at=v.backlog_min // 5 - 1,
+        )
         start_at = (now - timedelta(minutes=v.backlog_min)).replace(second=0, microsecond=0)
         sensor = VirtualCgmSensor(start=start_at.astimezone(UTC), crc=v.crc, values_mg_dl=values)
         cgm = VirtualCgmPeripheral(

@@ -5,15 +5,23 @@ both sides. ``docs/wire-protocol.md`` is the prose version of this module.
 
 Topics (no personal data in any of them)::
 
-    remon/v1/<site>/<device>/obs        observations, QoS 1, never retained
+    remon/v1/<site>/<device>/obs        observations (remon.obs/1), QoS 1, never retained
+    remon/v1/<site>/<device>/event      device events (remon.event/1), QoS 1, never retained
     remon/v1/<site>/_agent/status       agent online/offline, QoS 1, retained, set by last will
 
+Both envelopes share their routing fields (schema, msg_id, site, device_id, device, subject,
+created_at), size bounds and splitting; they differ in the array they carry: ``observations``
+(:class:`~device_profiles.observation.Observation`) or ``events``
+(:class:`~device_profiles.events.DeviceEvent`, e.g. a dispenser's ``dose_missed``).
+
 Ids. ``obs_id`` = first 32 hex digits of SHA-256 over the device identity key, the device's own
-record key and the measure: the same reading read twice gets the same id. ``msg_id`` is derived
-the same way from the envelope's routing fields and its observations' ids, so a redelivery or a
-replay from the outbox carries the same id and ingest drops it. Decoding recomputes both and
-refuses a message whose ids do not match its content (a reused id would otherwise make ingest
-discard a different reading as a duplicate).
+record key and the measure: the same reading read twice gets the same id. ``event_id`` is the
+same digest over another domain word ("event"), the device key, the record key and the event
+kind, so it never equals an observation's id. ``msg_id`` is derived the same way from the
+envelope's routing fields and its items' ids, so a redelivery or a replay from the outbox
+carries the same id and ingest drops it. Decoding recomputes all of them and refuses a message
+whose ids do not match its content (a reused id would otherwise make ingest discard a different
+reading or event as a duplicate).
 
 Every way a payload can be wrong raises :class:`WireError` with a code, the JSON path of the
 offending field and a message; the cloud keeps the payload in its dead-letter store.
@@ -25,12 +33,20 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Generic, Literal, NamedTuple, TypeVar, cast
 
+from device_profiles.events import (
+    DOSE_KINDS,
+    MAX_DETAIL_TEXT,
+    MAX_DETAILS,
+    DetailValue,
+    DeviceEvent,
+    EventKind,
+)
 from device_profiles.observation import (
     COMPARATORS,
     AbsentReason,
@@ -43,15 +59,18 @@ from device_profiles.observation import (
 )
 
 SCHEMA_OBS_V1: Final = "remon.obs/1"
+SCHEMA_EVENT_V1: Final = "remon.event/1"
 #: Versions the cloud accepts; the previous version stays here for one release after a bump.
 ACCEPTED_SCHEMAS: Final[frozenset[str]] = frozenset({SCHEMA_OBS_V1})
+ACCEPTED_EVENT_SCHEMAS: Final[frozenset[str]] = frozenset({SCHEMA_EVENT_V1})
 SCHEMA_STATUS_V1: Final = "remon.status/1"
 
 TOPIC_ROOT: Final = "remon/v1"
 #: Largest payload either side will produce or accept (bytes). Mosquitto's default is far larger.
 MAX_PAYLOAD_BYTES: Final = 256 * 1024
-#: Most observations one envelope may carry; encoders split longer batches.
+#: Most observations (events) one envelope may carry; encoders split longer batches.
 MAX_OBSERVATIONS: Final = 500
+MAX_EVENTS: Final = 500
 MAX_TEXT: Final = 128
 _TOKEN_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _HEX32_RE: Final = re.compile(r"^[0-9a-f]{32}$")
@@ -72,6 +91,7 @@ class WireErrorCode(StrEnum):
     INVALID_VALUE = "invalid-value"
     ID_MISMATCH = "id-mismatch"
     DUPLICATE_OBSERVATION = "duplicate-observation"
+    DUPLICATE_EVENT = "duplicate-event"
 
 
 class WireError(ValueError):
@@ -115,6 +135,24 @@ class Envelope:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WireEvent:
+    event_id: str
+    event: DeviceEvent
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventEnvelope:
+    schema: str
+    msg_id: str
+    site: str
+    device_id: str
+    device: DeviceIdentity
+    subject: Subject
+    created_at: datetime
+    events: tuple[WireEvent, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OutboundMessage:
     """What the outbox stores and the relay publishes: bytes, ready to go."""
 
@@ -147,10 +185,18 @@ def _check_token(kind: str, text: str) -> None:
         raise EncodeError(f"{kind} id {text!r} must match {_TOKEN_RE.pattern}")
 
 
-def obs_topic(site: str, device_id: str) -> str:
+def _device_topic(site: str, device_id: str, leaf: str) -> str:
     _check_token("site", site)
     _check_token("device", device_id)
-    return f"{TOPIC_ROOT}/{site}/{device_id}/obs"
+    return f"{TOPIC_ROOT}/{site}/{device_id}/{leaf}"
+
+
+def obs_topic(site: str, device_id: str) -> str:
+    return _device_topic(site, device_id, "obs")
+
+
+def event_topic(site: str, device_id: str) -> str:
+    return _device_topic(site, device_id, "event")
 
 
 def status_topic(site: str) -> str:
@@ -160,23 +206,31 @@ def status_topic(site: str) -> str:
 
 #: Subscription filters for the cloud side.
 OBS_SUBSCRIPTION: Final = f"{TOPIC_ROOT}/+/+/obs"
+EVENT_SUBSCRIPTION: Final = f"{TOPIC_ROOT}/+/+/event"
 STATUS_SUBSCRIPTION: Final = f"{TOPIC_ROOT}/+/_agent/status"
 
 
-def parse_obs_topic(topic: str) -> tuple[str, str]:
-    """Return (site, device_id) of an observation topic or raise ``WireError(BAD_TOPIC)``."""
+def _parse_device_topic(topic: str, leaf: str, what: str) -> tuple[str, str]:
     parts = topic.split("/")
     if (
         len(parts) != 5
         or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT
-        or parts[4] != "obs"
+        or parts[4] != leaf
         or not is_token(parts[2])
         or not is_token(parts[3])
     ):
-        raise WireError(
-            WireErrorCode.BAD_TOPIC, "topic", f"not an observation topic: {topic[:200]!r}"
-        )
+        raise WireError(WireErrorCode.BAD_TOPIC, "topic", f"not {what} topic: {topic[:200]!r}")
     return parts[2], parts[3]
+
+
+def parse_obs_topic(topic: str) -> tuple[str, str]:
+    """Return (site, device_id) of an observation topic or raise ``WireError(BAD_TOPIC)``."""
+    return _parse_device_topic(topic, "obs", "an observation")
+
+
+def parse_event_topic(topic: str) -> tuple[str, str]:
+    """Return (site, device_id) of an event topic or raise ``WireError(BAD_TOPIC)``."""
+    return _parse_device_topic(topic, "event", "an event")
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,6 +247,30 @@ def observation_id(device: DeviceIdentity, record_key: str, measure: str) -> str
     return _digest("obs", device.key, record_key, measure)
 
 
+def event_id(device: DeviceIdentity, record_key: str, kind: EventKind) -> str:
+    return _digest("event", device.key, record_key, kind.value)
+
+
+class _Route(NamedTuple):
+    """An envelope's routing fields: what its ``msg_id`` covers besides its items' ids.
+
+    A named tuple, not a dataclass: one is built per decoded message (a frozen dataclass costs
+    microseconds more).
+    """
+
+    schema: str
+    site: str
+    device_id: str
+    device: DeviceIdentity
+    subject: Subject
+
+    def msg_id(self, item_ids: Sequence[str]) -> str:
+        s = self.subject
+        return _digest(
+            "msg", self.schema, self.site, self.device_id, self.device.key, s.kind, s.ref, *item_ids
+        )
+
+
 def message_id(
     *,
     schema: str,
@@ -202,7 +280,8 @@ def message_id(
     subject: Subject,
     obs_ids: Sequence[str],
 ) -> str:
-    return _digest("msg", schema, site, device_id, device.key, subject.kind, subject.ref, *obs_ids)
+    """The ``msg_id`` of an envelope; ``obs_ids`` are its items' ids in order (obs or event)."""
+    return _Route(schema, site, device_id, device, subject).msg_id(obs_ids)
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,6 +290,31 @@ def message_id(
 
 def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+_T = TypeVar("_T", Observation, DeviceEvent)
+
+
+@dataclass(frozen=True, slots=True)
+class _Items(Generic[_T]):
+    """What differs between the envelope kinds: the array's key, its bound and its items."""
+
+    key: str  # "observations" | "events"
+    limit: int  # most items per envelope
+    noun: str  # "reading" | "event", for messages
+    item_id: Callable[[DeviceIdentity, _T], str]
+    to_json: Callable[[str, _T], dict[str, Any]]
+
+
+def _prov_to_json(p: Provenance) -> dict[str, Any]:
+    prov: dict[str, Any] = {"source": p.source}
+    if p.original_value is not None:
+        prov["original_value"] = p.original_value
+    if p.original_unit is not None:
+        prov["original_unit"] = p.original_unit
+    if p.raw is not None:
+        prov["raw"] = p.raw
+    return prov
 
 
 def _obs_to_json(obs_id: str, o: Observation) -> dict[str, Any]:
@@ -233,16 +337,47 @@ def _obs_to_json(obs_id: str, o: Observation) -> dict[str, Any]:
         d["clock_offset_s"] = o.clock_offset_s
     if o.quality:
         d["quality"] = sorted(q.value for q in o.quality)
-    p = o.provenance
-    prov: dict[str, Any] = {"source": p.source}
-    if p.original_value is not None:
-        prov["original_value"] = p.original_value
-    if p.original_unit is not None:
-        prov["original_unit"] = p.original_unit
-    if p.raw is not None:
-        prov["raw"] = p.raw
-    d["provenance"] = prov
+    d["provenance"] = _prov_to_json(o.provenance)
     return d
+
+
+def _event_to_json(eid: str, e: DeviceEvent) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "event_id": eid,
+        "kind": e.kind.value,
+        "event_time": _iso(e.event_time),
+        "record_key": e.record_key,
+    }
+    if e.dose_id is not None:
+        d["dose_id"] = e.dose_id
+    if e.scheduled_time is not None:
+        d["scheduled_time"] = _iso(e.scheduled_time)
+    if e.device_time is not None:
+        d["device_time"] = e.device_time
+    if e.clock_offset_s is not None:
+        d["clock_offset_s"] = e.clock_offset_s
+    if e.details:
+        d["details"] = dict(e.details)
+    if e.quality:
+        d["quality"] = sorted(q.value for q in e.quality)
+    d["provenance"] = _prov_to_json(e.provenance)
+    return d
+
+
+_OBS_ITEMS: Final[_Items[Observation]] = _Items(
+    key="observations",
+    limit=MAX_OBSERVATIONS,
+    noun="reading",
+    item_id=lambda dev, o: observation_id(dev, o.record_key, o.measure),
+    to_json=_obs_to_json,
+)
+_EVENT_ITEMS: Final[_Items[DeviceEvent]] = _Items(
+    key="events",
+    limit=MAX_EVENTS,
+    noun="event",
+    item_id=lambda dev, e: event_id(dev, e.record_key, e.kind),
+    to_json=_event_to_json,
+)
 
 
 def _device_to_json(dev: DeviceIdentity) -> dict[str, Any]:
@@ -268,19 +403,43 @@ def encode_observations(
 ) -> list[OutboundMessage]:
     """Encode observations into as many envelopes as the size bounds require (order kept)."""
     topic = obs_topic(site, device_id)
+    route = _Route(SCHEMA_OBS_V1, site, device_id, device, subject)
+    return _encode(topic, route, created_at, observations, _OBS_ITEMS)
+
+
+def encode_events(
+    *,
+    site: str,
+    device_id: str,
+    device: DeviceIdentity,
+    subject: Subject,
+    events: Sequence[DeviceEvent],
+    created_at: datetime,
+) -> list[OutboundMessage]:
+    """Encode device events into as many envelopes as the size bounds require (order kept)."""
+    topic = event_topic(site, device_id)
+    route = _Route(SCHEMA_EVENT_V1, site, device_id, device, subject)
+    return _encode(topic, route, created_at, events, _EVENT_ITEMS)
+
+
+def _encode(
+    topic: str, route: _Route, created_at: datetime, items: Sequence[_T], spec: _Items[_T]
+) -> list[OutboundMessage]:
+    """Split ``items`` into envelopes of at most ``spec.limit`` items and MAX_PAYLOAD_BYTES."""
+    subject = route.subject
     if subject.kind not in SUBJECT_KINDS or not subject.ref or len(subject.ref) > MAX_TEXT:
         raise EncodeError(f"invalid subject {subject!r}")
-    if not observations:
+    if not items:
         return []
     out: list[OutboundMessage] = []
-    chunk = MAX_OBSERVATIONS
+    chunk = spec.limit
     start = 0
-    while start < len(observations):
-        part = observations[start : start + chunk]
-        msg = _encode_one(topic, site, device_id, device, subject, part, created_at)
+    while start < len(items):
+        part = items[start : start + chunk]
+        msg = _encode_one(topic, route, created_at, part, spec)
         if len(msg.payload) > MAX_PAYLOAD_BYTES:
             if chunk == 1:
-                raise EncodeError("a single observation exceeds MAX_PAYLOAD_BYTES")
+                raise EncodeError(f"a single {spec.noun} exceeds MAX_PAYLOAD_BYTES")
             chunk = max(1, chunk // 2)
             continue
         out.append(msg)
@@ -289,34 +448,21 @@ def encode_observations(
 
 
 def _encode_one(
-    topic: str,
-    site: str,
-    device_id: str,
-    device: DeviceIdentity,
-    subject: Subject,
-    observations: Sequence[Observation],
-    created_at: datetime,
+    topic: str, route: _Route, created_at: datetime, items: Sequence[_T], spec: _Items[_T]
 ) -> OutboundMessage:
-    obs_ids = [observation_id(device, o.record_key, o.measure) for o in observations]
-    if len(set(obs_ids)) != len(obs_ids):
-        raise EncodeError("the same reading appears twice in one batch")
-    msg_id = message_id(
-        schema=SCHEMA_OBS_V1,
-        site=site,
-        device_id=device_id,
-        device=device,
-        subject=subject,
-        obs_ids=obs_ids,
-    )
+    ids = [spec.item_id(route.device, it) for it in items]
+    if len(set(ids)) != len(ids):
+        raise EncodeError(f"the same {spec.noun} appears twice in one batch")
+    msg_id = route.msg_id(ids)
     body = {
-        "schema": SCHEMA_OBS_V1,
+        "schema": route.schema,
         "msg_id": msg_id,
-        "site": site,
-        "device_id": device_id,
-        "device": _device_to_json(device),
-        "subject": {"kind": subject.kind, "ref": subject.ref},
+        "site": route.site,
+        "device_id": route.device_id,
+        "device": _device_to_json(route.device),
+        "subject": {"kind": route.subject.kind, "ref": route.subject.ref},
         "created_at": _iso(created_at),
-        "observations": [_obs_to_json(i, o) for i, o in zip(obs_ids, observations, strict=True)],
+        spec.key: [spec.to_json(i, it) for i, it in zip(ids, items, strict=True)],
     }
     payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return OutboundMessage(topic=topic, payload=payload.encode("utf-8"), msg_id=msg_id)
@@ -488,21 +634,50 @@ def _reject_constant(name: str) -> Any:
 _JSON: Final = json.JSONDecoder(parse_constant=_reject_constant)
 
 
+def _check_schema(doc: Mapping[str, Any], accepted: frozenset[str]) -> None:
+    schema = _get(doc, "schema", "")
+    if not isinstance(schema, str) or schema not in accepted:
+        raise _fail(
+            WireErrorCode.UNKNOWN_SCHEMA, "schema", f"{schema!r} is not one of {sorted(accepted)}"
+        )
+
+
 def decode_observations(topic: str, payload: bytes) -> Envelope:
     """Decode and validate one observation message; raise :class:`WireError` on any defect."""
     site_t, device_t = parse_obs_topic(topic)
     doc = load_json(payload)
-    schema = _get(doc, "schema", "")
-    if not isinstance(schema, str) or schema not in ACCEPTED_SCHEMAS:
-        raise _fail(
-            WireErrorCode.UNKNOWN_SCHEMA,
-            "schema",
-            f"{schema!r} is not one of {sorted(ACCEPTED_SCHEMAS)}",
-        )
+    _check_schema(doc, ACCEPTED_SCHEMAS)
     return _decode_obs_v1(site_t, device_t, doc)
 
 
-def _decode_obs_v1(site_t: str, device_t: str, doc: Mapping[str, Any]) -> Envelope:
+def decode_events(topic: str, payload: bytes) -> EventEnvelope:
+    """Decode and validate one device-event message; raise :class:`WireError` on any defect."""
+    site_t, device_t = parse_event_topic(topic)
+    doc = load_json(payload)
+    _check_schema(doc, ACCEPTED_EVENT_SCHEMAS)
+    r, msg_id, created_at, items = _decode_head(
+        SCHEMA_EVENT_V1, site_t, device_t, doc, _EVENT_ITEMS
+    )
+    events = tuple(_decode_event(r.device, raw, f"events[{i}]") for i, raw in enumerate(items))
+    ids = [e.event_id for e in events]
+    _check_ids(r, msg_id, ids, _EVENT_ITEMS, WireErrorCode.DUPLICATE_EVENT)
+    return EventEnvelope(
+        schema=r.schema,
+        msg_id=msg_id,
+        site=r.site,
+        device_id=r.device_id,
+        device=r.device,
+        subject=r.subject,
+        created_at=created_at,
+        events=events,
+    )
+
+
+def _decode_head(
+    schema: str, site_t: str, device_t: str, doc: Mapping[str, Any], spec: _Items[Any]
+) -> tuple[_Route, str, datetime, list[Any]]:
+    """The checked routing fields of an envelope, its msg_id (to check against its items'
+    ids), its created_at and its still unchecked items. A plain tuple: this runs per message."""
     msg_id = _req_str(doc, "msg_id", "", max_len=32)
     if not _HEX32_RE.match(msg_id):
         raise _fail(WireErrorCode.INVALID_VALUE, "msg_id", "must be 32 lowercase hex digits")
@@ -535,47 +710,46 @@ def _decode_obs_v1(site_t: str, device_t: str, doc: Mapping[str, Any]) -> Envelo
         )
     subject = Subject(kind=kind, ref=_req_str(subj, "ref", "subject"))  # type: ignore[arg-type]
     created_at = _time(doc, "created_at", "")
-    raw_obs = _get(doc, "observations", "")
-    if not isinstance(raw_obs, list):
+    key = spec.key
+    items = _get(doc, key, "")
+    if not isinstance(items, list):
+        raise _fail(WireErrorCode.WRONG_TYPE, key, f"expected an array, got {_tname(items)}")
+    if not 1 <= len(items) <= spec.limit:
         raise _fail(
-            WireErrorCode.WRONG_TYPE, "observations", f"expected an array, got {_tname(raw_obs)}"
+            WireErrorCode.INVALID_VALUE, key, f"must hold 1..{spec.limit} {key}, got {len(items)}"
         )
-    if not 1 <= len(raw_obs) <= MAX_OBSERVATIONS:
-        raise _fail(
-            WireErrorCode.INVALID_VALUE,
-            "observations",
-            f"must hold 1..{MAX_OBSERVATIONS} observations, got {len(raw_obs)}",
-        )
-    observations = tuple(
-        _fast_obs(device, raw) or _decode_obs(device, raw, f"observations[{i}]")
-        for i, raw in enumerate(raw_obs)
-    )
-    ids = [o.obs_id for o in observations]
+    return _Route(schema, site, device_id, device, subject), msg_id, created_at, items
+
+
+def _check_ids(
+    route: _Route, msg_id: str, ids: list[str], spec: _Items[Any], duplicate: WireErrorCode
+) -> None:
+    """No item twice, and ``msg_id`` matches the routing fields and the items' ids."""
     if len(set(ids)) != len(ids):
-        raise _fail(
-            WireErrorCode.DUPLICATE_OBSERVATION,
-            "observations",
-            "the same reading appears twice in one message",
-        )
-    expected = message_id(
-        schema=SCHEMA_OBS_V1,
-        site=site,
-        device_id=device_id,
-        device=device,
-        subject=subject,
-        obs_ids=ids,
-    )
+        raise _fail(duplicate, spec.key, f"the same {spec.noun} appears twice in one message")
+    expected = route.msg_id(ids)
     if expected != msg_id:
         raise _fail(
             WireErrorCode.ID_MISMATCH, "msg_id", f"does not match the content (expected {expected})"
         )
+
+
+def _decode_obs_v1(site_t: str, device_t: str, doc: Mapping[str, Any]) -> Envelope:
+    r, msg_id, created_at, items = _decode_head(SCHEMA_OBS_V1, site_t, device_t, doc, _OBS_ITEMS)
+    device = r.device
+    observations = tuple(
+        _fast_obs(device, raw) or _decode_obs(device, raw, f"observations[{i}]")
+        for i, raw in enumerate(items)
+    )
+    ids = [o.obs_id for o in observations]
+    _check_ids(r, msg_id, ids, _OBS_ITEMS, WireErrorCode.DUPLICATE_OBSERVATION)
     return Envelope(
-        schema=SCHEMA_OBS_V1,
+        schema=r.schema,
         msg_id=msg_id,
-        site=site,
-        device_id=device_id,
+        site=r.site,
+        device_id=r.device_id,
         device=device,
-        subject=subject,
+        subject=r.subject,
         created_at=created_at,
         observations=observations,
     )
@@ -705,26 +879,9 @@ def _decode_obs(device: DeviceIdentity, raw: Any, path: str) -> WireObservation:
                 _join(path, "absent_reason"),
                 f"unknown absent reason {absent_raw!r}",
             ) from None
-    quality_raw = o.get("quality", [])
-    if not isinstance(quality_raw, list):
-        raise _fail(WireErrorCode.WRONG_TYPE, _join(path, "quality"), "expected an array")
-    quality: set[QualityFlag] = set()
-    for i, q in enumerate(quality_raw):
-        try:
-            quality.add(QualityFlag(q))
-        except ValueError:
-            raise _fail(
-                WireErrorCode.INVALID_VALUE, f"{path}.quality[{i}]", f"unknown quality flag {q!r}"
-            ) from None
-    prov = _obj(_get(o, "provenance", path), _join(path, "provenance"))
-    ppath = _join(path, "provenance")
+    quality = _decode_quality(o, path)
     try:
-        provenance = Provenance(
-            source=_req_str(prov, "source", ppath),
-            original_value=_num(prov, "original_value", ppath, optional=True),
-            original_unit=_str(prov, "original_unit", ppath, optional=True),
-            raw=_str(prov, "raw", ppath, optional=True, max_len=4096),
-        )
+        provenance = _decode_provenance(o, path)
         observation = Observation(
             measure=measure,
             unit=unit,
@@ -736,7 +893,7 @@ def _decode_obs(device: DeviceIdentity, raw: Any, path: str) -> WireObservation:
             absent_reason=absent,
             device_time=_str(o, "device_time", path, optional=True, max_len=40),
             clock_offset_s=_num(o, "clock_offset_s", path, optional=True),
-            quality=frozenset(quality),
+            quality=quality,
         )
     except ObservationError as exc:
         raise _fail(WireErrorCode.INVALID_VALUE, path, str(exc)) from None
@@ -748,6 +905,110 @@ def _decode_obs(device: DeviceIdentity, raw: Any, path: str) -> WireObservation:
             f"does not match device, record_key and measure (expected {expected})",
         )
     return WireObservation(obs_id=obs_id, observation=observation)
+
+
+def _decode_quality(o: Mapping[str, Any], path: str) -> frozenset[QualityFlag]:
+    quality_raw = o.get("quality", [])
+    if not isinstance(quality_raw, list):
+        raise _fail(WireErrorCode.WRONG_TYPE, _join(path, "quality"), "expected an array")
+    quality: set[QualityFlag] = set()
+    for i, q in enumerate(quality_raw):
+        try:
+            quality.add(QualityFlag(q))
+        except ValueError:
+            raise _fail(
+                WireErrorCode.INVALID_VALUE, f"{path}.quality[{i}]", f"unknown quality flag {q!r}"
+            ) from None
+    return frozenset(quality)
+
+
+def _decode_provenance(o: Mapping[str, Any], path: str) -> Provenance:
+    ppath = _join(path, "provenance")
+    prov = _obj(_get(o, "provenance", path), ppath)
+    return Provenance(
+        source=_req_str(prov, "source", ppath),
+        original_value=_num(prov, "original_value", ppath, optional=True),
+        original_unit=_str(prov, "original_unit", ppath, optional=True),
+        raw=_str(prov, "raw", ppath, optional=True, max_len=4096),
+    )
+
+
+_EVENT_KINDS: Final[Mapping[str, EventKind]] = {k.value: k for k in EventKind}
+
+
+def _decode_event(device: DeviceIdentity, raw: Any, path: str) -> WireEvent:
+    o = _obj(raw, path)
+    eid = _req_str(o, "event_id", path, max_len=32)
+    kind_raw = _req_str(o, "kind", path, max_len=32)
+    kind = _EVENT_KINDS.get(kind_raw)
+    if kind is None:
+        raise _fail(
+            WireErrorCode.INVALID_VALUE, _join(path, "kind"), f"unknown event kind {kind_raw!r}"
+        )
+    record_key = _req_str(o, "record_key", path)
+    dose_id = _str(o, "dose_id", path, optional=True, max_len=64)
+    if dose_id is None and kind in DOSE_KINDS:
+        raise _fail(
+            WireErrorCode.MISSING_FIELD,
+            _join(path, "dose_id"),
+            f"a {kind_raw} event needs its dose_id",
+        )
+    event_time = _time(o, "event_time", path)
+    scheduled = None if o.get("scheduled_time") is None else _time(o, "scheduled_time", path)
+    quality = _decode_quality(o, path)
+    try:
+        event = DeviceEvent(
+            kind=kind,
+            event_time=event_time,
+            record_key=record_key,
+            provenance=_decode_provenance(o, path),
+            dose_id=dose_id,
+            scheduled_time=scheduled,
+            device_time=_str(o, "device_time", path, optional=True, max_len=40),
+            clock_offset_s=_num(o, "clock_offset_s", path, optional=True),
+            details=_decode_details(o, path),
+            quality=quality,
+        )
+    except ObservationError as exc:
+        raise _fail(WireErrorCode.INVALID_VALUE, path, str(exc)) from None
+    expected = event_id(device, record_key, kind)
+    if eid != expected:
+        raise _fail(
+            WireErrorCode.ID_MISMATCH,
+            _join(path, "event_id"),
+            f"does not match device, record_key and kind (expected {expected})",
+        )
+    return WireEvent(event_id=eid, event=event)
+
+
+def _decode_details(o: Mapping[str, Any], path: str) -> dict[str, DetailValue]:
+    """A flat object of at most MAX_DETAILS string, number or boolean values (absent: none)."""
+    raw = o.get("details")
+    if raw is None:
+        return {}
+    dpath = _join(path, "details")
+    if not isinstance(raw, dict):
+        raise _fail(WireErrorCode.WRONG_TYPE, dpath, f"expected an object, got {_tname(raw)}")
+    if len(raw) > MAX_DETAILS:
+        raise _fail(WireErrorCode.INVALID_VALUE, dpath, f"at most {MAX_DETAILS}, got {len(raw)}")
+    for k, v in raw.items():
+        if not 1 <= len(k) <= 32:
+            raise _fail(WireErrorCode.INVALID_VALUE, dpath, f"key {k[:40]!r}: 1..32 characters")
+        if isinstance(v, str):
+            if len(v) > MAX_DETAIL_TEXT:
+                raise _fail(
+                    WireErrorCode.INVALID_VALUE, _join(dpath, k), f"longer than {MAX_DETAIL_TEXT}"
+                )
+        elif isinstance(v, float):
+            if not math.isfinite(v):  # e.g. 1e999, which JSON parsers read as infinity
+                raise _fail(WireErrorCode.INVALID_VALUE, _join(dpath, k), "must be finite")
+        elif not isinstance(v, int):  # int covers bool
+            raise _fail(
+                WireErrorCode.WRONG_TYPE,
+                _join(dpath, k),
+                f"expected a string, number or boolean, got {_tname(v)}",
+            )
+    return raw
 
 
 def decode_status(topic: str, payload: bytes) -> AgentStatus:

@@ -185,6 +185,71 @@ def decode(
         raise typer.Exit(2) from None
 
 
+@app.command("pef-report")
+def pef_report(
+    file: Annotated[
+        Path, typer.Argument(help="CSV of blows: time,session,phase,pef_l_min (local time).")
+    ],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    html: Annotated[
+        Path | None, typer.Option(help="Also write a printable HTML report with the chart here.")
+    ] = None,
+    convention: Annotated[
+        str,
+        typer.Option(help="Diurnal variation: finnish (default) or gina (DOMAIN.md §1)."),
+    ] = "finnish",
+    post_bd_in_max: Annotated[
+        bool,
+        typer.Option(help="Let post-BD blows count towards the day's highest value."),
+    ] = False,
+    personal_best: Annotated[
+        float | None,
+        typer.Option(help="The patient's personal best PEF, L/min (zones: DOMAIN.md §1).", min=1),
+    ] = None,
+) -> None:
+    """A 1-2 week PEF diary judged by the criteria of DOMAIN.md §1 (support, not a diagnosis).
+
+    Bad rows exit 2 with the row number and what is wrong in it.
+    """
+    from remon.pef_report import run
+
+    code = run(
+        file,
+        as_json=json_out,
+        html=html,
+        convention=convention,
+        post_bd_in_max=post_bd_in_max,
+        personal_best=personal_best,
+        out=sys.stdout,
+    )
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command("cgm-report")
+def cgm_report(
+    file: Annotated[Path, typer.Argument(help="CSV of readings: id,time,gl (several subjects).")],
+    unit: Annotated[
+        str | None,
+        typer.Option(help="Unit of gl: mg/dL or mmol/L (default: inferred and stated)."),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    agp: Annotated[
+        Path | None,
+        typer.Option(help="Write the AGP picture (PNG; needs the 'reports' extra) here."),
+    ] = None,
+) -> None:
+    """CGM consensus metrics (TIR, TBR, TAR, CV, GMI, active %) and the AGP per subject.
+
+    Bad rows exit 2 with the row number and what is wrong in it.
+    """
+    from remon.cgm_report import run
+
+    code = run(file, unit=unit, as_json=json_out, agp=agp, out=sys.stdout)
+    if code:
+        raise typer.Exit(code)
+
+
 @agent_app.command("run")
 def agent_run(
     config: Annotated[Path, typer.Option("--config", "-c", help="Agent TOML file.")],
@@ -223,6 +288,40 @@ def agent_check_config(config: Annotated[Path, typer.Argument(help="Agent TOML f
     typer.echo(
         f"{config}: ok — site {cfg.agent.site}, {len(cfg.devices)} devices, broker {cfg.mqtt.url}"
     )
+
+
+@app.command("serial-sim")
+def serial_sim(
+    config: Annotated[
+        Path,
+        typer.Argument(
+            help='Agent TOML file with \\[serial] backend = "virtual" and \\[devices.virtual] '
+            "tables."
+        ),
+    ],
+) -> None:
+    r"""Run CONFIG's virtual serial devices on pseudo-terminals until Ctrl-C / SIGTERM.
+
+    Each serial.* device with a \[devices.virtual] table gets its simulator behind a symlink
+    at its port (relative ports under <data_dir>/virtual-serial/). An agent with
+    \[serial] backend = "tty" and the same absolute ports reads them from another process.
+    Prints "<id>  <kind>  <port path>" per device once all are up, and one JSON line of
+    per-device counters (bytes, frames, events sent and acknowledged) when stopped.
+    """
+    from edge_agent.config import ConfigError, load_config
+    from remon.serial_sim import SerialSimError, run_serial_sim
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    _logging(cfg.agent.log_level)
+    try:
+        run_serial_sim(cfg, sys.stdout)
+    except SerialSimError as exc:
+        typer.echo(f"{config}: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @ingest_app.command("run")

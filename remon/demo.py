@@ -36,6 +36,7 @@ from edge_agent.config import (
     BleSection,
     DeviceSection,
     MqttSection,
+    SerialSection,
     VirtualDeviceSection,
 )
 from edge_agent.simulators import sim_identity
@@ -115,10 +116,72 @@ def ble_devices(i: int, profile: str, opts: DemoOptions) -> list[DeviceSection]:
                 address=f"F2:00:00:00:{i // 256:02X}:{i % 256:02X}",
                 subject=subject,
                 profile=profile,
-                virtual=VirtualDeviceSection(seed=i, backlog_min=180),
+                # the first CGM's glucose is falling towards a low as the demo starts: the
+                # edge's 20-min prediction raises "urgent low soon" before the low itself
+                virtual=VirtualDeviceSection(
+                    seed=i, backlog_min=180, cgm_fall_to_mmol_l=3.5 if i == 0 else None
+                ),
             )
         )
     return out
+
+
+#: What each demo dispenser client does with their doses, by hub (cycled).
+DISPENSER_CLIENTS = ("misses", "late", "mixed")
+
+
+def serial_devices(i: int, opts: DemoOptions) -> list[DeviceSection]:
+    """Patient ``i``'s serial devices: simulators on real ptys, read by the production serial
+    path (pyserial, the protocol codecs, the firmware bridge host).
+
+    Every hub has a serial glucose meter (ASTM Contour or OneTouch Ultra 2, alternately);
+    every third hub a PEF sensor board streaming raw flow at 1 kHz, and every third another a
+    medication dispenser whose client takes doses late, misses them, or a mix.
+    """
+    subject = f"demo-patient-{i + 1:04d}"
+    every = max(opts.interval * 3, 5.0)
+    devices = [
+        DeviceSection(
+            id="contour" if i % 2 == 0 else "ultra2",
+            kind="serial.glucose-astm" if i % 2 == 0 else "serial.glucose-onetouch",
+            subject=subject,
+            port="usb-meter",
+            poll_interval_s=every,
+            unit="mg/dL" if i % 4 == 2 else "mmol/L",
+            virtual=VirtualDeviceSection(
+                seed=i, records=20, record_every_s=every, noise_every=17 if i == 1 else None
+            ),
+        )
+    ]
+    if i % 3 == 0:
+        devices.append(
+            DeviceSection(
+                id="pef-board",
+                kind="serial.pef-board",
+                subject=subject,
+                port="usb-pef",
+                virtual=VirtualDeviceSection(
+                    seed=i, blow_every_s=max(opts.interval * 2, 6.0), artefact_every=4
+                ),
+            )
+        )
+    if i % 3 == 1:
+        devices.append(
+            DeviceSection(
+                id="dispenser",
+                kind="serial.dispenser",
+                subject=subject,
+                port="usb-dispenser",
+                virtual=VirtualDeviceSection(
+                    seed=i,
+                    behaviour=DISPENSER_CLIENTS[(i // 3) % len(DISPENSER_CLIENTS)],
+                    dose_every_s=max(opts.interval * 6, 20.0),
+                    missed_window_s=300,
+                    doses_left=12,
+                ),
+            )
+        )
+    return devices
 
 
 def fleet(opts: DemoOptions, broker_url: str, protocol: MqttProtocol = "auto") -> list[AgentConfig]:
@@ -143,6 +206,7 @@ def fleet(opts: DemoOptions, broker_url: str, protocol: MqttProtocol = "auto") -
         ]
         if with_ble:
             devices += ble_devices(i, profile, opts)
+        devices += serial_devices(i, opts)
         configs.append(
             AgentConfig(
                 agent=AgentSection(
@@ -154,6 +218,7 @@ def fleet(opts: DemoOptions, broker_url: str, protocol: MqttProtocol = "auto") -
                     protocol=protocol,
                 ),
                 ble=BleSection(backend="virtual", scan_timeout_s=5.0, max_connections=2),
+                serial=SerialSection(backend="virtual"),
                 devices=devices,
             )
         )
@@ -229,6 +294,11 @@ def run_demo(opts: DemoOptions) -> int:
             "             a glucose meter (RACP download), a BP cuff, and every third a CGM\n"
             if virtual_ble_available()
             else "  BLE        install the 'virtual' extra (bumble) for virtual BLE peripherals\n"
+        ) + (
+            "  serial     simulators on real ptys read through pyserial: a Contour (ASTM) or\n"
+            "             OneTouch Ultra 2 meter on every hub, a PEF sensor board (raw flow at\n"
+            "             1 kHz) on every third, a medication dispenser on every third other one;\n"
+            f"             missed doses: {base}/api/v1/events?kind=dose_missed\n"
         )
         print(
             f"""
@@ -273,8 +343,14 @@ async def _run_fleet(
     with contextlib.suppress(NotImplementedError):
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGTERM, stop.set)
-    tasks = [asyncio.create_task(a.run(stop)) for a in agents]
-    tasks.append(asyncio.create_task(_faulty_hub(opts, broker_url, protocol, stop)))
+    tasks = [asyncio.create_task(a.run(stop), name=f"hub {a.config.agent.site}") for a in agents]
+    tasks.append(
+        asyncio.create_task(
+            _faulty_hub(opts, broker_url, protocol, stop), name=f"hub {FAULTY_SITE}"
+        )
+    )
+    for t in tasks:
+        t.add_done_callback(_report_failure)
     started = time.monotonic()
     try:
         while not stop.is_set():
@@ -285,10 +361,21 @@ async def _run_fleet(
                 stop.set()
     finally:
         stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # every agent bounds its own shutdown; this bound is for the demo as a whole
+        _, stuck = await asyncio.wait(tasks, timeout=FLEET_STOP_S)
+        for t in stuck:
+            log.warning("a hub did not stop within %.0f s: %s", FLEET_STOP_S, t.get_name())
+            t.cancel()
+
+
+def _report_failure(task: asyncio.Task[None]) -> None:
+    """An agent that stopped on its own is news: say why (the others go on)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped: %r", task.get_name(), task.exception(), exc_info=task.exception())
 
 
 FAULTY_SITE = "home-faulty"
+FLEET_STOP_S = 30.0
 FAULTY_EVERY_S = 10.0
 
 
@@ -359,10 +446,13 @@ def _print_summary(service: IngestService, agents: list[Agent], elapsed: float) 
     )
     ble = [src.stats for a in agents for src in a.ble_sources]
     if ble:
-        line += (
-            f" · BLE sessions {sum(b.sessions for b in ble)}"
-            f" · rejects {sum(a.stats.rejects for a in agents)}"
-        )
+        line += f" · BLE sessions {sum(b.sessions for b in ble)}"
+    blows = sum(a.signal.stats.blows for a in agents)
+    events = sum(a.stats.events_queued for a in agents)
+    line += (
+        f" · PEF blows {blows} · dispenser events {events}"
+        f" · rejects {sum(a.stats.rejects for a in agents)}"
+    )
     print(line, flush=True)
 
 
@@ -384,6 +474,13 @@ def _final_summary(service: IngestService, data_dir: Path, database: str, token:
     )
     for a in alerts:
         print(f"  [{a.priority:6}] {a.subject_ref}: {a.explanation}", flush=True)
+    missed = service.list_events(kind="dose_missed", limit=1000)
+    late = service.list_events(kind="dose_taken_late", limit=1000)
+    if missed or late:
+        print(f"  dispensers: {len(missed)} missed doses, {len(late)} taken late", flush=True)
+    for e in missed[:3]:
+        sched = e.scheduled_time.isoformat(timespec="minutes") if e.scheduled_time else "?"
+        print(f"  [missed] {e.subject_ref}: dose {e.dose_id} scheduled {sched}", flush=True)
     for d in service.list_dead_letters(limit=1):
         print(f"  dead letter from {d.topic}: {d.code} at {d.path}: {d.detail}", flush=True)
     if database.startswith("sqlite"):

@@ -105,6 +105,7 @@ def test_stats(client: TestClient) -> None:
     assert r.json() == {
         "messages": 2,
         "observations": 3,
+        "events": 0,
         "dead_letters": 1,
         "open_alerts": 2,
         "alerts_total": 2,

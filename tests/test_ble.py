@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import pytest
+from bumble import hci
 
 from cloud_ingest.service import IngestService
 from device_profiles.gatt.glucose_download import (
@@ -146,6 +147,64 @@ def test_scan_finds_peripherals_by_service_and_an_absent_one_is_not_found() -> N
             await radio.close()
 
     run(scenario())
+
+
+def test_a_connection_completing_after_its_connect_gave_up_is_dropped_not_a_crash() -> None:
+    """The race a busy machine hits: the link completes a connection nobody waits for any more.
+
+    Sent here as a bare LE Create Connection (no Device.connect waiting), which is what the
+    host sees after a connect timed out just before the completion arrived.
+    """
+
+    async def scenario() -> tuple[list[object], int, int]:
+        loop = asyncio.get_running_loop()
+        errors: list[object] = []
+        loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx.get("exception")))
+        radio = VirtualRadio()
+        try:
+            periph = VirtualGlucoseMeterPeripheral(
+                radio, VirtualGlucoseMeter(make_records(3)), address=METER
+            )
+            await periph.start()
+            central = await radio.central_on()
+            await central.host.send_command(
+                hci.HCI_LE_Create_Connection_Command(
+                    le_scan_interval=96,
+                    le_scan_window=96,
+                    initiator_filter_policy=0,
+                    peer_address_type=hci.Address.RANDOM_DEVICE_ADDRESS,
+                    peer_address=hci.Address(METER, hci.Address.RANDOM_DEVICE_ADDRESS),
+                    own_address_type=hci.OwnAddressType.PUBLIC,
+                    connection_interval_min=24,
+                    connection_interval_max=40,
+                    max_latency=0,
+                    supervision_timeout=72,
+                    min_ce_length=0,
+                    max_ce_length=0,
+                )
+            )
+            await wait_for_async(lambda: periph.connections == 1)
+            await wait_for_async(lambda: not central.connections)  # dropped by the hub
+            late = len(central.connections)
+            # the peripheral advertises again and the next ordinary connect works
+            async with connector(radio).connect(METER, service_uuid=0x1808) as link:
+                assert link is not None
+            return errors, late, periph.connections
+        finally:
+            await radio.close()
+
+    errors, late, connections = run(scenario())
+    assert errors == []
+    assert late == 0
+    assert connections == 2
+
+
+async def wait_for_async(cond: Callable[[], bool]) -> None:
+    for _ in range(1000):  # 10 s
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met in 10 s")
 
 
 def test_download_cut_twice_over_gatt_resumes_to_exactly_the_stored_records() -> None:

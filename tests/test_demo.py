@@ -17,7 +17,10 @@ from remon.brokers import MosquittoProcess, free_port
 pytestmark = pytest.mark.slow
 
 
-def run_demo_and_query(tmp_path: Path, *extra: str) -> tuple[list[dict[str, object]], str]:
+Serial = dict[str, list[dict[str, object]]]
+
+
+def run_demo_and_query(tmp_path: Path, *extra: str) -> tuple[list[dict[str, object]], str, Serial]:
     port = free_port()
     out = tmp_path / "demo.out"
     cmd = [
@@ -65,18 +68,39 @@ def run_demo_and_query(tmp_path: Path, *extra: str) -> tuple[list[dict[str, obje
         assert letters, "the faulty hub's reading reached the dead letters"
         assert letters[0]["code"] == "wrong-type"
         assert letters[0]["path"] == "observations[0].value"
+        # the serial devices: a PEF board's blows and a dispenser client's missed dose
+        serial: Serial = {"pef": [], "missed": []}
+        deadline = time.monotonic() + 25
+        while not all(serial.values()) and time.monotonic() < deadline:
+            serial["pef"] = httpx.get(
+                f"{base}/api/v1/observations", params={"measure": "pef"}, headers=headers
+            ).json()
+            serial["missed"] = httpx.get(
+                f"{base}/api/v1/events", params={"kind": "dose_missed"}, headers=headers
+            ).json()
+            time.sleep(0.5)
         proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop with a final summary
-        assert proc.wait(90) == 0  # a guard, not a timing assertion: CI machines are shared
+        try:
+            code = proc.wait(90)  # a guard, not a timing assertion: CI machines are shared
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the demo did not stop within 90 s of Ctrl-C:\n{out.read_text()}")
+        assert code == 0, out.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return alerts, out.read_text()
+    return alerts, out.read_text(), serial
 
 
 def test_demo_raises_alerts_visible_through_the_api(tmp_path: Path) -> None:
-    alerts, output = run_demo_and_query(tmp_path)
+    alerts, output, serial = run_demo_and_query(tmp_path)
     assert alerts
+    # serial devices on ptys, through pyserial and the protocol codecs, reached the cloud
+    assert serial["pef"], "a PEF board's blow"
+    assert all(o["unit"] == "L/min" and "simulated" in o["quality"] for o in serial["pef"])
+    assert serial["missed"], "the dispenser client who misses doses"
+    assert serial["missed"][0]["subject"] == {"kind": "patient", "ref": "demo-patient-0002"}
+    assert "missed doses" in output
     for a in alerts:
         assert a["state"] in ("open", "acknowledged")
         assert a["priority"] in ("high", "medium", "low")
@@ -88,7 +112,7 @@ def test_demo_raises_alerts_visible_through_the_api(tmp_path: Path) -> None:
 
 
 def test_demo_on_the_embedded_broker(tmp_path: Path) -> None:
-    alerts, output = run_demo_and_query(tmp_path, "--broker", "embedded", "--patients", "3")
+    alerts, output, _ = run_demo_and_query(tmp_path, "--broker", "embedded", "--patients", "3")
     assert alerts
     assert "embedded amqtt" in output
     assert "Traceback" not in output
@@ -97,7 +121,7 @@ def test_demo_on_the_embedded_broker(tmp_path: Path) -> None:
 def test_demo_against_mosquitto_and_postgresql(
     tmp_path: Path, pg_url: str, fresh_mosquitto: MosquittoProcess
 ) -> None:
-    alerts, output = run_demo_and_query(
+    alerts, output, _ = run_demo_and_query(
         tmp_path, "--broker", fresh_mosquitto.url, "--database", pg_url, "--patients", "3"
     )
     assert alerts

@@ -136,6 +136,17 @@ BOUNDARIES = [
     ("body.temperature", 35.0, None, {"temperature-low"}),
     ("body.temperature", 39.0, None, set()),
     ("body.temperature", 39.1, None, {"temperature-high"}),
+    # the edge's 20-min CGM prediction: urgent low soon at <= 3.1 mmol/L (0.1 resolution)
+    ("glucose.cgm.predicted", 3.1, None, {"cgm-urgent-low-soon"}),
+    ("glucose.cgm.predicted", 3.14, None, {"cgm-urgent-low-soon"}),  # reads 3.1
+    ("glucose.cgm.predicted", 3.16, None, set()),  # reads 3.2
+    ("glucose.cgm.predicted", -0.5, None, {"cgm-urgent-low-soon"}),  # an extrapolation
+    # the edge's 15-min CGM trend: falling fast at <= -3 mg/dL/min, read to 0.001 mmol/L/min
+    ("glucose.cgm.trend", -3 / 18.016, None, {"cgm-falling-fast"}),  # -0.1665 reads -0.167
+    ("glucose.cgm.trend", -0.1664, None, set()),  # reads -0.166, not 0.2 at 0.1 resolution
+    ("glucose.cgm.trend", -0.2, None, {"cgm-falling-fast"}),
+    ("glucose.cgm.trend", -2 / 18.016, None, set()),  # 2 mg/dL/min: single arrow, no alert
+    ("glucose.cgm.trend", 0.3, None, set()),  # rising
     # measures without thresholds never alert
     ("body.weight", 300.0, None, set()),
     ("pef", 60.0, None, set()),
@@ -154,6 +165,8 @@ def test_threshold_boundaries(
     [
         ("glucose-low-l2", "high"),
         ("cgm-urgent-low", "high"),
+        ("cgm-urgent-low-soon", "high"),
+        ("cgm-falling-fast", "low"),
         ("glucose-low-l1", "medium"),
         ("glucose-high-l2", "medium"),
         ("bp-systolic-grade3", "high"),
@@ -277,6 +290,9 @@ def test_family_only_most_severe_level() -> None:
         ("spo2", 90, 92, 93),  # <= 91, hysteresis 1 (92 meets the 2-point band)
         ("pulse.cuff", 38, 43, 44),  # <= 40, hysteresis 3
         ("body.temperature", 39.5, 38.9, 38.8),  # >= 39.1, hysteresis 0.2: below 38.9
+        # <= -0.167 mmol/L/min, hysteresis 0.056 (1 mg/dL/min): above -0.111, read to 0.001
+        ("glucose.cgm.trend", -0.2, -0.111, -0.110),
+        ("glucose.cgm.predicted", 2.5, 3.4, 3.5),  # <= 3.1, hysteresis 0.3: above 3.4
     ],
 )
 def test_clearing_needs_the_hysteresis(
@@ -434,3 +450,10 @@ def test_a_stored_override_outside_the_bounds_falls_back_to_the_default() -> Non
     t = apply_override(default, stale)
     assert t.value == default.value
     assert "ignored" in t.source
+
+
+def test_a_trend_alert_explains_itself_at_the_trend_resolution() -> None:
+    (action,) = run([rd("glucose.cgm.trend", -0.2)])
+    text = action.state.explanation
+    assert "<= -0.167 mmol/L/min" in text
+    assert "-0.2 mmol/L/min" in text

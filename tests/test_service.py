@@ -582,3 +582,38 @@ def test_a_reused_reading_id_with_other_facts_is_a_conflict_not_a_duplicate(
     # the stored reading is untouched
     rows = svc.list_observations(subject="p1")
     assert sorted(o.value for o in rows if o.value is not None) == [5.5, 6.0]
+
+
+def test_a_reading_read_again_with_another_measured_offset_is_a_duplicate(
+    svc: IngestService,
+) -> None:
+    """Meters that send their whole memory each time: the corrected time jitters with the
+    offset measured in each session; the device's own time and the value decide."""
+
+    def reading(
+        offset_s: float, device_time: str, value: float = 5.5, key: str = "10:00"
+    ) -> Observation:
+        return Observation(
+            measure="glucose.capillary",
+            unit="mmol/L",
+            effective_time=T0 - timedelta(seconds=offset_s),
+            record_key=f"ot2:ZNF00001Y@{key}",
+            provenance=Provenance(source="sim:test"),
+            value=value,
+            device_time=device_time,
+            clock_offset_s=offset_s,
+        )
+
+    assert svc.ingest_batch(msgs([reading(0.4, "2026-03-01T10:00:00")])).observations == 1
+    # read again in a dump that also holds a new reading (so not the same message)
+    again = svc.ingest_batch(
+        msgs([reading(1.3, "2026-03-01T10:00:00"), reading(1.3, "2026-03-01T11:00:00", key="11")])
+    )
+    assert (again.observations, again.duplicate_observations, again.dead_letters) == (1, 1, 0)
+    # the same key with another device time is another reading: a conflict, kept
+    other = svc.ingest_batch(msgs([reading(0.4, "2026-03-01T10:05:00")]))
+    assert (other.observations, other.dead_letters) == (0, 1)
+    assert "device time 2026-03-01T10:00:00" in svc.list_dead_letters()[0].detail
+    # and another value at the same device time too
+    third = svc.ingest_batch(msgs([reading(0.4, "2026-03-01T10:00:00", 7.0)]))
+    assert third.dead_letters == 1

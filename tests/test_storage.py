@@ -21,7 +21,7 @@ from cloud_ingest.storage.schema import metadata
 def test_migration_creates_the_schema(db_url: str) -> None:
     s = open_storage(db_url)
     try:
-        assert current_revision(s.engine) == "0001"
+        assert current_revision(s.engine) == "0002"
         insp = sa.inspect(s.engine)
         tables = set(insp.get_table_names()) - {"alembic_version"}
         assert tables == set(metadata.tables)

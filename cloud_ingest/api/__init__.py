@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from cloud_ingest.api.routers import (
     alerts,
     dead_letters,
+    events,
     health,
     observations,
     patients,
@@ -41,11 +42,11 @@ def create_app(service: IngestService, settings: IngestSettings) -> FastAPI:
     app = FastAPI(
         title="remon cloud ingest API",
         version="1",
-        description="Readings, alerts and their audit trail for the care team.",
+        description="Readings, device events, alerts and their audit trail for the care team.",
     )
     app.state.service = service
     app.state.settings = settings
-    for module in (health, observations, alerts, dead_letters, stats, patients, sites):
+    for module in (health, observations, events, alerts, dead_letters, stats, patients, sites):
         app.include_router(module.router, prefix=API_PREFIX)
     _install_error_handlers(app)
     return app

@@ -12,11 +12,13 @@ from cloud_ingest.service import (
     AlertRecord,
     AlertWithEvents,
     DeadLetterRecord,
+    EventRecord,
     ObservationRecord,
     SiteRecord,
     Stats,
     ThresholdView,
 )
+from device_profiles.events import EventKind
 
 AlertStateName = Literal["open", "acknowledged", "resolved"]
 PriorityName = Literal["high", "medium", "low"]
@@ -59,6 +61,43 @@ class ObservationOut(_Out):
     @classmethod
     def of(cls, r: ObservationRecord) -> ObservationOut:
         return cls.model_validate(r)
+
+
+class SubjectOut(_Out):
+    kind: Literal["patient", "kiosk-session"]
+    ref: str
+
+
+class EventOut(_Out):
+    """A device event (e.g. a dispenser's dose_missed) as the device reported it."""
+
+    event_id: str
+    kind: EventKind
+    event_time: datetime
+    dose_id: str | None
+    scheduled_time: datetime | None
+    device_id: str
+    site: str
+    subject: SubjectOut
+    details: dict[str, str | bool | int | float]
+    quality: list[str]
+    received_at: datetime
+
+    @classmethod
+    def of(cls, r: EventRecord) -> EventOut:
+        return cls(
+            event_id=r.event_id,
+            kind=EventKind(r.kind),
+            event_time=r.event_time,
+            dose_id=r.dose_id,
+            scheduled_time=r.scheduled_time,
+            device_id=r.device_id,
+            site=r.site,
+            subject=SubjectOut(kind=r.subject_kind, ref=r.subject_ref),
+            details=r.details,
+            quality=r.quality,
+            received_at=r.received_at,
+        )
 
 
 class AlertOut(_Out):
@@ -155,6 +194,7 @@ class DeadLetterOut(_Out):
 class StatsOut(_Out):
     messages: int
     observations: int
+    events: int
     dead_letters: int
     open_alerts: int
     alerts_total: int

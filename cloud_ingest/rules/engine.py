@@ -171,15 +171,23 @@ def _never(iv: _Interval, cmp: str, t: float) -> bool:
 #: conversion but reads 3.0 mmol/L, and "< 3.0 mmol/L (< 54 mg/dL)" must not fire on it.
 #: The stored value keeps full precision; only the comparison rounds.
 COMPARE_DECIMALS: Final = 1
+#: Units read finer than that: a glucose rate of change (mmol/L/min) is read to 0.001, the
+#: resolution of the 1 mg/dL/min steps of the trend bands (DOMAIN.md §2: 1 mg/dL/min is
+#: 0.056 mmol/L/min).
+DECIMALS_BY_UNIT: Final[Mapping[str, int]] = {"mmol/L/min": 3}
 
 
-def at_resolution(value: float | None) -> float | None:
-    return None if value is None else round(value, COMPARE_DECIMALS)
+def decimals(unit: str) -> int:
+    return DECIMALS_BY_UNIT.get(unit, COMPARE_DECIMALS)
+
+
+def at_resolution(value: float | None, unit: str = "") -> float | None:
+    return None if value is None else round(value, decimals(unit))
 
 
 def meets(reading: Reading, comparator: str, value: float) -> bool:
     """The reading decisively meets ``comparator value`` (absent readings never do)."""
-    v = at_resolution(reading.value)
+    v = at_resolution(reading.value, reading.unit)
     if v is None or reading.absent_reason is not None:
         return False
     return _meets_value(v, reading.comparator, comparator, value)
@@ -212,7 +220,7 @@ def clear_bound(comparator: str, value: float, hysteresis: float) -> float:
 
 def clears(reading: Reading, comparator: str, value: float, hysteresis: float) -> bool:
     """The reading is decisively back past the threshold by at least the hysteresis."""
-    v = at_resolution(reading.value)
+    v = at_resolution(reading.value, reading.unit)
     if v is None or reading.absent_reason is not None:
         return False
     return _clears_value(v, reading.comparator, comparator, value, hysteresis)
@@ -226,9 +234,9 @@ def _time(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _num(v: float) -> str:
+def _num(v: float, unit: str = "") -> str:
     """A reading's value as care reads it (the stored value keeps full precision)."""
-    return f"{round(v, COMPARE_DECIMALS):g}"
+    return f"{round(v, decimals(unit)):g}"
 
 
 def describe_reading(
@@ -239,15 +247,15 @@ def describe_reading(
     if comparator in ("<", "<="):
         text = (
             f"{name} LO reading: the device reported a value below its measuring range "
-            f"({comparator} {_num(value)} {unit})"
+            f"({comparator} {_num(value, unit)} {unit})"
         )
     elif comparator in (">", ">="):
         text = (
             f"{name} HI reading: the device reported a value above its measuring range "
-            f"({comparator} {_num(value)} {unit})"
+            f"({comparator} {_num(value, unit)} {unit})"
         )
     else:
-        text = f"{name} {_num(value)} {unit}"
+        text = f"{name} {_num(value, unit)} {unit}"
     return f"{text} at {_time(time)}"
 
 
@@ -255,7 +263,8 @@ def explain(state: AlertState, threshold: Threshold) -> str:
     """The alert's self-explanation: rule, threshold, unit, source, triggering readings."""
     parts = [
         f"{threshold.title}. Rule {threshold.condition} ({state.priority.value} priority): "
-        f"a reading {state.threshold_comparator} {_num(state.threshold_value)} "
+        f"a reading {state.threshold_comparator} "
+        f"{_num(state.threshold_value, state.threshold_unit)} "
         f"{state.threshold_unit} triggers it. Source: {state.threshold_source}.",
         "First triggering reading: "
         + describe_reading(
@@ -336,7 +345,7 @@ def evaluate(
 
     ordered = sorted(readings, key=_time_order)
     for r in ordered:
-        value = at_resolution(r.value)
+        value = at_resolution(r.value, r.unit)
         if value is None or r.absent_reason is not None or QUESTIONABLE_FLAG in r.quality:
             continue
         applicable = by_measure.get(r.measure)
@@ -389,7 +398,7 @@ def evaluate(
                         action="raised",
                         at=now,
                         note=f"raised by observation {r.obs_id} "
-                        f"({_num(value)} {r.unit} {t.describe()})",
+                        f"({_num(value, r.unit)} {r.unit} {t.describe()})",
                     ),
                 )
                 continue
@@ -441,8 +450,8 @@ def evaluate(
                     action="cleared",
                     at=now,
                     note=(
-                        f"observation {r.obs_id} ({_num(value)} {r.unit}) is back past "
-                        f"{_num(bound)} {r.unit} (threshold ± hysteresis)"
+                        f"observation {r.obs_id} ({_num(value, r.unit)} {r.unit}) is back "
+                        f"past {_num(bound, r.unit)} {r.unit} (threshold ± hysteresis)"
                     ),
                 ),
             )
@@ -566,7 +575,7 @@ def needs_evaluation(
     keep: list[int] = []
     for i in order:
         subject, _, r = readings[i]
-        value = at_resolution(r.value)
+        value = at_resolution(r.value, r.unit)
         # (a questionable reading is kept here: evaluate() skips it, keeping it is only safe)
         if value is None or r.absent_reason is not None:
             continue

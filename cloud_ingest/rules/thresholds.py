@@ -26,6 +26,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final, Literal
 
+from device_profiles.clinical import CGM_TREND_BANDS_MG_DL_MIN, CGM_URGENT_LOW_MMOL_L
+from device_profiles.units import GLUCOSE_MG_DL_PER_MMOL_L
+
 ThresholdComparator = Literal["<", "<=", ">", ">="]
 
 
@@ -101,6 +104,9 @@ def _fmt(v: float) -> str:
 _GLUCOSE: Final = frozenset({"glucose.capillary", "glucose.cgm"})
 _PULSE: Final = frozenset({"pulse.cuff", "pulse.oximeter"})
 _HYST_NOTE: Final = "hysteresis: remon default, configurable"
+#: The double-arrow edge of the trend bands (3 mg/dL/min, DOMAIN.md §2), as a fall in mmol/L/min
+#: at the resolution trends are compared in (rules.engine.DECIMALS_BY_UNIT): -0.167.
+_FALL_FAST_MMOL_L_MIN: Final = -round(CGM_TREND_BANDS_MG_DL_MIN[2] / GLUCOSE_MG_DL_PER_MMOL_L, 3)
 
 DEFAULT_THRESHOLDS: Final[tuple[Threshold, ...]] = (
     Threshold(
@@ -130,6 +136,36 @@ DEFAULT_THRESHOLDS: Final[tuple[Threshold, ...]] = (
         rank=2,
         source="DOMAIN.md §2: CGM urgent low alarm 3.1 mmol/L (55 mg/dL), "
         "not disableable; " + _HYST_NOTE,
+    ),
+    Threshold(
+        condition="cgm-urgent-low-soon",
+        title="CGM glucose predicted to reach the urgent low level within 20 minutes",
+        measures=frozenset({"glucose.cgm.predicted"}),
+        comparator="<=",
+        value=CGM_URGENT_LOW_MMOL_L.value,  # the figure the edge's stream predicts against
+        unit="mmol/L",
+        priority=Priority.HIGH,
+        hysteresis=0.3,
+        family="glucose-low-soon",
+        rank=1,
+        source="DOMAIN.md §2: urgent-low-soon, predicted <= 3.1 mmol/L within 20 min "
+        "(the edge's 15-min trend extrapolated, edge_agent.cgm_stream); " + _HYST_NOTE,
+    ),
+    Threshold(
+        condition="cgm-falling-fast",
+        title="CGM glucose falling fast (15-min trend)",
+        measures=frozenset({"glucose.cgm.trend"}),
+        comparator="<=",
+        value=_FALL_FAST_MMOL_L_MIN,
+        unit="mmol/L/min",
+        priority=Priority.LOW,
+        hysteresis=0.056,
+        family="glucose-rate-fall",
+        rank=1,
+        source="DOMAIN.md §2: fall alerts at 2 or 3 mg/dL/min; 3 mg/dL/min (double arrow "
+        "beyond it) = 0.167 mmol/L/min; the edge's 15-min least-squares trend "
+        "(edge_agent.cgm_stream); hysteresis 1 mg/dL/min (0.056 mmol/L/min), remon default, "
+        "configurable",
     ),
     Threshold(
         condition="glucose-low-l1",
@@ -302,6 +338,8 @@ DEFAULTS_BY_CONDITION: Final[Mapping[str, Threshold]] = threshold_index(DEFAULT_
 OVERRIDE_RANGES: Final[Mapping[str, tuple[float, float]]] = {
     "glucose-low-l2": (2.5, 3.9),
     "cgm-urgent-low": (3.1, 4.4),
+    "cgm-urgent-low-soon": (3.1, 4.4),
+    "cgm-falling-fast": (-0.3, -0.111),  # 5.4 to 2 mg/dL/min
     "glucose-low-l1": (3.0, 6.0),
     "glucose-high-l2": (8.0, 25.0),
     "bp-systolic-grade3": (140.0, 200.0),

@@ -1,4 +1,4 @@
-"""The ingest hot path: messages and readings as plain tuples, a few statements per table.
+"""The ingest hot path: messages, readings and events as plain tuples, few statements a table.
 
 Why not SQLAlchemy Core here: at 10 000 readings per batch its per-row parameter processing
 (``construct_params``, the :class:`~cloud_ingest.storage.schema.UTCDateTime` decorator, JSON
@@ -32,7 +32,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 
 from cloud_ingest.storage import schema as t
-from gateway.wire import Envelope, WireObservation
+from gateway.wire import Envelope, EventEnvelope, WireEvent, WireObservation
 
 #: Keys per ``IN (...)`` list on SQLite (its default bind parameter limit is 32 766).
 SQLITE_IN_CHUNK: Final = 500
@@ -79,6 +79,27 @@ OBSERVATION_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
     ("provenance", "jsonb"),
 )
 
+#: device_events columns in row order: the key, the envelope's columns, the event's own.
+EVENT_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
+    ("event_id", "text"),
+    ("msg_id", "text"),
+    ("site", "text"),
+    ("device_id", "text"),
+    ("device_key", "text"),
+    ("subject_kind", "text"),
+    ("subject_ref", "text"),
+    ("received_at", "timestamptz"),
+    ("kind", "text"),
+    ("event_time", "timestamptz"),
+    ("dose_id", "text"),
+    ("scheduled_time", "timestamptz"),
+    ("device_time", "text"),
+    ("clock_offset_s", "float8"),
+    ("details", "text"),
+    ("quality", "jsonb"),
+    ("provenance_source", "text"),
+)
+
 Row = tuple[Any, ...]
 TimeFn = Callable[[datetime], Any]
 
@@ -106,7 +127,7 @@ def _float(v: float | None) -> float | None:
 
 
 class RowBuilder:
-    """Builds message and observation rows for one dialect; JSON texts are cached per batch."""
+    """Builds message, observation and event rows for one dialect; JSON texts cached per batch."""
 
     def __init__(self, dialect: str) -> None:
         self.sqlite = dialect == "sqlite"
@@ -181,6 +202,31 @@ class RowBuilder:
             o.record_key,
             quality,
             provenance,
+        )
+
+    def event(self, env: EventEnvelope, received_at: datetime, we: WireEvent) -> Row:
+        e = we.event
+        quality = self._quality.get(e.quality)
+        if quality is None:
+            quality = self._quality[e.quality] = json.dumps(sorted(f.value for f in e.quality))
+        return (
+            we.event_id,
+            env.msg_id,
+            env.site,
+            env.device_id,
+            env.device.key,
+            env.subject.kind,
+            env.subject.ref,
+            self.time(received_at),
+            e.kind.value,
+            self.time(e.event_time),
+            e.dose_id,
+            None if e.scheduled_time is None else self.time(e.scheduled_time),
+            e.device_time,
+            _float(e.clock_offset_s),
+            json.dumps(dict(e.details), sort_keys=True, ensure_ascii=False),
+            quality,
+            e.provenance.source,
         )
 
 
@@ -294,7 +340,11 @@ class BulkInserter:
 
 def check_columns() -> None:
     """The hot-path column lists cover the tables (every column but the surrogate ``id``)."""
-    for table, columns in ((t.messages, MESSAGE_COLUMNS), (t.observations, OBSERVATION_COLUMNS)):
+    for table, columns in (
+        (t.messages, MESSAGE_COLUMNS),
+        (t.observations, OBSERVATION_COLUMNS),
+        (t.device_events, EVENT_COLUMNS),
+    ):
         want = {c.name for c in table.columns if c.name != "id"}
         have = {c for c, _ in columns}
         if want != have:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from gateway.wire import AgentStatus, Envelope, WireObservation
+from gateway.wire import AgentStatus, Envelope, EventEnvelope, WireEvent, WireObservation
 
 
 class StorageError(RuntimeError):
@@ -34,12 +34,29 @@ class InboundEnvelope:
 
 class ReadingFacts(NamedTuple):
     """The facts of a reading that its id must pin down; a second reading with the same id and
-    different facts is a conflict, not a duplicate."""
+    different facts is a conflict, not a duplicate (see :func:`same_reading`)."""
 
     effective_time: datetime
     value: float | None
     comparator: str | None
     absent_reason: str | None
+    device_time: str | None = None
+
+
+def same_reading(a: ReadingFacts, b: ReadingFacts) -> bool:
+    """The same reading, read again? Its value and its time on the device's own clock agree.
+
+    The device's clock reading is what pins a record down: the effective time is that reading
+    corrected by the clock offset measured in each session, which jitters by a second or so
+    between sessions (whole-second device clocks), so a meter that sends its whole memory again
+    would otherwise look like it reused ids. Without a device time, the effective times must
+    agree.
+    """
+    if (a.value, a.comparator, a.absent_reason) != (b.value, b.comparator, b.absent_reason):
+        return False
+    if a.device_time is not None or b.device_time is not None:
+        return a.device_time == b.device_time
+    return a.effective_time == b.effective_time
 
 
 class StoredReading(NamedTuple):
@@ -58,6 +75,44 @@ class StoreOutcome:
     duplicate_messages: int
     duplicate_observations: int
     new_readings: tuple[StoredReading, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InboundEvents:
+    topic: str
+    envelope: EventEnvelope
+    received_at: datetime
+
+
+class StoredEvent(NamedTuple):
+    """An event stored by this batch (first time seen)."""
+
+    inbound: InboundEvents
+    event: WireEvent
+
+
+class EventFacts(NamedTuple):
+    """The facts of an event that its id must pin down (kind and record key are in the id)."""
+
+    event_time: datetime
+    dose_id: str | None
+    scheduled_time: datetime | None
+    device_time: str | None = None
+
+
+def same_event(a: EventFacts, b: EventFacts) -> bool:
+    """The same event, sent again? As :func:`same_reading`: the device's own time decides."""
+    if (a.dose_id, a.scheduled_time) != (b.dose_id, b.scheduled_time):
+        return False
+    if a.device_time is not None or b.device_time is not None:
+        return a.device_time == b.device_time
+    return a.event_time == b.event_time
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventOutcome:
+    duplicates: int  # events offered that were already stored (or twice in the batch)
+    new_events: tuple[StoredEvent, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,6 +155,27 @@ class ObservationRecord:
     record_key: str
     quality: list[str]
     provenance: dict[str, Any]
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventRecord:
+    event_id: str
+    msg_id: str
+    site: str
+    device_id: str
+    device_key: str
+    subject_kind: str
+    subject_ref: str
+    kind: str
+    event_time: datetime
+    dose_id: str | None
+    scheduled_time: datetime | None
+    device_time: str | None
+    clock_offset_s: float | None
+    details: dict[str, Any]
+    quality: list[str]
+    provenance_source: str
     received_at: datetime
 
 
@@ -196,6 +272,7 @@ class OverrideRecord:
 class Counts:
     messages: int
     observations: int
+    events: int
     dead_letters: int
     open_alerts: int
     alerts_total: int

@@ -96,6 +96,38 @@ observations = sa.Table(
     sa.Index("ix_observations_subject_time", "subject_ref", "effective_time"),
 )
 
+#: Device events (``remon.event/1``), e.g. a dispenser's dose_missed. One row per event id: a
+#: redelivered event is not stored again. Event envelopes get no ``messages`` row.
+device_events = sa.Table(
+    "device_events",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("event_id", sa.String(32), nullable=False, unique=True),
+    sa.Column("msg_id", sa.String(32), nullable=False),
+    sa.Column("site", sa.String(63), nullable=False),
+    sa.Column("device_id", sa.String(63), nullable=False),
+    sa.Column("device_key", sa.String(400), nullable=False),  # manufacturer|model|serial
+    sa.Column("subject_kind", sa.String(20), nullable=False),
+    sa.Column("subject_ref", sa.String(128), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("event_time", UTCDateTime(), nullable=False),
+    sa.Column("dose_id", sa.String(64), nullable=True),
+    sa.Column("scheduled_time", UTCDateTime(), nullable=True),
+    sa.Column("device_time", sa.String(40), nullable=True),
+    sa.Column("clock_offset_s", sa.Float, nullable=True),
+    sa.Column("details", sa.Text, nullable=False),  # JSON text of a flat object
+    sa.Column("quality", JSONType, nullable=False),
+    sa.Column("provenance_source", sa.String(128), nullable=False),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_device_events_subject_time", "subject_ref", "event_time"),
+    sa.Index("ix_device_events_kind_time", "kind", "event_time"),
+)
+
 dead_letters = sa.Table(
     "dead_letters",
     metadata,

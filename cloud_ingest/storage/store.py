@@ -11,6 +11,7 @@ locks in the same order.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from sqlalchemy.engine import Engine
 
 from cloud_ingest.storage import schema as t
 from cloud_ingest.storage.bulk import (
+    EVENT_COLUMNS,
     MESSAGE_COLUMNS,
     OBSERVATION_COLUMNS,
     BulkInserter,
@@ -42,13 +44,18 @@ from cloud_ingest.storage.records import (
     Counts,
     DeadLetterIn,
     DeadLetterRecord,
+    EventFacts,
+    EventOutcome,
+    EventRecord,
     InboundEnvelope,
+    InboundEvents,
     ObservationRecord,
     OverrideRecord,
     ReadingFacts,
     SiteRecord,
     StatusIn,
     StorageError,
+    StoredEvent,
     StoredReading,
     StoreOutcome,
 )
@@ -163,6 +170,26 @@ class WriteTx:
             new_readings=new,
         )
 
+    def store_events(self, items: Sequence[InboundEvents]) -> EventOutcome:
+        """Store device events exactly once (by ``event_id``); return the ones this batch stored."""
+        offered: dict[str, StoredEvent] = {}
+        count = 0
+        for it in items:
+            count += len(it.envelope.events)
+            for we in it.envelope.events:
+                offered.setdefault(we.event_id, StoredEvent(it, we))
+        keys = sorted(offered)
+        build = RowBuilder(self._dialect)
+        rows = [
+            build.event(
+                offered[k].inbound.envelope, offered[k].inbound.received_at, offered[k].event
+            )
+            for k in keys
+        ]
+        stored = self._bulk.insert_new(t.device_events, EVENT_COLUMNS, rows)
+        new = tuple(offered[k] for k in keys if k in stored)
+        return EventOutcome(duplicates=count - len(new), new_events=new)
+
     def upsert_statuses(self, rows: Sequence[StatusIn]) -> None:
         """Latest status per site wins (by the agent's own time, else the receive time)."""
         latest: dict[str, dict[str, Any]] = {}
@@ -193,11 +220,30 @@ class WriteTx:
         out: dict[str, ReadingFacts] = {}
         for part in _chunks(sorted(set(obs_ids))):
             stmt = sa.select(
-                o.c.obs_id, o.c.effective_time, o.c.value, o.c.comparator, o.c.absent_reason
+                o.c.obs_id,
+                o.c.effective_time,
+                o.c.value,
+                o.c.comparator,
+                o.c.absent_reason,
+                o.c.device_time,
             ).where(o.c.obs_id.in_(part))
             for r in self.conn.execute(stmt):
                 out[r.obs_id] = ReadingFacts(
-                    r.effective_time, r.value, r.comparator, r.absent_reason
+                    r.effective_time, r.value, r.comparator, r.absent_reason, r.device_time
+                )
+        return out
+
+    def stored_event_facts(self, event_ids: Iterable[str]) -> dict[str, EventFacts]:
+        """What is stored for these event ids: event time, dose id, scheduled time."""
+        e = t.device_events
+        out: dict[str, EventFacts] = {}
+        for part in _chunks(sorted(set(event_ids))):
+            stmt = sa.select(
+                e.c.event_id, e.c.event_time, e.c.dose_id, e.c.scheduled_time, e.c.device_time
+            ).where(e.c.event_id.in_(part))
+            for r in self.conn.execute(stmt):
+                out[r.event_id] = EventFacts(
+                    r.event_time, r.dose_id, r.scheduled_time, r.device_time
                 )
         return out
 
@@ -338,6 +384,34 @@ class Storage:
         with self._read() as conn:
             return [_row(ObservationRecord, r) for r in conn.execute(stmt)]
 
+    def list_events(
+        self,
+        *,
+        subject_ref: str | None = None,
+        kind: str | None = None,
+        device_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[EventRecord]:
+        """Device events, newest first (by event time)."""
+        c = t.device_events.c
+        stmt = sa.select(*(col for col in t.device_events.columns if col.name != "id"))
+        if subject_ref is not None:
+            stmt = stmt.where(c.subject_ref == subject_ref)
+        if kind is not None:
+            stmt = stmt.where(c.kind == kind)
+        if device_id is not None:
+            stmt = stmt.where(c.device_id == device_id)
+        if since is not None:
+            stmt = stmt.where(c.event_time >= since)
+        stmt = stmt.order_by(c.event_time.desc(), c.event_id).limit(limit).offset(offset)
+        with self._read() as conn:
+            return [
+                EventRecord(**{**r._asdict(), "details": json.loads(r.details)})
+                for r in conn.execute(stmt)
+            ]
+
     def list_alerts(
         self, flt: AlertFilter, *, limit: int = 100, offset: int = 0
     ) -> list[AlertRecord]:
@@ -420,6 +494,7 @@ class Storage:
         stmt = sa.select(
             n(t.messages).label("messages"),
             n(t.observations).label("observations"),
+            n(t.device_events).label("events"),
             n(t.dead_letters).label("dead_letters"),
             n(t.alerts, t.alerts.c.state.in_(_ACTIVE)).label("open_alerts"),
             n(t.alerts).label("alerts_total"),

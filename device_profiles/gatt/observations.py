@@ -234,6 +234,23 @@ def glucose_observations(
 
 # --------------------------------------------------------------------------- CGM
 
+#: A CGM reading's record key: ``cgm:<session start, UTC minute>+<time offset, min>``.
+CGM_KEY_PREFIX: Final = "cgm:"
+_CGM_KEY_START: Final = "%Y%m%dT%H%MZ"
+
+
+def cgm_session_start(record_key: str) -> datetime | None:
+    """The sensor session's start (UTC) written into a CGM record key; None for other keys."""
+    if not record_key.startswith(CGM_KEY_PREFIX):
+        return None
+    stamp, plus, _ = record_key.removeprefix(CGM_KEY_PREFIX).partition("+")
+    if not plus:
+        return None
+    try:
+        return datetime.strptime(stamp, _CGM_KEY_START).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
 
 def cgm_observations(
     r: CgmReading, *, extra_quality: frozenset[QualityFlag] = frozenset()
@@ -259,7 +276,7 @@ def cgm_observations(
             "glucose.cgm",
             _number(m.glucose_mg_dl, "mg/dL", "glucose.cgm"),
             time=r.absolute_time_utc,
-            key=f"cgm:{start:%Y%m%dT%H%MZ}+{r.time_offset_min}",
+            key=f"{CGM_KEY_PREFIX}{start:{_CGM_KEY_START}}+{r.time_offset_min}",
             source="ble:0x2AA7",
             device_time=None,
             offset_s=r.clock_offset_s,

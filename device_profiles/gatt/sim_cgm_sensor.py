@@ -22,6 +22,8 @@ in the next notification.
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -50,8 +52,15 @@ from device_profiles.gatt.cgm import (
 )
 from device_profiles.gatt.glucose import GlucoseType
 from device_profiles.gatt.ieee11073 import DateTime, DecodeError, Number
+from device_profiles.units import GLUCOSE_MG_DL_PER_MMOL_L
 
-__all__ = ["GARBAGE_NOTIFICATION", "CgmFaults", "VirtualCgmSensor", "sfloat_of"]
+__all__ = [
+    "GARBAGE_NOTIFICATION",
+    "CgmFaults",
+    "VirtualCgmSensor",
+    "cgm_trace_mg_dl",
+    "sfloat_of",
+]
 
 MEASUREMENT_UUID: Final = 0x2AA7
 FEATURE_UUID: Final = 0x2AA8
@@ -69,6 +78,49 @@ _DST_MIN: Final = {
     DstOffset.DAYLIGHT_TIME: 60,
     DstOffset.DOUBLE_DAYLIGHT_TIME: 120,
 }
+
+
+#: Simulated traces stay inside the sensor's range 40-400 mg/dL (DOMAIN.md §2), as a real
+#: sensor's numeric readings do (outside it a sensor reports LOW/HIGH, not a number).
+_TRACE_RANGE_MG_DL: Final = (40.0, 400.0)
+#: How long the simulated glucose "remembers" its past (min): an AR(1) process with this time
+#: constant is smooth over a 15-min trend window, as interstitial glucose is.
+_TRACE_MEMORY_MIN: Final = 60.0
+
+
+def cgm_trace_mg_dl(
+    *,
+    mean_mmol_l: float,
+    sd_mmol_l: float,
+    n: int,
+    seed: int,
+    interval_min: int = 5,
+    fall_to_mmol_l: float | None = None,
+    fall_at: int | None = None,
+    fall_rate_mg_dl_min: float = 2.0,
+) -> list[float]:
+    """A smooth simulated CGM trace in whole mg/dL: an AR(1) process around ``mean`` with
+    standard deviation ``sd``. With ``fall_to_mmol_l``, the trace falls steadily at
+    ``fall_rate_mg_dl_min`` to reach that value at reading ``fall_at`` (a low in the making:
+    what the edge's urgent-low-soon prediction is for), then drifts back. A simulation."""
+    if n < 1 or interval_min < 1 or sd_mmol_l < 0 or not math.isfinite(mean_mmol_l):
+        raise ValueError("n >= 1, interval >= 1, sd >= 0 and a finite mean are needed")
+    rng = random.Random(f"cgm-trace|{seed}")  # noqa: S311 - simulation
+    phi = math.exp(-interval_min / _TRACE_MEMORY_MIN)
+    step_sd = sd_mmol_l * math.sqrt(1 - phi * phi)
+    mmol = [mean_mmol_l + rng.gauss(0.0, sd_mmol_l)]
+    for _ in range(n - 1):
+        mmol.append(mean_mmol_l + phi * (mmol[-1] - mean_mmol_l) + rng.gauss(0.0, step_sd))
+    if fall_to_mmol_l is not None and fall_at is not None and 0 <= fall_at < n:
+        step = fall_rate_mg_dl_min * interval_min / GLUCOSE_MG_DL_PER_MMOL_L  # mmol/L a reading
+        # start the fall where the line from the low meets the trace (at least 4 readings back)
+        k = max(4, round((mmol[max(0, fall_at - 8)] - fall_to_mmol_l) / step))
+        for j in range(max(0, fall_at - k), fall_at + 1):
+            mmol[j] = fall_to_mmol_l + step * (fall_at - j)
+        for j in range(fall_at + 1, n):  # recovery: the AR process restarts from the low
+            mmol[j] = mean_mmol_l + phi * (mmol[j - 1] - mean_mmol_l) + rng.gauss(0.0, step_sd)
+    lo, hi = _TRACE_RANGE_MG_DL
+    return [float(round(min(max(v * GLUCOSE_MG_DL_PER_MMOL_L, lo), hi))) for v in mmol]
 
 
 def sfloat_of(value: float) -> Number:
