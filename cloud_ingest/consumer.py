@@ -57,6 +57,9 @@ class ConsumerConfig:
     ca_file: str | None = None
     batch_max: int = 500
     batch_wait_s: float = 0.05
+    #: how often the worker runs the time-driven rules (escalation of unacknowledged alerts);
+    #: None: never (another process does it)
+    housekeeping_s: float | None = 15.0
 
 
 @dataclass(slots=True)
@@ -262,11 +265,27 @@ class Consumer:
 
     # -- worker --------------------------------------------------------------------------------
 
+    def _housekeeping(self, now: float) -> float:
+        """Run the time-driven rules when due; return when they are due next. A failure is
+        logged and retried at the next interval: it never stops ingest."""
+        every = self.config.housekeeping_s
+        if every is None:
+            return float("inf")
+        try:
+            self.service.housekeeping()
+        except Exception:
+            log.exception("housekeeping (escalation) failed; retrying in %.0f s", every)
+        return now + every
+
     def _work(self) -> None:
         backoff = 0.2
         failures = 0
         pending: list[_Inbound] = []
+        next_housekeeping = time.monotonic()
         while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_housekeeping:
+                next_housekeeping = self._housekeeping(now)
             if not pending:
                 pending = self._collect()
                 failures = 0

@@ -22,9 +22,10 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
+from cloud_ingest.care import Audience, Principal
 from cloud_ingest.rules import (
     DEFAULTS_BY_CONDITION,
     AlertAction,
@@ -44,6 +45,12 @@ from cloud_ingest.rules import (
     next_state,
 )
 from cloud_ingest.rules.engine import needs_evaluation
+from cloud_ingest.rules.lifecycle import (
+    DEFAULT_POLICY,
+    LifecyclePolicy,
+    escalation_level_due,
+    snooze_until,
+)
 from cloud_ingest.storage import (
     AlertChangedError,
     AlertEventIn,
@@ -55,6 +62,7 @@ from cloud_ingest.storage import (
     Counts,
     DeadLetterIn,
     DeadLetterRecord,
+    Directory,
     EventFacts,
     EventRecord,
     InboundEnvelope,
@@ -62,6 +70,7 @@ from cloud_ingest.storage import (
     ObservationRecord,
     OverrideRecord,
     ReadingFacts,
+    Routing,
     SiteRecord,
     StatusIn,
     Storage,
@@ -86,6 +95,7 @@ __all__ = [
     "AlertNotFoundError",
     "AlertRecord",
     "AlertWithEvents",
+    "AssignmentError",
     "ConflictError",
     "DeadLetterRecord",
     "EventRecord",
@@ -108,6 +118,10 @@ log = logging.getLogger("remon.ingest.service")
 SYSTEM_ACTOR: Final = "system:rules"
 #: Attempts of one batch when a concurrent worker wins a race.
 MAX_ATTEMPTS: Final = 5
+
+
+class AssignmentError(ValueError):
+    """An alert cannot be assigned to this staff member (unknown, inactive, other team/role)."""
 
 
 @dataclass(frozen=True)
@@ -218,6 +232,7 @@ class _Decoded:
 
 
 _Facts = TypeVar("_Facts", ReadingFacts, EventFacts)
+T = TypeVar("T")
 
 
 class IngestService:
@@ -227,8 +242,11 @@ class IngestService:
         *,
         clock: Callable[[], datetime] = _utcnow,
         thresholds: Sequence[Threshold] | None = None,
+        lifecycle: LifecyclePolicy = DEFAULT_POLICY,
     ) -> None:
         self.storage = storage
+        self.directory = Directory(storage)
+        self.lifecycle = lifecycle
         self._clock = clock
         self._thresholds = (
             tuple(thresholds) if thresholds is not None else tuple(DEFAULTS_BY_CONDITION.values())
@@ -420,7 +438,13 @@ class IngestService:
         )
         raises = [a for a in actions if a.kind == "raise"]
         updates = [a for a in actions if a.kind == "update"]
-        new_ids = tx.insert_alerts([_alert_columns(a.state, now, new=True) for a in raises])
+        routing = tx.routing(a.state.subject_ref for a in raises) if raises else {}
+        new_ids = tx.insert_alerts(
+            [
+                _alert_columns(a.state, now, new=True, team_id=_team(routing, a.state.subject_ref))
+                for a in raises
+            ]
+        )
         tx.update_alerts([_alert_columns(a.state, now, new=False) for a in updates])
         events: list[AlertEventIn] = []
         for i, a in enumerate(raises):
@@ -482,49 +506,164 @@ class IngestService:
     def list_alerts(
         self,
         *,
+        principal: Principal | None = None,
         state: str | None = None,
         subject: str | None = None,
         priority: str | None = None,
         condition: str | None = None,
+        kind: str | None = None,
+        assigned_to: str | None = None,
+        team_id: str | None = None,
+        include_snoozed: bool = True,
         limit: int = 100,
         offset: int = 0,
     ) -> list[AlertRecord]:
-        flt = AlertFilter(state=state, subject_ref=subject, priority=priority, condition=condition)
+        """Alerts the principal may see (None: every alert), highest priority first."""
+        teams, audiences = principal.scope() if principal is not None else (None, None)
+        flt = AlertFilter(
+            state=state,
+            subject_ref=subject,
+            priority=priority,
+            condition=condition,
+            kind=kind,
+            assigned_to=assigned_to,
+            team_id=team_id,
+            teams=teams,
+            audiences=audiences,
+            hide_snoozed_at=None if include_snoozed else self._clock(),
+        )
         return self.storage.list_alerts(flt, limit=limit, offset=offset)
 
-    def get_alert(self, alert_id: int) -> AlertWithEvents:
+    def _visible(self, alert_id: int, principal: Principal | None) -> AlertRecord:
+        alert = self.storage.get_alert(alert_id)
+        if alert is None or (principal is not None and not principal.can_see(alert)):
+            raise AlertNotFoundError(alert_id)  # the same answer: no leak of other teams' alerts
+        return alert
+
+    def get_alert(self, alert_id: int, *, principal: Principal | None = None) -> AlertWithEvents:
+        self._visible(alert_id, principal)
         alert = self.storage.get_alert(alert_id)
         if alert is None:
             raise AlertNotFoundError(alert_id)
         return AlertWithEvents(alert=alert, events=self.storage.alert_events(alert_id))
 
-    def acknowledge(self, alert_id: int, *, actor: str, note: str | None = None) -> AlertRecord:
-        return self._transition(alert_id, Transition.ACKNOWLEDGE, actor=actor, note=note)
+    def acknowledge(
+        self,
+        alert_id: int,
+        *,
+        actor: str,
+        note: str | None = None,
+        principal: Principal | None = None,
+    ) -> AlertRecord:
+        return self._transition(
+            alert_id, Transition.ACKNOWLEDGE, actor=actor, note=note, principal=principal
+        )
 
-    def resolve(self, alert_id: int, *, actor: str, note: str | None = None) -> AlertRecord:
-        return self._transition(alert_id, Transition.RESOLVE, actor=actor, note=note)
+    def resolve(
+        self,
+        alert_id: int,
+        *,
+        actor: str,
+        note: str | None = None,
+        principal: Principal | None = None,
+    ) -> AlertRecord:
+        return self._transition(
+            alert_id, Transition.RESOLVE, actor=actor, note=note, principal=principal
+        )
+
+    def assign(
+        self,
+        alert_id: int,
+        *,
+        actor: str,
+        assignee: str | None,
+        note: str | None = None,
+        principal: Principal | None = None,
+    ) -> AlertRecord:
+        """Name the team member who handles the alert (None: unassign). The assignee must be an
+        active member of the alert's team with the alert's audience role."""
+        alert = self._visible(alert_id, principal)
+        if assignee is not None:
+            staff = self.directory.get_staff(assignee)
+            if staff is None or not staff.active:
+                raise AssignmentError(f"no active staff member {assignee!r}")
+            if alert.team_id is None or alert.team_id not in staff.team_ids:
+                raise AssignmentError(
+                    f"{assignee} is not in the alert's care team ({alert.team_id or 'none'})"
+                )
+            if staff.role != alert.audience:
+                raise AssignmentError(
+                    f"{assignee} is {staff.role}; this alert is for {alert.audience} staff"
+                )
+        return self._transition(
+            alert_id,
+            Transition.ASSIGN,
+            actor=actor,
+            note=note,
+            principal=principal,
+            extra={"assigned_to": assignee},
+        )
+
+    def snooze(
+        self,
+        alert_id: int,
+        *,
+        actor: str,
+        minutes: float,
+        note: str | None = None,
+        principal: Principal | None = None,
+    ) -> AlertRecord:
+        """Hide an acknowledged alert from the working queue for a bounded time."""
+        alert = self._visible(alert_id, principal)
+        until = snooze_until(
+            state=alert.state,
+            priority=alert.priority,
+            minutes=minutes,
+            now=self._clock(),
+            policy=self.lifecycle,
+        )
+        return self._transition(
+            alert_id,
+            Transition.SNOOZE,
+            actor=actor,
+            note=note or f"snoozed until {until.isoformat(timespec='seconds')}",
+            principal=principal,
+            extra={"snoozed_until": until},
+        )
 
     def _transition(
-        self, alert_id: int, transition: Transition, *, actor: str, note: str | None
+        self,
+        alert_id: int,
+        transition: Transition,
+        *,
+        actor: str,
+        note: str | None,
+        principal: Principal | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> AlertRecord:
         for _ in range(MAX_ATTEMPTS):
-            alert = self.storage.get_alert(alert_id)
-            if alert is None:
-                raise AlertNotFoundError(alert_id)
+            alert = self._visible(alert_id, principal)
             target = next_state(alert.state, transition)  # raises InvalidTransitionError
             now = self._clock()
-            values: dict[str, Any] = {"state": target.value, "updated_at": now}
+            values: dict[str, Any] = {"state": target.value, "updated_at": now, **(extra or {})}
             if transition is Transition.ACKNOWLEDGE:
                 values |= {"acknowledged_by": actor, "acknowledged_at": now}
-            else:
-                values |= {"resolved_by": actor, "resolved_at": now, "resolved_note": note}
+            elif transition is Transition.RESOLVE:
+                values |= {
+                    "resolved_by": actor,
+                    "resolved_at": now,
+                    "resolved_note": note,
+                    "snoozed_until": None,
+                }
+            elif transition is Transition.ASSIGN:
+                values["assigned_at"] = now if values.get("assigned_to") else None
             event = AlertEventIn(
                 alert_id=alert_id,
                 alert_index=None,
                 at=now,
-                action="acknowledged" if target is AlertStateName.ACKNOWLEDGED else "resolved",
+                action=_ACTION_WORD[transition],
                 actor=actor,
-                note=note,
+                note=_assign_note(values, note) if transition is Transition.ASSIGN else note,
             )
             try:
                 return self.storage.transition_alert(
@@ -533,6 +672,79 @@ class IngestService:
             except AlertChangedError:
                 continue  # re-read: the new state decides whether the transition is valid
         raise ConflictError(f"alert {alert_id} kept changing; try again")
+
+    def housekeeping(self) -> int:
+        """The time-driven rules, run by every ingest worker every few seconds: escalation of
+        unacknowledged alerts. Returns how many alerts changed."""
+        return self.escalate_due()
+
+    def escalate_due(self, *, limit: int = 500) -> int:
+        """Raise the escalation level of open alerts left unacknowledged past their priority's
+        interval (:class:`cloud_ingest.rules.LifecyclePolicy`); return how many changed.
+
+        Several workers may call this at once: each alert is changed by one of them (rows are
+        locked; PostgreSQL skips the ones another worker holds).
+        """
+        now = self._clock()
+        priorities = list(self.lifecycle.escalate_every)
+        if not priorities:
+            return 0
+        with self.storage.write() as tx:
+            changed: list[dict[str, Any]] = []
+            events: list[AlertEventIn] = []
+            for a in tx.escalation_candidates(priorities, limit=limit):
+                level = escalation_level_due(
+                    state=a.state,
+                    priority=a.priority,
+                    raised_at=a.raised_at,
+                    level=a.escalation_level,
+                    cleared=a.cleared_at is not None,
+                    now=now,
+                    policy=self.lifecycle,
+                )
+                if level is None:
+                    continue
+                changed.append(
+                    {"id": a.id, "escalation_level": level, "escalated_at": now, "updated_at": now}
+                )
+                every = self.lifecycle.escalate_every[a.priority]
+                events.append(
+                    AlertEventIn(
+                        alert_id=a.id,
+                        alert_index=None,
+                        at=now,
+                        action="escalated",
+                        actor=SYSTEM_ACTOR,
+                        note=(
+                            f"escalation level {level}: {a.priority}-priority alert not "
+                            f"acknowledged {_minutes_text(now - a.raised_at)} after it was raised "
+                            f"(escalates every {_minutes_text(every)}; remon default)"
+                        ),
+                    )
+                )
+            tx.update_alerts(changed)
+            tx.insert_alert_events(events, [])
+        return len(changed)
+
+    def alert_changes(
+        self,
+        *,
+        principal: Principal | None,
+        after_id: int,
+        also_ids: Sequence[int] = (),
+        limit: int = 500,
+    ) -> tuple[list[int], list[tuple[AlertEventRecord, AlertRecord]]]:
+        """Queue changes after ``after_id`` (and the awaited ``also_ids``): every audit event id
+        found, and the events the principal may see with their alerts. What the SSE stream
+        sends (see :class:`cloud_ingest.api.stream.ChangeCursor` for why both)."""
+        teams, audiences = principal.scope() if principal is not None else (None, None)
+        flt = AlertFilter(teams=teams, audiences=audiences)
+        return self.storage.alert_changes(
+            after_id=after_id, also_ids=also_ids, flt=flt, limit=limit
+        )
+
+    def last_alert_change_id(self) -> int:
+        return self.storage.max_alert_event_id()
 
     def list_dead_letters(self, *, limit: int = 100, offset: int = 0) -> list[DeadLetterRecord]:
         return self.storage.list_dead_letters(limit=limit, offset=offset)
@@ -633,27 +845,37 @@ def _reading(r: StoredReading, quality: dict[frozenset[QualityFlag], frozenset[s
     )
 
 
+def _req(a: AlertRecord, name: str, value: T | None) -> T:
+    """A column every threshold alert has; None means the row is not a threshold alert."""
+    if value is None:
+        raise StorageError(f"alert {a.id} ({a.kind}) has no {name}: not a threshold alert")
+    return value
+
+
 def _alert_state(a: AlertRecord) -> AlertState:
     return AlertState(
         id=a.id,
         subject_ref=a.subject_ref,
         condition=a.condition,
-        measure=a.measure,
+        measure=_req(a, "measure", a.measure),
         priority=Priority(a.priority),
         rule=a.rule,
-        threshold_value=a.threshold_value,
-        threshold_unit=a.threshold_unit,
-        threshold_comparator=a.threshold_comparator,  # type: ignore[arg-type]
+        threshold_value=_req(a, "threshold_value", a.threshold_value),
+        threshold_unit=_req(a, "threshold_unit", a.threshold_unit),
+        threshold_comparator=_req(a, "threshold_comparator", a.threshold_comparator),  # type: ignore[arg-type]
         threshold_source=a.threshold_source,
         explanation=a.explanation,
         first=Evidence(
-            obs_id=a.first_obs_id,
-            value=a.first_value,
+            obs_id=_req(a, "first_obs_id", a.first_obs_id),
+            value=_req(a, "first_value", a.first_value),
             comparator=a.first_comparator,
             time=a.first_time,
         ),
         last=Evidence(
-            obs_id=a.last_obs_id, value=a.last_value, comparator=a.last_comparator, time=a.last_time
+            obs_id=_req(a, "last_obs_id", a.last_obs_id),
+            value=_req(a, "last_value", a.last_value),
+            comparator=a.last_comparator,
+            time=a.last_time,
         ),
         trigger_count=a.trigger_count,
         simulated=a.simulated,
@@ -662,7 +884,9 @@ def _alert_state(a: AlertRecord) -> AlertState:
     )
 
 
-def _alert_columns(s: AlertState, now: datetime, *, new: bool) -> dict[str, Any]:
+def _alert_columns(
+    s: AlertState, now: datetime, *, new: bool, team_id: str | None = None
+) -> dict[str, Any]:
     cols: dict[str, Any] = {
         "explanation": s.explanation,
         "last_obs_id": s.last.obs_id,
@@ -692,10 +916,36 @@ def _alert_columns(s: AlertState, now: datetime, *, new: bool) -> dict[str, Any]
             "first_comparator": s.first.comparator,
             "first_time": s.first.time,
             "raised_at": now,
+            "kind": "threshold",
+            "audience": Audience.CLINICIAN.value,
+            "team_id": team_id,
         }
     else:
         cols["id"] = s.id
     return cols
+
+
+_ACTION_WORD: Final[Mapping[Transition, str]] = {
+    Transition.ACKNOWLEDGE: "acknowledged",
+    Transition.RESOLVE: "resolved",
+    Transition.ASSIGN: "assigned",
+    Transition.SNOOZE: "snoozed",
+}
+
+
+def _assign_note(values: Mapping[str, Any], note: str | None) -> str:
+    who = values.get("assigned_to")
+    head = f"assigned to {who}" if who else "unassigned"
+    return f"{head}: {note}" if note else head
+
+
+def _minutes_text(span: timedelta) -> str:
+    return f"{span.total_seconds() / 60:.0f} min"
+
+
+def _team(routing: Mapping[str, Routing], subject: str) -> str | None:
+    r = routing.get(subject)
+    return None if r is None else r.team_id
 
 
 def _events(a: AlertAction, *, alert_id: int | None, index: int | None) -> list[AlertEventIn]:

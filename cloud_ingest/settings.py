@@ -20,3 +20,5 @@ class IngestSettings(BaseSettings):
     shared_subscription: bool = False
     batch_max: int = Field(default=500, ge=1, le=10_000)
     batch_wait_s: float = Field(default=0.05, ge=0.0, le=10.0)
+    #: seconds between runs of the time-driven rules (alert escalation) in each worker
+    housekeeping_s: float = Field(default=15.0, gt=0.0, le=3600.0)

@@ -399,6 +399,7 @@ def ingest_run(
                 shared=shared,
                 batch_max=settings.batch_max,
                 batch_wait_s=settings.batch_wait_s,
+                housekeeping_s=settings.housekeeping_s,
             ),
         )
         consumer.start(wait_connected=None)

@@ -21,13 +21,14 @@ from cloud_ingest.storage.schema import metadata
 def test_migration_creates_the_schema(db_url: str) -> None:
     s = open_storage(db_url)
     try:
-        assert current_revision(s.engine) == "0002"
+        assert current_revision(s.engine) == "0003"
         insp = sa.inspect(s.engine)
         tables = set(insp.get_table_names()) - {"alembic_version"}
         assert tables == set(metadata.tables)
         for name, table in metadata.tables.items():
-            cols = {c["name"] for c in insp.get_columns(name)}
-            assert cols == {c.name for c in table.columns}, name
+            cols = {c["name"]: c["nullable"] for c in insp.get_columns(name)}
+            # names and nullability: a NOT NULL the metadata does not know would refuse rows
+            assert cols == {c.name: c.nullable for c in table.columns}, name
         idx = {i["name"]: i for i in insp.get_indexes("alerts")}
         assert idx["uq_alerts_active_subject_condition"]["unique"]
         obs_idx = {i["name"]: i for i in insp.get_indexes("observations")}

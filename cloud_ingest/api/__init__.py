@@ -1,8 +1,9 @@
 """The care team's HTTP API (FastAPI): thin handlers over :class:`IngestService`.
 
-Every route but ``/api/v1/health`` needs ``Authorization: Bearer <token>``; tokens map to actor
-names in :attr:`IngestSettings.api_tokens`. Service exceptions map to HTTP statuses in one place
-(:func:`_install_error_handlers`).
+Every route but ``/api/v1/health`` needs ``Authorization: Bearer <token>``: a service account's
+from :attr:`IngestSettings.api_tokens` (admin) or a staff member's (see :mod:`cloud_ingest.care`
+for routing: staff see only their teams' patients). Service exceptions map to HTTP statuses in
+one place (:func:`_install_error_handlers`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from fastapi.responses import JSONResponse
 from cloud_ingest.api.routers import (
     alerts,
     dead_letters,
+    directory,
     events,
     health,
     observations,
@@ -22,8 +24,10 @@ from cloud_ingest.api.routers import (
     sites,
     stats,
 )
+from cloud_ingest.care import CareDirectory, DirectoryError, ForbiddenError, UnknownEntryError
 from cloud_ingest.service import (
     AlertNotFoundError,
+    AssignmentError,
     ConflictError,
     IngestService,
     InvalidTransitionError,
@@ -46,7 +50,19 @@ def create_app(service: IngestService, settings: IngestSettings) -> FastAPI:
     )
     app.state.service = service
     app.state.settings = settings
-    for module in (health, observations, events, alerts, dead_letters, stats, patients, sites):
+    app.state.care = CareDirectory(service.storage)
+    routers = (
+        health,
+        observations,
+        events,
+        alerts,
+        dead_letters,
+        stats,
+        patients,
+        sites,
+        directory,
+    )
+    for module in routers:
         app.include_router(module.router, prefix=API_PREFIX)
     _install_error_handlers(app)
     return app
@@ -57,6 +73,22 @@ def _error(code: int, detail: str) -> JSONResponse:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DirectoryError)
+    def _directory(_r: Request, exc: DirectoryError) -> JSONResponse:
+        return _error(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
+
+    @app.exception_handler(AssignmentError)
+    def _assignment(_r: Request, exc: AssignmentError) -> JSONResponse:
+        return _error(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
+
+    @app.exception_handler(UnknownEntryError)
+    def _unknown_entry(_r: Request, exc: UnknownEntryError) -> JSONResponse:
+        return _error(status.HTTP_404_NOT_FOUND, str(exc.args[0]) if exc.args else "not found")
+
+    @app.exception_handler(ForbiddenError)
+    def _forbidden(_r: Request, exc: ForbiddenError) -> JSONResponse:
+        return _error(status.HTTP_403_FORBIDDEN, str(exc))
+
     @app.exception_handler(AlertNotFoundError)
     def _not_found(_r: Request, exc: AlertNotFoundError) -> JSONResponse:
         return _error(status.HTTP_404_NOT_FOUND, f"alert {exc.args[0]} not found")

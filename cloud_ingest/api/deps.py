@@ -1,4 +1,8 @@
-"""Request dependencies: the service, the settings and the bearer-token actor."""
+"""Request dependencies: the service, the settings, the directory and who is asking.
+
+A bearer token is either a service account's from the settings (``REMON_API_TOKENS``: admin
+role, sees everything) or a staff member's (issued by ``PUT /staff/{id}``, stored as SHA-256).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from cloud_ingest.care import CareDirectory, Principal, Role
 from cloud_ingest.service import IngestService
 from cloud_ingest.settings import IngestSettings
 
@@ -24,11 +29,17 @@ def get_settings(request: Request) -> IngestSettings:
     return settings
 
 
-def get_actor(
+def get_care(request: Request) -> CareDirectory:
+    care: CareDirectory = request.app.state.care
+    return care
+
+
+def get_principal(
     settings: Annotated[IngestSettings, Depends(get_settings)],
+    care: Annotated[CareDirectory, Depends(get_care)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    """The actor name of a valid bearer token; 401 otherwise."""
+) -> Principal:
+    """Who a valid bearer token belongs to; 401 otherwise."""
     challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(
@@ -36,17 +47,30 @@ def get_actor(
             "missing bearer token: send 'Authorization: Bearer <token>'",
             headers=challenge,
         )
-    token = credentials.credentials.encode()
-    actor: str | None = None
+    token = credentials.credentials
+    raw = token.encode()
+    service_account: str | None = None
     for known, name in settings.api_tokens.items():
-        if hmac.compare_digest(known.encode(), token):
-            actor = name
-    if actor is None:
+        if hmac.compare_digest(known.encode(), raw):
+            service_account = name
+    if service_account is not None:
+        return Principal(
+            id=service_account, name=service_account, role=Role.ADMIN, team_ids=frozenset()
+        )
+    principal = care.principal_for_token(token)
+    if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "unknown or revoked bearer token", headers=challenge
         )
-    return actor
+    return principal
+
+
+def get_actor(principal: Annotated[Principal, Depends(get_principal)]) -> str:
+    """The name recorded in audit trails for this request."""
+    return principal.actor
 
 
 ServiceDep = Annotated[IngestService, Depends(get_service)]
 ActorDep = Annotated[str, Depends(get_actor)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+CareDep = Annotated[CareDirectory, Depends(get_care)]

@@ -104,21 +104,24 @@ class AlertOut(_Out):
     id: int
     subject_ref: str
     condition: str
-    measure: str
+    kind: Literal["threshold", "event", "silence"]
+    audience: Literal["clinician", "home_care"]
+    team_id: str | None
+    measure: str | None
     priority: PriorityName
     state: AlertStateName
     rule: str
-    threshold_value: float
-    threshold_unit: str
-    threshold_comparator: str
+    threshold_value: float | None
+    threshold_unit: str | None
+    threshold_comparator: str | None
     threshold_source: str
     explanation: str
-    first_obs_id: str
-    first_value: float
+    first_obs_id: str | None
+    first_value: float | None
     first_comparator: str | None
     first_time: datetime
-    last_obs_id: str
-    last_value: float
+    last_obs_id: str | None
+    last_value: float | None
     last_comparator: str | None
     last_time: datetime
     trigger_count: int
@@ -132,6 +135,11 @@ class AlertOut(_Out):
     resolved_note: str | None
     cleared_at: datetime | None
     cleared_by_obs_id: str | None
+    assigned_to: str | None
+    assigned_at: datetime | None
+    snoozed_until: datetime | None
+    escalation_level: int
+    escalated_at: datetime | None
 
     @classmethod
     def of(cls, r: AlertRecord) -> AlertOut:
@@ -141,7 +149,16 @@ class AlertOut(_Out):
 class AlertEventOut(_Out):
     id: int
     at: datetime
-    action: Literal["raised", "updated", "cleared", "acknowledged", "resolved"]
+    action: Literal[
+        "raised",
+        "updated",
+        "cleared",
+        "acknowledged",
+        "resolved",
+        "assigned",
+        "snoozed",
+        "escalated",
+    ]
     actor: str
     note: str | None
 
@@ -244,6 +261,103 @@ class ThresholdIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     value: float = Field(allow_inf_nan=False)
     unit: str = Field(min_length=1, max_length=32)
+
+
+class AssignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: staff id; null unassigns
+    assignee: str | None = Field(min_length=1, max_length=64)
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class SnoozeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    minutes: float = Field(gt=0, allow_inf_nan=False)
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class AlertChangeOut(_Out):
+    """One queue change on the SSE stream: the audit event and the alert as it is now."""
+
+    event: AlertEventOut
+    alert: AlertOut
+
+
+# -- the care directory ---------------------------------------------------------------------
+
+
+class TeamIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+
+
+class TeamOut(_Out):
+    id: str
+    name: str
+    created_at: datetime
+
+
+class StaffIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    role: Literal["clinician", "home_care", "admin"]
+    team_ids: list[str] = Field(default_factory=list, max_length=100)
+    active: bool = True
+    #: make a new API token (shown once in the response); a new member always gets one
+    issue_token: bool = False
+
+
+class StaffOut(_Out):
+    id: str
+    name: str
+    role: str
+    active: bool
+    created_at: datetime
+    team_ids: list[str]
+    has_token: bool
+
+
+class StaffIssuedOut(StaffOut):
+    #: the new API token, shown this once (only its SHA-256 is stored); null if none was issued
+    token: str | None
+
+
+class PatientIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    team_id: str = Field(min_length=1, max_length=64)
+    time_zone: str = Field(default="Europe/Helsinki", min_length=1, max_length=64)
+
+
+class PatientOut(_Out):
+    subject_ref: str
+    team_id: str
+    time_zone: str
+    updated_at: datetime
+
+
+class DispenserClientIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    home_care_team_id: str = Field(min_length=1, max_length=64)
+    missed_dose_window_min: int = Field(default=60)
+    dose_times: list[str] = Field(default_factory=list)
+
+
+class DispenserClientOut(_Out):
+    subject_ref: str
+    home_care_team_id: str
+    missed_dose_window_min: int
+    dose_times: list[str]
+    updated_at: datetime
+
+
+class AuditOut(_Out):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    object_kind: str
+    object_id: str
+    detail: dict[str, Any]
 
 
 class ErrorOut(BaseModel):

@@ -16,10 +16,14 @@ from cloud_ingest.rules.engine import (
 )
 from cloud_ingest.rules.lifecycle import (
     ACTIVE_STATES,
+    DEFAULT_POLICY,
     AlertStateName,
     InvalidTransitionError,
+    LifecyclePolicy,
     Transition,
+    escalation_level_due,
     next_state,
+    snooze_until,
 )
 from cloud_ingest.rules.thresholds import (
     DEFAULT_THRESHOLDS,
@@ -36,6 +40,7 @@ from cloud_ingest.rules.thresholds import (
 __all__ = [
     "ACTIVE_STATES",
     "DEFAULTS_BY_CONDITION",
+    "DEFAULT_POLICY",
     "DEFAULT_THRESHOLDS",
     "AlertAction",
     "AlertEvent",
@@ -43,6 +48,7 @@ __all__ = [
     "AlertStateName",
     "Evidence",
     "InvalidTransitionError",
+    "LifecyclePolicy",
     "Priority",
     "Reading",
     "RuleError",
@@ -53,8 +59,10 @@ __all__ = [
     "apply_override",
     "check_override",
     "clears",
+    "escalation_level_due",
     "evaluate",
     "explain",
     "meets",
     "next_state",
+    "snooze_until",
 ]

@@ -184,21 +184,21 @@ class AlertRecord:
     id: int
     subject_ref: str
     condition: str
-    measure: str
+    measure: str | None
     priority: str
     state: str
     rule: str
-    threshold_value: float
-    threshold_unit: str
-    threshold_comparator: str
+    threshold_value: float | None
+    threshold_unit: str | None
+    threshold_comparator: str | None
     threshold_source: str
     explanation: str
-    first_obs_id: str
-    first_value: float
+    first_obs_id: str | None
+    first_value: float | None
     first_comparator: str | None
     first_time: datetime
-    last_obs_id: str
-    last_value: float
+    last_obs_id: str | None
+    last_value: float | None
     last_comparator: str | None
     last_time: datetime
     trigger_count: int
@@ -212,6 +212,14 @@ class AlertRecord:
     resolved_note: str | None
     cleared_at: datetime | None
     cleared_by_obs_id: str | None
+    kind: str = "threshold"  # threshold | event | silence
+    audience: str = "clinician"  # clinician | home_care
+    team_id: str | None = None
+    assigned_to: str | None = None
+    assigned_at: datetime | None = None
+    snoozed_until: datetime | None = None
+    escalation_level: int = 0
+    escalated_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -277,3 +285,71 @@ class Counts:
     open_alerts: int
     alerts_total: int
     sites_online: int
+
+
+# -- care teams, staff, patients (0003) ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TeamRecord:
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StaffRecord:
+    id: str
+    name: str
+    role: str
+    active: bool
+    created_at: datetime
+    team_ids: tuple[str, ...]
+    has_token: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PatientRecord:
+    subject_ref: str
+    team_id: str
+    time_zone: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DispenserClientRecord:
+    subject_ref: str
+    home_care_team_id: str
+    missed_dose_window_min: int
+    dose_times: tuple[str, ...]
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Routing:
+    """Where a subject's alerts go: the clinical team and, for a dispenser client, the
+    home-care team. None: the subject is not in the directory (admins see its alerts)."""
+
+    team_id: str | None
+    home_care_team_id: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditIn:
+    at: datetime
+    actor: str
+    action: str
+    object_kind: str
+    object_id: str
+    detail: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditRecord:
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    object_kind: str
+    object_id: str
+    detail: dict[str, object]

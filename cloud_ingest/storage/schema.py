@@ -167,21 +167,21 @@ alerts = sa.Table(
     ),
     sa.Column("subject_ref", sa.String(128), nullable=False),
     sa.Column("condition", sa.String(64), nullable=False),
-    sa.Column("measure", sa.String(64), nullable=False),
+    sa.Column("measure", sa.String(64), nullable=True),
     sa.Column("priority", sa.String(10), nullable=False),
     sa.Column("state", sa.String(20), nullable=False),
     sa.Column("rule", sa.String(64), nullable=False),
-    sa.Column("threshold_value", sa.Float, nullable=False),
-    sa.Column("threshold_unit", sa.String(32), nullable=False),
-    sa.Column("threshold_comparator", sa.String(2), nullable=False),
+    sa.Column("threshold_value", sa.Float, nullable=True),
+    sa.Column("threshold_unit", sa.String(32), nullable=True),
+    sa.Column("threshold_comparator", sa.String(2), nullable=True),
     sa.Column("threshold_source", sa.Text, nullable=False),
     sa.Column("explanation", sa.Text, nullable=False),
-    sa.Column("first_obs_id", sa.String(32), nullable=False),
-    sa.Column("first_value", sa.Float, nullable=False),
+    sa.Column("first_obs_id", sa.String(32), nullable=True),
+    sa.Column("first_value", sa.Float, nullable=True),
     sa.Column("first_comparator", sa.String(2), nullable=True),
     sa.Column("first_time", UTCDateTime(), nullable=False),
-    sa.Column("last_obs_id", sa.String(32), nullable=False),
-    sa.Column("last_value", sa.Float, nullable=False),
+    sa.Column("last_obs_id", sa.String(32), nullable=True),
+    sa.Column("last_value", sa.Float, nullable=True),
     sa.Column("last_comparator", sa.String(2), nullable=True),
     sa.Column("last_time", UTCDateTime(), nullable=False),
     sa.Column("trigger_count", sa.Integer, nullable=False),
@@ -195,7 +195,17 @@ alerts = sa.Table(
     sa.Column("resolved_note", sa.Text, nullable=True),
     sa.Column("cleared_at", UTCDateTime(), nullable=True),
     sa.Column("cleared_by_obs_id", sa.String(32), nullable=True),
+    # 0003: rule kind, routing, assignment, snooze, escalation
+    sa.Column("kind", sa.String(16), nullable=False, server_default="threshold"),
+    sa.Column("audience", sa.String(16), nullable=False, server_default="clinician"),
+    sa.Column("team_id", sa.String(64), nullable=True),
+    sa.Column("assigned_to", sa.String(64), nullable=True),
+    sa.Column("assigned_at", UTCDateTime(), nullable=True),
+    sa.Column("snoozed_until", UTCDateTime(), nullable=True),
+    sa.Column("escalation_level", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("escalated_at", UTCDateTime(), nullable=True),
     sa.Index("ix_alerts_state_priority", "state", "priority"),
+    sa.Index("ix_alerts_team_state", "team_id", "state"),
     sa.Index("ix_alerts_subject", "subject_ref"),
     sa.Index(
         "uq_alerts_active_subject_condition",
@@ -238,4 +248,82 @@ patient_thresholds = sa.Table(
     sa.Column("unit", sa.String(32), nullable=False),
     sa.Column("set_by", sa.String(128), nullable=False),
     sa.Column("set_at", UTCDateTime(), nullable=False),
+)
+
+
+# -- care teams, staff and routing (0003) ---------------------------------------------------------
+
+care_teams = sa.Table(
+    "care_teams",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+#: Staff: role clinician / home_care / admin. The API token is kept as its SHA-256 only.
+staff = sa.Table(
+    "staff",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("role", sa.String(20), nullable=False),
+    sa.Column("token_sha256", sa.String(64), nullable=True, unique=True),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+staff_teams = sa.Table(
+    "staff_teams",
+    metadata,
+    sa.Column("staff_id", sa.String(64), sa.ForeignKey("staff.id"), primary_key=True),
+    sa.Column("team_id", sa.String(64), sa.ForeignKey("care_teams.id"), primary_key=True),
+)
+
+#: A patient: pseudonymous subject ref (never a name or a personal identity code), the clinical
+#: care team that receives the patient's clinical alerts, the local time zone.
+patients = sa.Table(
+    "patients",
+    metadata,
+    sa.Column("subject_ref", sa.String(128), primary_key=True),
+    sa.Column("team_id", sa.String(64), sa.ForeignKey("care_teams.id"), nullable=False),
+    sa.Column("time_zone", sa.String(64), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_patients_team", "team_id"),
+)
+
+#: A home-care medication dispenser client: the home-care team that receives the dispenser's
+#: alerts, the missed-dose window (DOMAIN.md §4: 5 min to 5 h, typically 30 to 60 min) and the
+#: local dose times ("HH:MM" strings).
+dispenser_clients = sa.Table(
+    "dispenser_clients",
+    metadata,
+    sa.Column(
+        "subject_ref", sa.String(128), sa.ForeignKey("patients.subject_ref"), primary_key=True
+    ),
+    sa.Column("home_care_team_id", sa.String(64), sa.ForeignKey("care_teams.id"), nullable=False),
+    sa.Column("missed_dose_window_min", sa.Integer, nullable=False),
+    sa.Column("dose_times", JSONType, nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_dispenser_clients_team", "home_care_team_id"),
+)
+
+#: Changes made through the API to the directory and thresholds (alert actions are in
+#: ``alert_events``, each alert's own trail).
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("action", sa.String(40), nullable=False),
+    sa.Column("object_kind", sa.String(20), nullable=False),
+    sa.Column("object_id", sa.String(128), nullable=False),
+    sa.Column("detail", JSONType, nullable=False),
+    sa.Index("ix_audit_log_object", "object_kind", "object_id"),
 )

@@ -40,6 +40,7 @@ from cloud_ingest.storage.records import (
     AlertEventRecord,
     AlertNotFoundError,
     AlertRecord,
+    AuditIn,
     ConflictError,
     Counts,
     DeadLetterIn,
@@ -52,6 +53,7 @@ from cloud_ingest.storage.records import (
     ObservationRecord,
     OverrideRecord,
     ReadingFacts,
+    Routing,
     SiteRecord,
     StatusIn,
     StorageError,
@@ -273,6 +275,60 @@ class WriteTx:
             out.extend(_row(OverrideRecord, r) for r in self.conn.execute(stmt))
         return out
 
+    def routing(self, subject_refs: Iterable[str]) -> dict[str, Routing]:
+        """Where each subject's alerts go (subjects missing from the directory are left out)."""
+        refs = sorted(set(subject_refs))
+        out: dict[str, Routing] = {}
+        p, dc = t.patients, t.dispenser_clients
+        for part in _chunks(refs):
+            stmt = (
+                sa.select(p.c.subject_ref, p.c.team_id, dc.c.home_care_team_id)
+                .select_from(p.outerjoin(dc, dc.c.subject_ref == p.c.subject_ref))
+                .where(p.c.subject_ref.in_(part))
+            )
+            for r in self.conn.execute(stmt):
+                out[r.subject_ref] = Routing(
+                    team_id=r.team_id, home_care_team_id=r.home_care_team_id
+                )
+        return out
+
+    def escalation_candidates(self, priorities: Iterable[str], *, limit: int) -> list[AlertRecord]:
+        """Open, uncleared alerts of these priorities, oldest first, locked until commit.
+
+        PostgreSQL skips rows another worker holds: it is escalating them right now.
+        """
+        c = t.alerts.c
+        stmt = (
+            sa.select(t.alerts)
+            .where(
+                c.state == "open",
+                c.cleared_at.is_(None),
+                c.priority.in_(sorted(set(priorities))),
+            )
+            .order_by(c.raised_at, c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [_row(AlertRecord, r) for r in self.conn.execute(stmt)]
+
+    def insert_audit(self, rows: Sequence[AuditIn]) -> None:
+        if not rows:
+            return
+        self.conn.execute(
+            sa.insert(t.audit_log),
+            [
+                {
+                    "at": a.at,
+                    "actor": a.actor,
+                    "action": a.action,
+                    "object_kind": a.object_kind,
+                    "object_id": a.object_id,
+                    "detail": a.detail,
+                }
+                for a in rows
+            ],
+        )
+
     def insert_alerts(self, rows: Sequence[Mapping[str, Any]]) -> list[int]:
         """Insert alerts (column -> value); return their ids in the given order."""
         if not rows:
@@ -316,6 +372,38 @@ class AlertFilter:
     subject_ref: str | None = None
     priority: str | None = None
     condition: str | None = None
+    kind: str | None = None
+    assigned_to: str | None = None
+    team_id: str | None = None
+    #: routing: None = every alert (admins); else only alerts routed to one of these teams...
+    teams: frozenset[str] | None = None
+    #: ...for one of these audiences (None = any)
+    audiences: frozenset[str] | None = None
+    #: hide alerts snoozed past ``now``
+    hide_snoozed_at: datetime | None = None
+
+
+def _alert_where(flt: AlertFilter) -> list[sa.ColumnElement[bool]]:
+    c = t.alerts.c
+    where: list[sa.ColumnElement[bool]] = []
+    for col, value in (
+        (c.state, flt.state),
+        (c.subject_ref, flt.subject_ref),
+        (c.priority, flt.priority),
+        (c.condition, flt.condition),
+        (c.kind, flt.kind),
+        (c.assigned_to, flt.assigned_to),
+        (c.team_id, flt.team_id),
+    ):
+        if value is not None:
+            where.append(col == value)
+    if flt.teams is not None:
+        where.append(c.team_id.in_(sorted(flt.teams)))
+    if flt.audiences is not None:
+        where.append(c.audience.in_(sorted(flt.audiences)))
+    if flt.hide_snoozed_at is not None:
+        where.append(sa.or_(c.snoozed_until.is_(None), c.snoozed_until <= flt.hide_snoozed_at))
+    return where
 
 
 class Storage:
@@ -416,15 +504,7 @@ class Storage:
         self, flt: AlertFilter, *, limit: int = 100, offset: int = 0
     ) -> list[AlertRecord]:
         c = t.alerts.c
-        stmt = sa.select(t.alerts)
-        if flt.state is not None:
-            stmt = stmt.where(c.state == flt.state)
-        if flt.subject_ref is not None:
-            stmt = stmt.where(c.subject_ref == flt.subject_ref)
-        if flt.priority is not None:
-            stmt = stmt.where(c.priority == flt.priority)
-        if flt.condition is not None:
-            stmt = stmt.where(c.condition == flt.condition)
+        stmt = sa.select(t.alerts).where(*_alert_where(flt))
         prio = sa.case({"high": 0, "medium": 1, "low": 2}, value=c.priority, else_=3)
         stmt = stmt.order_by(prio, c.raised_at.desc(), c.id.desc()).limit(limit).offset(offset)
         with self._read() as conn:
@@ -443,6 +523,42 @@ class Storage:
         )
         with self._read() as conn:
             return [_row(AlertEventRecord, r) for r in conn.execute(stmt)]
+
+    def alert_changes(
+        self, *, after_id: int, also_ids: Iterable[int] = (), flt: AlertFilter, limit: int = 500
+    ) -> tuple[list[int], list[tuple[AlertEventRecord, AlertRecord]]]:
+        """Audit events with ``id > after_id`` (plus ``also_ids``), oldest first: every id found
+        (whoever may see it, so a reader can tell a gap from a change it may not see), and the
+        events ``flt`` lets through, each with its alert as it is now."""
+        e = t.alert_events
+        cond: sa.ColumnElement[bool] = e.c.id > after_id
+        extra = sorted(set(also_ids))[:IN_CHUNK]
+        if extra:
+            cond = sa.or_(cond, e.c.id.in_(extra))
+        ecols = [col.label(f"e_{col.name}") for col in e.columns]
+        with self._read() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(sa.select(e.c.id).where(cond).order_by(e.c.id).limit(limit))
+            ]
+            if not ids:
+                return [], []
+            stmt = (
+                sa.select(*ecols, t.alerts)
+                .select_from(e.join(t.alerts, t.alerts.c.id == e.c.alert_id))
+                .where(e.c.id.in_(ids), *_alert_where(flt))
+                .order_by(e.c.id)
+            )
+            out: list[tuple[AlertEventRecord, AlertRecord]] = []
+            for r in conn.execute(stmt):
+                m = r._asdict()
+                ev = AlertEventRecord(**{k[2:]: m.pop(k) for k in list(m) if k.startswith("e_")})
+                out.append((ev, AlertRecord(**m)))
+        return ids, out
+
+    def max_alert_event_id(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(sa.select(sa.func.max(t.alert_events.c.id))).scalar() or 0)
 
     def transition_alert(
         self,

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from cloud_ingest.api.deps import ActorDep, ServiceDep
+from cloud_ingest.api.deps import CareDep, PrincipalDep, ServiceDep
 from cloud_ingest.api.schemas import AwareDatetime, EventOut
 from device_profiles.events import EventKind
 
@@ -14,7 +14,8 @@ router = APIRouter(prefix="/events", tags=["device events"])
 @router.get("")
 def list_events(
     service: ServiceDep,
-    _actor: ActorDep,
+    who: PrincipalDep,
+    care: CareDep,
     subject: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
     kind: EventKind | None = None,
     device_id: Annotated[str | None, Query(min_length=1, max_length=63)] = None,
@@ -22,8 +23,9 @@ def list_events(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[EventOut]:
-    """Device events (e.g. a dispenser's dose_missed), newest first. No alerts are raised for
-    them yet."""
+    """Device events (e.g. a dispenser's dose_missed), newest first. Staff name a subject of
+    their teams; admins may list all."""
+    care.require_subject(who, subject)
     rows = service.list_events(
         subject=subject,
         kind=kind.value if kind is not None else None,
