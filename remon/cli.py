@@ -412,11 +412,18 @@ def ingest_run(
 
             if not settings.api_tokens:
                 typer.echo(
-                    "warning: no REMON_API_TOKENS configured; every API call except "
-                    "/api/v1/health will be refused",
+                    "warning: no REMON_API_TOKENS configured: only staff tokens issued through "
+                    "PUT /api/v1/staff/{id} work, and issuing one needs an admin token",
                     err=True,
                 )
-            uvicorn.run(create_app(service, settings), host=host, port=port, log_level="info")
+            # SSE queue streams stay open until the client leaves: on shutdown they get 5 s
+            uvicorn.run(
+                create_app(service, settings),
+                host=host,
+                port=port,
+                log_level="info",
+                timeout_graceful_shutdown=5,
+            )
         else:
             stop = asyncio.Event()
 

@@ -230,7 +230,14 @@ class _ApiServer:
         import uvicorn
 
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_level="warning",
+                lifespan="off",
+                timeout_graceful_shutdown=2,  # open SSE queue streams end on shutdown
+            )
         )
         self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
 
