@@ -26,6 +26,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 from cloud_ingest.care import Audience, Principal
+from cloud_ingest.findings import (
+    EVENT_KIND,
+    SILENCE_KIND,
+    finding_columns,
+    finding_events,
+    open_finding,
+)
 from cloud_ingest.rules import (
     DEFAULTS_BY_CONDITION,
     AlertAction,
@@ -44,12 +51,29 @@ from cloud_ingest.rules import (
     evaluate,
     next_state,
 )
+from cloud_ingest.rules.dispenser import (
+    DEFAULT_DISPENSER_RULES,
+    DispenserEvent,
+    DispenserRule,
+    FindingAction,
+    FindingState,
+    evaluate_events,
+)
 from cloud_ingest.rules.engine import needs_evaluation
 from cloud_ingest.rules.lifecycle import (
     DEFAULT_POLICY,
     LifecyclePolicy,
     escalation_level_due,
     snooze_until,
+)
+from cloud_ingest.rules.silence import (
+    CGM_STALE,
+    CGM_STALE_URGENT,
+    SITE_OFFLINE,
+    CgmStream,
+    SiteStatus,
+    evaluate_cgm_silence,
+    evaluate_site_status,
 )
 from cloud_ingest.storage import (
     AlertChangedError,
@@ -67,6 +91,7 @@ from cloud_ingest.storage import (
     EventRecord,
     InboundEnvelope,
     InboundEvents,
+    LastSeen,
     ObservationRecord,
     OverrideRecord,
     ReadingFacts,
@@ -116,6 +141,13 @@ log = logging.getLogger("remon.ingest.service")
 
 #: Actor recorded on events the system itself writes (raise/update/clear).
 SYSTEM_ACTOR: Final = "system:rules"
+#: The continuous stream whose silence is watched, and its measure (device_profiles.codes).
+CGM: Final = "cgm"
+CGM_MEASURE: Final = "glucose.cgm"
+#: A subject whose newest CGM reading is older than this is no longer expected to stream (the
+#: sensor session ended or the patient stopped CGM): no stale-data alert, open ones are cleared.
+#: remon default: sensors are replaced within hours, so a day without any reading is not a gap.
+CGM_EXPECTED_FOR: Final = timedelta(hours=24)
 #: Attempts of one batch when a concurrent worker wins a race.
 MAX_ATTEMPTS: Final = 5
 
@@ -243,6 +275,7 @@ class IngestService:
         clock: Callable[[], datetime] = _utcnow,
         thresholds: Sequence[Threshold] | None = None,
         lifecycle: LifecyclePolicy = DEFAULT_POLICY,
+        dispenser_rules: Sequence[DispenserRule] = DEFAULT_DISPENSER_RULES,
     ) -> None:
         self.storage = storage
         self.directory = Directory(storage)
@@ -253,6 +286,11 @@ class IngestService:
         )
         self._by_condition = {t.condition: t for t in self._thresholds}
         self._measures = frozenset(m for t in self._thresholds for m in t.measures)
+        self._dispenser_rules = tuple(dispenser_rules)
+        self._dispenser_conditions = frozenset(r.condition for r in self._dispenser_rules)
+        self._dispenser_kinds = frozenset(
+            k for r in self._dispenser_rules for k in (*r.raised_by, *r.cleared_by)
+        )
 
     # -- ingest --------------------------------------------------------------------------------
 
@@ -329,11 +367,16 @@ class IngestService:
             raised = updated = 0
             if outcome is not None and outcome.new_readings:
                 raised, updated = self._apply_rules(tx, outcome.new_readings, now)
+                tx.upsert_last_seen(_cgm_last_seen(outcome.new_readings))
             events = tx.store_events(d.events) if d.events else None
             if events is not None and events.duplicates:
                 event_conflicts = self._event_conflicts(tx, d, events.new_events)
                 tx.insert_dead_letters(event_conflicts, now=now)
                 conflicts += event_conflicts
+            if events is not None and events.new_events:
+                r, u = self._apply_event_rules(tx, events.new_events, now)
+                raised += r
+                updated += u
         return IngestResult(
             messages=outcome.messages if outcome else 0,
             duplicate_messages=outcome.duplicate_messages if outcome else 0,
@@ -451,6 +494,43 @@ class IngestService:
             events.extend(_events(a, alert_id=None, index=i))
         for a in updates:
             events.extend(_events(a, alert_id=a.state.id, index=None))
+        tx.insert_alert_events(events, new_ids)
+        return len(raises), len(updates)
+
+    def _apply_event_rules(
+        self, tx: WriteTx, new: Sequence[StoredEvent], now: datetime
+    ) -> tuple[int, int]:
+        """Dispenser rules on the events stored for the first time by this batch."""
+        kinds = self._dispenser_kinds
+        events = [_dispenser_event(e) for e in new if e.event.event.kind in kinds]
+        if not events:
+            return 0, 0
+        subjects = {e.subject_ref for e in events}
+        conditions = self._dispenser_conditions
+        active = [open_finding(a) for a in tx.active_alerts(subjects) if a.condition in conditions]
+        actions = evaluate_events(events, open_alerts=active, now=now, rules=self._dispenser_rules)
+        return self._store_findings(tx, actions, now, kind=EVENT_KIND)
+
+    def _store_findings(
+        self, tx: WriteTx, actions: Sequence[FindingAction], now: datetime, *, kind: str
+    ) -> tuple[int, int]:
+        raises = [a for a in actions if a.state.alert_id is None]
+        updates = [a for a in actions if a.state.alert_id is not None]
+        routing = tx.routing(a.state.subject_ref for a in raises) if raises else {}
+        new_ids = tx.insert_alerts(
+            [
+                finding_columns(a, now, kind=kind, team_id=_audience_team(routing, a.state))
+                for a in raises
+            ]
+        )
+        tx.update_alerts([finding_columns(a, now, kind=kind, team_id=None) for a in updates])
+        events: list[AlertEventIn] = []
+        for i, a in enumerate(raises):
+            events.extend(finding_events(a, alert_id=None, index=i, actor=SYSTEM_ACTOR))
+        for a in updates:
+            events.extend(
+                finding_events(a, alert_id=a.state.alert_id, index=None, actor=SYSTEM_ACTOR)
+            )
         tx.insert_alert_events(events, new_ids)
         return len(raises), len(updates)
 
@@ -674,9 +754,51 @@ class IngestService:
         raise ConflictError(f"alert {alert_id} kept changing; try again")
 
     def housekeeping(self) -> int:
-        """The time-driven rules, run by every ingest worker every few seconds: escalation of
-        unacknowledged alerts. Returns how many alerts changed."""
-        return self.escalate_due()
+        """The time-driven rules, run by every ingest worker every few seconds: stale CGM
+        data, sites offline (last will), escalation of unacknowledged alerts. Returns how many
+        alerts were raised or changed."""
+        changed = self.check_silence()
+        return changed + self.escalate_due()
+
+    def check_silence(self) -> int:
+        """Raise, update or clear the stale-CGM and site-offline alerts as of now."""
+        now = self._clock()
+        cgm_conditions = (CGM_STALE, CGM_STALE_URGENT)
+        with self.storage.write() as tx:
+            active = tx.active_alerts_of((*cgm_conditions, SITE_OFFLINE))
+            cgm_open = [open_finding(a) for a in active if a.condition in cgm_conditions]
+            site_open = [open_finding(a) for a in active if a.condition == SITE_OFFLINE]
+            expected_for = CGM_EXPECTED_FOR
+            recent = {r.subject_ref: r for r in tx.last_seen(CGM, since=now - expected_for)}
+            # subjects with an open alert but no recent reading: no longer expected (cleared)
+            for r in tx.last_seen_of(CGM, {f.subject_ref for f in cgm_open} - set(recent)):
+                recent.setdefault(r.subject_ref, r)
+            streams = [
+                CgmStream(
+                    subject_ref=r.subject_ref,
+                    expected_since=r.newest_time
+                    if now - r.newest_time < CGM_EXPECTED_FOR
+                    else None,
+                    newest_reading_time=r.newest_time,
+                    newest_reading_id=r.newest_obs_id,
+                    simulated=r.simulated,
+                )
+                for r in recent.values()
+            ]
+            streams += [
+                CgmStream(subject_ref=ref, expected_since=None)
+                for ref in {f.subject_ref for f in cgm_open} - set(recent)
+            ]
+            actions = evaluate_cgm_silence(streams, open_alerts=cgm_open, now=now)
+            r1, u1 = self._store_findings(tx, actions, now, kind=SILENCE_KIND)
+            statuses = [
+                SiteStatus(site=s.site, state=s.state, at=s.at)  # type: ignore[arg-type]
+                for s in tx.site_statuses()
+                if s.state in ("online", "offline")
+            ]
+            actions = evaluate_site_status(statuses, open_alerts=site_open, now=now)
+            r2, u2 = self._store_findings(tx, actions, now, kind=SILENCE_KIND)
+        return r1 + u1 + r2 + u2
 
     def escalate_due(self, *, limit: int = 500) -> int:
         """Raise the escalation level of open alerts left unacknowledged past their priority's
@@ -941,6 +1063,50 @@ def _assign_note(values: Mapping[str, Any], note: str | None) -> str:
 
 def _minutes_text(span: timedelta) -> str:
     return f"{span.total_seconds() / 60:.0f} min"
+
+
+def _audience_team(routing: Mapping[str, Routing], state: FindingState) -> str | None:
+    """The team a new finding goes to: the client's home-care team for home-care alerts."""
+    r = routing.get(state.subject_ref)
+    if r is None:
+        return None
+    return r.home_care_team_id if state.audience == "home_care" else r.team_id
+
+
+def _dispenser_event(e: StoredEvent) -> DispenserEvent:
+    ev = e.event.event
+    return DispenserEvent(
+        event_id=e.event.event_id,
+        subject_ref=e.inbound.envelope.subject.ref,
+        device_id=e.inbound.envelope.device_id,
+        kind=ev.kind,
+        event_time=ev.event_time,
+        dose_id=ev.dose_id,
+        scheduled_time=ev.scheduled_time,
+        details=ev.details,
+        simulated=QualityFlag.SIMULATED in ev.quality,
+    )
+
+
+def _cgm_last_seen(new: Sequence[StoredReading]) -> list[LastSeen]:
+    """The newest CGM glucose value per subject in this batch (a reading without a value,
+    e.g. a sensor error, does not keep the stream fresh)."""
+    newest: dict[str, LastSeen] = {}
+    for r in new:
+        o = r.observation.observation
+        if o.measure != CGM_MEASURE or o.value is None:
+            continue
+        ref = r.inbound.envelope.subject.ref
+        cur = newest.get(ref)
+        if cur is None or o.effective_time > cur.newest_time:
+            newest[ref] = LastSeen(
+                subject_ref=ref,
+                stream=CGM,
+                newest_time=o.effective_time,
+                newest_obs_id=r.observation.obs_id,
+                simulated=QualityFlag.SIMULATED in o.quality,
+            )
+    return list(newest.values())
 
 
 def _team(routing: Mapping[str, Routing], subject: str) -> str | None:

@@ -123,7 +123,7 @@ def test_events_are_stored_and_listed(svc: IngestService) -> None:
         observations=0,
         duplicate_observations=0,
         dead_letters=0,
-        alerts_raised=0,
+        alerts_raised=3,
         alerts_updated=0,
         events_stored=4,
         events_duplicate=0,
@@ -157,7 +157,16 @@ def test_events_are_stored_and_listed(svc: IngestService) -> None:
     )
     s = svc.stats()
     assert (s.events, s.messages, s.observations, s.dead_letters) == (4, 0, 0, 0)
-    assert svc.list_alerts() == []  # events raise no alerts (a later issue)
+    # the dispenser rules raised one alert per subject + condition, for home-care staff; no
+    # directory entries here, so they are routed to no team (admins see them)
+    alerts = {(a.subject_ref, a.condition): a for a in svc.list_alerts()}
+    assert set(alerts) == {("p1", "dose-missed"), ("p1", "low-stock"), ("p2", "dose-missed")}
+    missed1 = alerts[("p1", "dose-missed")]
+    assert (missed1.kind, missed1.audience, missed1.team_id) == ("event", "home_care", None)
+    assert (missed1.priority, missed1.simulated) == ("high", True)
+    assert (missed1.threshold_value, missed1.first_value) == (None, None)  # nothing invented
+    assert "dose-2" in missed1.explanation
+    assert alerts[("p1", "low-stock")].priority == "low"
     # filters
     assert [e.dose_id for e in svc.list_events(kind="dose_missed")] == ["dose-4", "dose-2"]
     assert [e.subject_ref for e in svc.list_events(device_id="disp-2")] == ["p2"]

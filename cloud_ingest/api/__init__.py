@@ -75,11 +75,11 @@ def _error(code: int, detail: str) -> JSONResponse:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DirectoryError)
     def _directory(_r: Request, exc: DirectoryError) -> JSONResponse:
-        return _error(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
+        return _error(422, str(exc))
 
     @app.exception_handler(AssignmentError)
     def _assignment(_r: Request, exc: AssignmentError) -> JSONResponse:
-        return _error(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
+        return _error(422, str(exc))
 
     @app.exception_handler(UnknownEntryError)
     def _unknown_entry(_r: Request, exc: UnknownEntryError) -> JSONResponse:

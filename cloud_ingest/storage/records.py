@@ -220,6 +220,7 @@ class AlertRecord:
     snoozed_until: datetime | None = None
     escalation_level: int = 0
     escalated_at: datetime | None = None
+    evidence: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -353,3 +354,14 @@ class AuditRecord:
     object_kind: str
     object_id: str
     detail: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LastSeen:
+    """The newest reading of a subject's continuous stream."""
+
+    subject_ref: str
+    stream: str
+    newest_time: datetime
+    newest_obs_id: str
+    simulated: bool

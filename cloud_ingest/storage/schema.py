@@ -204,6 +204,8 @@ alerts = sa.Table(
     sa.Column("snoozed_until", UTCDateTime(), nullable=True),
     sa.Column("escalation_level", sa.Integer, nullable=False, server_default="0"),
     sa.Column("escalated_at", UTCDateTime(), nullable=True),
+    #: event and silence alerts: {"first": ..., "last": ..., "criterion": ..., "cleared_by": ...}
+    sa.Column("evidence", JSONType, nullable=True),
     sa.Index("ix_alerts_state_priority", "state", "priority"),
     sa.Index("ix_alerts_team_state", "team_id", "state"),
     sa.Index("ix_alerts_subject", "subject_ref"),
@@ -326,4 +328,17 @@ audit_log = sa.Table(
     sa.Column("object_id", sa.String(128), nullable=False),
     sa.Column("detail", JSONType, nullable=False),
     sa.Index("ix_audit_log_object", "object_kind", "object_id"),
+)
+
+
+#: The newest reading of each subject's continuous stream (``cgm``), upserted by ingest (only
+#: ever forward in time) so the stale-data rule reads one row per subject, not the observations.
+stream_last_seen = sa.Table(
+    "stream_last_seen",
+    metadata,
+    sa.Column("subject_ref", sa.String(128), primary_key=True),
+    sa.Column("stream", sa.String(32), primary_key=True),
+    sa.Column("newest_time", UTCDateTime(), nullable=False),
+    sa.Column("newest_obs_id", sa.String(32), nullable=False),
+    sa.Column("simulated", sa.Boolean, nullable=False),
 )

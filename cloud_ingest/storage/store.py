@@ -50,6 +50,7 @@ from cloud_ingest.storage.records import (
     EventRecord,
     InboundEnvelope,
     InboundEvents,
+    LastSeen,
     ObservationRecord,
     OverrideRecord,
     ReadingFacts,
@@ -310,6 +311,61 @@ class WriteTx:
             .with_for_update(skip_locked=True)
         )
         return [_row(AlertRecord, r) for r in self.conn.execute(stmt)]
+
+    def upsert_last_seen(self, rows: Sequence[LastSeen]) -> None:
+        """Move each stream's newest reading forward (an older reading never moves it back)."""
+        if not rows:
+            return
+        tbl = t.stream_last_seen
+        ins = self._insert(tbl)
+        stmt = ins.on_conflict_do_update(
+            index_elements=["subject_ref", "stream"],
+            set_={c: ins.excluded[c] for c in ("newest_time", "newest_obs_id", "simulated")},
+            where=ins.excluded.newest_time > tbl.c.newest_time,
+        )
+        self.conn.execute(
+            stmt,
+            [
+                {
+                    "subject_ref": r.subject_ref,
+                    "stream": r.stream,
+                    "newest_time": r.newest_time,
+                    "newest_obs_id": r.newest_obs_id,
+                    "simulated": r.simulated,
+                }
+                for r in sorted(rows, key=lambda r: (r.subject_ref, r.stream))
+            ],
+        )
+
+    def last_seen(self, stream: str, *, since: datetime) -> list[LastSeen]:
+        tbl = t.stream_last_seen
+        stmt = sa.select(tbl).where(tbl.c.stream == stream, tbl.c.newest_time >= since)
+        return [_row(LastSeen, r) for r in self.conn.execute(stmt)]
+
+    def last_seen_of(self, stream: str, subject_refs: Iterable[str]) -> list[LastSeen]:
+        tbl = t.stream_last_seen
+        out: list[LastSeen] = []
+        for part in _chunks(sorted(set(subject_refs))):
+            stmt = sa.select(tbl).where(tbl.c.stream == stream, tbl.c.subject_ref.in_(part))
+            out.extend(_row(LastSeen, r) for r in self.conn.execute(stmt))
+        return out
+
+    def active_alerts_of(self, conditions: Iterable[str]) -> list[AlertRecord]:
+        """Open/acknowledged alerts of these conditions (any subject), locked until commit."""
+        c = t.alerts.c
+        stmt = (
+            sa.select(t.alerts)
+            .where(c.condition.in_(sorted(set(conditions))), c.state.in_(_ACTIVE))
+            .order_by(c.id)
+            .with_for_update()
+        )
+        return [_row(AlertRecord, r) for r in self.conn.execute(stmt)]
+
+    def site_statuses(self) -> list[SiteRecord]:
+        return [
+            _row(SiteRecord, r)
+            for r in self.conn.execute(sa.select(t.sites).order_by(t.sites.c.site))
+        ]
 
     def insert_audit(self, rows: Sequence[AuditIn]) -> None:
         if not rows:

@@ -6,10 +6,13 @@
   ``dispenser_clients`` (the home-care team that receives the client's dispenser alerts, the
   missed-dose window, the local dose times).
 - ``alerts`` gain the rule kind (threshold / event / silence), the audience (clinician or
-  home_care), the team it was routed to, assignment, snooze and escalation. Threshold and value
+  home_care), the team it was routed to, assignment, snooze and escalation, and (event and
+  silence alerts) their evidence as JSON. Threshold and value
   and evidence-id columns become nullable: an event or silence alert has no measured value, and
   none is invented.
 - ``audit_log``: every change made through the API (who, what, when).
+- ``stream_last_seen``: the newest reading of each subject's continuous stream (CGM), kept by
+  ingest so the stale-data rules need not scan the observations.
 
 Revision ID: 0003
 Revises: 0002
@@ -104,6 +107,14 @@ def upgrade() -> None:
         sa.Column("detail", _JSON, nullable=False),
     )
     op.create_index("ix_audit_log_object", "audit_log", ["object_kind", "object_id"])
+    op.create_table(
+        "stream_last_seen",
+        sa.Column("subject_ref", sa.String(128), primary_key=True),
+        sa.Column("stream", sa.String(32), primary_key=True),
+        _ts("newest_time"),
+        sa.Column("newest_obs_id", sa.String(32), nullable=False),
+        sa.Column("simulated", sa.Boolean(), nullable=False),
+    )
     # SQLite rebuilds the table for the nullability changes: the partial unique index is dropped
     # first and made again after, so its WHERE clause cannot be lost in the rebuild.
     op.drop_index("uq_alerts_active_subject_condition", table_name="alerts")
@@ -120,6 +131,7 @@ def upgrade() -> None:
             sa.Column("escalation_level", sa.Integer(), nullable=False, server_default="0")
         )
         b.add_column(sa.Column("escalated_at", sa.DateTime(timezone=True), nullable=True))
+        b.add_column(sa.Column("evidence", _JSON, nullable=True))
         for name, type_ in _THRESHOLD_ONLY:
             b.alter_column(name, existing_type=type_, nullable=True)
     op.create_index(
@@ -145,6 +157,7 @@ def downgrade() -> None:
         for name, type_ in _THRESHOLD_ONLY:
             b.alter_column(name, existing_type=type_, nullable=False)
         for name in (
+            "evidence",
             "escalated_at",
             "escalation_level",
             "snoozed_until",
@@ -163,7 +176,7 @@ def downgrade() -> None:
         sqlite_where=sa.text(_ACTIVE),
         postgresql_where=sa.text(_ACTIVE),
     )
-    for table in ("audit_log", "dispenser_clients", "patients", "staff_teams"):
+    for table in ("stream_last_seen", "audit_log", "dispenser_clients", "patients", "staff_teams"):
         op.drop_table(table)
     op.drop_table("staff")
     op.drop_table("care_teams")
