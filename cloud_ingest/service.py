@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from cloud_ingest.care import Audience, Principal
 from cloud_ingest.findings import (
@@ -106,6 +106,7 @@ from cloud_ingest.storage import (
     same_event,
     same_reading,
 )
+from cloud_ingest.timeseries import ObservationPoint, TelemetryPoint
 from device_profiles.observation import QualityFlag
 from gateway.wire import (
     TOPIC_ROOT,
@@ -150,6 +151,15 @@ CGM_MEASURE: Final = "glucose.cgm"
 CGM_EXPECTED_FOR: Final = timedelta(hours=24)
 #: Attempts of one batch when a concurrent worker wins a race.
 MAX_ATTEMPTS: Final = 5
+
+
+class TimeSeriesSink(Protocol):
+    """Where readings are copied after each commit (:class:`cloud_ingest.timeseries.
+    TimeSeriesWriter`); the calls queue and must not raise."""
+
+    def write_observations(self, points: Iterable[ObservationPoint]) -> None: ...
+
+    def write_telemetry(self, points: Iterable[TelemetryPoint]) -> None: ...
 
 
 class AssignmentError(ValueError):
@@ -276,10 +286,12 @@ class IngestService:
         thresholds: Sequence[Threshold] | None = None,
         lifecycle: LifecyclePolicy = DEFAULT_POLICY,
         dispenser_rules: Sequence[DispenserRule] = DEFAULT_DISPENSER_RULES,
+        timeseries: TimeSeriesSink | None = None,
     ) -> None:
         self.storage = storage
         self.directory = Directory(storage)
         self.lifecycle = lifecycle
+        self._timeseries = timeseries
         self._clock = clock
         self._thresholds = (
             tuple(thresholds) if thresholds is not None else tuple(DEFAULTS_BY_CONDITION.values())
@@ -299,7 +311,10 @@ class IngestService:
         decoded = self._decode(batch)
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                return self._store(decoded)
+                result, stored = self._store(decoded)
+                if self._timeseries is not None and stored:
+                    self._copy_to_timeseries(stored)
+                return result
             except ConflictError:
                 if attempt == MAX_ATTEMPTS:
                     raise
@@ -352,7 +367,49 @@ class IngestService:
                 [_dead_letter(message, STORE_FAILED, "", reason[:2000])], now=self._clock()
             )
 
-    def _store(self, d: _Decoded) -> IngestResult:
+    def _copy_to_timeseries(self, stored: Sequence[StoredReading]) -> None:
+        """After the commit: the new readings, and each device's newest clock offset, to the
+        time-series store. Its writer queues and never raises (SQL is the record)."""
+        sink = self._timeseries
+        assert sink is not None
+        points: list[ObservationPoint] = []
+        clocks: dict[tuple[str, str], TelemetryPoint] = {}
+        for r in stored:
+            env, o = r.inbound.envelope, r.observation.observation
+            simulated = QualityFlag.SIMULATED in o.quality
+            try:
+                points.append(
+                    ObservationPoint(
+                        subject_ref=env.subject.ref,
+                        site=env.site,
+                        device_id=env.device_id,
+                        measure=o.measure,
+                        unit=o.unit,
+                        time=o.effective_time,
+                        simulated=simulated,
+                        value=o.value,
+                        comparator=o.comparator,
+                        absent_reason=o.absent_reason.value if o.absent_reason else None,
+                    )
+                )
+                if o.clock_offset_s is not None:
+                    key = (env.site, env.device_id)
+                    cur = clocks.get(key)
+                    if cur is None or o.effective_time > cur.time:
+                        clocks[key] = TelemetryPoint(
+                            site=env.site,
+                            device_id=env.device_id,
+                            time=o.effective_time,
+                            clock_offset_s=o.clock_offset_s,
+                        )
+            except ValueError as exc:  # stored in SQL already; the copy skips what it cannot hold
+                log.warning(
+                    "reading %s not copied to the time-series store: %s", r.observation.obs_id, exc
+                )
+        sink.write_observations(points)
+        sink.write_telemetry(list(clocks.values()))
+
+    def _store(self, d: _Decoded) -> tuple[IngestResult, Sequence[StoredReading]]:
         now = self._clock()
         with self.storage.write() as tx:
             tx.insert_dead_letters(d.dead, now=now)
@@ -377,7 +434,7 @@ class IngestService:
                 r, u = self._apply_event_rules(tx, events.new_events, now)
                 raised += r
                 updated += u
-        return IngestResult(
+        result = IngestResult(
             messages=outcome.messages if outcome else 0,
             duplicate_messages=outcome.duplicate_messages if outcome else 0,
             observations=len(outcome.new_readings) if outcome else 0,
@@ -389,6 +446,7 @@ class IngestService:
             events_stored=len(events.new_events) if events else 0,
             events_duplicate=events.duplicates if events else 0,
         )
+        return result, (outcome.new_readings if outcome else ())
 
     def _conflicts(
         self, tx: WriteTx, d: _Decoded, new: Sequence[StoredReading]

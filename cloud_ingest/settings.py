@@ -22,3 +22,9 @@ class IngestSettings(BaseSettings):
     batch_wait_s: float = Field(default=0.05, ge=0.0, le=10.0)
     #: seconds between runs of the time-driven rules (alert escalation) in each worker
     housekeeping_s: float = Field(default=15.0, gt=0.0, le=3600.0)
+    #: a copy of readings in a server speaking the InfluxDB v2 write API (InfluxDB,
+    #: VictoriaMetrics), e.g. http://127.0.0.1:8428; empty: no copy. Needs remon[timeseries].
+    timeseries_url: str = ""
+    timeseries_org: str = "remon"
+    timeseries_bucket: str = "remon"
+    timeseries_token: str = Field(default="", repr=False)

@@ -57,15 +57,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType, TracebackType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
-from influxdb_client.client.influxdb_client import InfluxDBClient
-from influxdb_client.client.write_api import WriteApi, WriteOptions
-from influxdb_client.domain.write_precision import WritePrecision
-from reactivex.scheduler import ThreadPoolScheduler
-
 from device_profiles.observation import COMPARATORS
+
+if TYPE_CHECKING:  # the client is an optional extra: imported when a writer is made
+    from influxdb_client.client.write_api import WriteApi
 
 log = logging.getLogger("remon.ingest.timeseries")
 
@@ -367,6 +365,11 @@ class TimeSeriesWriter:
     """
 
     def __init__(self, settings: TimeSeriesSettings) -> None:
+        # remon[timeseries]: the points and line helpers above work without it
+        from influxdb_client.client.influxdb_client import InfluxDBClient
+        from influxdb_client.client.write_api import WriteOptions
+        from reactivex.scheduler import ThreadPoolScheduler
+
         self._settings = settings
         self._client = InfluxDBClient(
             url=settings.url,
@@ -483,7 +486,7 @@ class TimeSeriesWriter:
                         bucket=self._settings.bucket,
                         org=self._settings.org,
                         record=lines,
-                        write_precision=WritePrecision.MS,  # type: ignore[arg-type]
+                        write_precision=_ms_precision(),  # type: ignore[arg-type]
                     )
                 except Exception as exc:  # the ingest path must not fail for the copy
                     with self._stats_lock:
@@ -542,3 +545,9 @@ class TimeSeriesWriter:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _ms_precision() -> object:
+    from influxdb_client.domain.write_precision import WritePrecision
+
+    return WritePrecision.MS

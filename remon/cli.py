@@ -16,6 +16,7 @@ import typer
 
 if TYPE_CHECKING:
     from cloud_ingest.settings import IngestSettings
+    from cloud_ingest.timeseries import TimeSeriesWriter
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -388,7 +389,8 @@ def ingest_run(
             err=True,
         )
         raise typer.Exit(2)
-    service = IngestService(open_storage(settings.database_url))
+    writer = _timeseries_writer(settings)
+    service = IngestService(open_storage(settings.database_url), timeseries=writer)
     consumer = None
     if consume:
         consumer = Consumer(
@@ -439,6 +441,32 @@ def ingest_run(
             children.stop()
         if consumer is not None:
             consumer.stop()
+        if writer is not None:
+            writer.close()
+            log = logging.getLogger("remon.ingest")
+            log.info("time-series copy: %s", writer.stats)
+
+
+def _timeseries_writer(settings: IngestSettings) -> TimeSeriesWriter | None:
+    """The time-series copy when REMON_TIMESERIES_URL is set (needs remon[timeseries])."""
+    if not settings.timeseries_url:
+        return None
+    try:
+        from cloud_ingest.timeseries import TimeSeriesSettings, TimeSeriesWriter
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        typer.echo(f"REMON_TIMESERIES_URL needs remon[timeseries]: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        ts = TimeSeriesSettings(
+            url=settings.timeseries_url,
+            org=settings.timeseries_org,
+            bucket=settings.timeseries_bucket,
+            token=settings.timeseries_token,
+        )
+        return TimeSeriesWriter(ts)
+    except (ValueError, ImportError) as exc:
+        typer.echo(f"time-series settings: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 class _Workers:

@@ -146,7 +146,14 @@ def ingest(db_url: str, mosquitto: MosquittoProcess) -> Iterator[tuple[IngestSer
         # a client id never used before on the shared broker: a reused one would inherit the
         # persistent session (and queued messages) of an earlier test's consumer
         service,
-        ConsumerConfig(url=mosquitto.url, client_id=f"it-{os.getpid()}-{uuid.uuid4().hex[:12]}"),
+        ConsumerConfig(
+            url=mosquitto.url,
+            client_id=f"it-{os.getpid()}-{uuid.uuid4().hex[:12]}",
+            # no time-driven rules: the shared broker holds other tests' retained agent
+            # statuses, whose site-offline alerts would mix in (tests/test_queue_e2e.py runs
+            # them on a broker of its own)
+            housekeeping_s=None,
+        ),
     )
     consumer.start()
     yield service, db_url

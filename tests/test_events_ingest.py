@@ -347,7 +347,11 @@ def test_dose_missed_from_the_edge_is_listed_once_though_published_twice(
     storage = open_storage(db_url)
     service = IngestService(storage)
     unique = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-    consumer = Consumer(service, ConsumerConfig(url=mosquitto.url, client_id=f"it-ev-{unique}"))
+    consumer = Consumer(
+        # no time-driven rules on the shared broker (see tests/test_end_to_end.py's ingest)
+        service,
+        ConsumerConfig(url=mosquitto.url, client_id=f"it-ev-{unique}", housekeeping_s=None),
+    )
     consumer.start()  # returns once the broker granted the subscriptions
     msg = encode([ev(1)], site="ev-site", subject="p-dispenser")
     relay_cfg = RelayConfig(url=mosquitto.url, client_id=f"relay-ev-{unique}", poll_s=0.1)

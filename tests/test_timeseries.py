@@ -19,6 +19,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from cloud_ingest.service import IngestService, RawMessage
+from cloud_ingest.storage import open_storage
 from cloud_ingest.timeseries import (
     SKIP_BUFFER_FULL,
     SKIP_CLOSED,
@@ -31,6 +33,8 @@ from cloud_ingest.timeseries import (
     observation_line,
     telemetry_lines,
 )
+from device_profiles.observation import DeviceIdentity, Observation, Provenance
+from gateway.wire import Subject, encode_observations
 from remon.brokers import free_port
 from tests.vm_server import VictoriaMetricsProcess
 
@@ -542,3 +546,53 @@ def test_tag_values_round_trip_through_victoria_metrics(
         }
     ]
     assert samples(mine[0]) == [(ms, 1.5)]
+
+
+def test_ingest_copies_new_readings_and_clock_offsets_after_the_commit(
+    vm: VictoriaMetricsProcess, sqlite_url: str
+) -> None:
+    """The service's copy: readings stored for the first time go to the time-series store once
+    (a redelivered batch is not copied again), with the device's clock offset as telemetry."""
+    site = "svc-copy"
+    obs_ = [
+        Observation(
+            measure="glucose.capillary",
+            unit="mmol/L",
+            effective_time=T0 + timedelta(minutes=i),
+            record_key=f"g:{i}",
+            provenance=Provenance(source="sim"),
+            value=v,
+            clock_offset_s=-2.5 + i,
+        )
+        for i, v in enumerate([5.5, 6.25])
+    ]
+    [m] = encode_observations(
+        site=site,
+        device_id="meter-9",
+        device=DeviceIdentity(manufacturer="Acme", model="G1", serial="S9"),
+        subject=Subject(kind="patient", ref="p-copy"),
+        observations=obs_,
+        created_at=T0,
+    )
+    raw = RawMessage(topic=m.topic, payload=m.payload, received_at=T0)
+    storage = open_storage(sqlite_url)
+    writer = TimeSeriesWriter(TimeSeriesSettings(url=vm.url, flush_interval_ms=100))
+    try:
+        service = IngestService(storage, timeseries=writer)
+        assert service.ingest_batch([raw]).observations == 2
+        assert service.ingest_batch([raw]).observations == 0  # redelivered: not copied again
+        writer.flush()
+        series = wait_for_samples(vm, f'{{__name__="observation_value",site="{site}"}}', 2)
+        (s,) = series
+        assert s["metric"]["subject"] == "p-copy"
+        assert s["metric"]["measure"] == "glucose.capillary"
+        assert samples(s) == [(epoch_ms(T0), 5.5), (epoch_ms(T0 + timedelta(minutes=1)), 6.25)]
+        clock = wait_for_samples(
+            vm, f'{{__name__="device_telemetry_clock_offset_s",site="{site}"}}', 1
+        )
+        # the newest reading's offset only: one telemetry point per device and batch
+        assert samples(clock[0]) == [(epoch_ms(T0 + timedelta(minutes=1)), -1.5)]
+        assert writer.stats.points_written == 3
+    finally:
+        writer.close()
+        storage.close()
