@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cloud_ingest.api import create_app
+from cloud_ingest.care import CareDirectory, Principal, Role
 from cloud_ingest.consumer import Consumer, ConsumerConfig
 from cloud_ingest.service import IngestService
 from cloud_ingest.settings import IngestSettings
-from cloud_ingest.storage import open_storage
+from cloud_ingest.storage import Storage, open_storage
 from device_profiles.observation import Observation, Provenance, QualityFlag
 from edge_agent.agent import Agent
 from edge_agent.config import (
@@ -124,6 +125,47 @@ def ble_devices(i: int, profile: str, opts: DemoOptions) -> list[DeviceSection]:
             )
         )
     return out
+
+
+#: The demo's care directory: a health centre whose clinicians get the clinical alerts, and a
+#: home-care team that gets the dispenser clients' alerts.
+DEMO_TEAM = "demo-health-centre"
+DEMO_HOME_CARE = "demo-home-care"
+CLINICIAN = "demo.clinician"
+HOME_CARE = "demo.home-care"
+
+
+def seed_directory(storage: Storage, opts: DemoOptions) -> dict[str, str]:
+    """Teams, a clinician and a home-care nurse (their tokens returned), every demo patient in
+    the health centre's team, the dispenser clients in the home-care team's."""
+    care = CareDirectory(storage)
+    admin = Principal(id="demo-setup", name="demo setup", role=Role.ADMIN, team_ids=frozenset())
+    now = datetime.now(UTC)
+    care.put_team(admin, DEMO_TEAM, "Demo health centre", now=now)
+    care.put_team(admin, DEMO_HOME_CARE, "Demo home care", now=now)
+    tokens: dict[str, str] = {}
+    for sid, name, role, team in (
+        (CLINICIAN, "Demo clinician", Role.CLINICIAN, DEMO_TEAM),
+        (HOME_CARE, "Demo home-care nurse", Role.HOME_CARE, DEMO_HOME_CARE),
+    ):
+        issued = care.put_staff(
+            admin, sid, name=name, role=role, team_ids=[team], issue_token=True, now=now
+        )
+        assert issued.token is not None
+        tokens[sid] = issued.token
+    for i in range(opts.patients):
+        ref = f"demo-patient-{i + 1:04d}"
+        care.put_patient(admin, ref, team_id=DEMO_TEAM, time_zone="Europe/Helsinki", now=now)
+        if i % 3 == 1:  # the hubs with a dispenser (serial_devices)
+            care.put_dispenser_client(
+                admin,
+                ref,
+                home_care_team_id=DEMO_HOME_CARE,
+                missed_dose_window_min=5,
+                dose_times=["08:00", "14:00", "20:00"],
+                now=now,
+            )
+    return tokens
 
 
 #: What each demo dispenser client does with their doses, by hub (cycled).
@@ -278,10 +320,11 @@ def run_demo(opts: DemoOptions) -> int:
         database = opts.database or f"sqlite:///{opts.data_dir / 'remon.db'}"
         token = secrets.token_urlsafe(18)
         settings = IngestSettings(
-            database_url=database, broker_url=broker_url, api_tokens={token: "demo-clinician"}
+            database_url=database, broker_url=broker_url, api_tokens={token: "demo-admin"}
         )
         storage = open_storage(database)
         service = IngestService(storage)
+        staff_tokens = seed_directory(storage, opts)
         consumer = Consumer(
             service,
             ConsumerConfig(url=broker_url, client_id="remon-demo-ingest", protocol=protocol),
@@ -307,6 +350,7 @@ def run_demo(opts: DemoOptions) -> int:
             "             1 kHz) on every third, a medication dispenser on every third other one;\n"
             f"             missed doses: {base}/api/v1/events?kind=dose_missed\n"
         )
+        hc_token = staff_tokens[HOME_CARE]
         print(
             f"""
 remon demo — {opts.patients} simulated patients, {n_devices} devices
@@ -314,8 +358,11 @@ remon demo — {opts.patients} simulated patients, {n_devices} devices
   database   {_redact(database)}
   data dir   {opts.data_dir}
   API        {base}/api/v1/alerts     (docs: {base}/docs)
-  token      {token}
+  token      {token}   (admin: every alert)
   try        curl -s -H 'Authorization: Bearer {token}' {base}/api/v1/alerts?state=open
+  staff      clinician {staff_tokens[CLINICIAN]}   ({DEMO_TEAM}'s clinical alerts)
+             home care {staff_tokens[HOME_CARE]}   ({DEMO_HOME_CARE}'s dispenser alerts)
+  stream     curl -sN -H 'Authorization: Bearer {hc_token}' {base}/api/v1/alerts/stream
   faulty hub {FAULTY_SITE} sends a malformed reading every {FAULTY_EVERY_S:.0f} s: watch it go to
              {base}/api/v1/dead-letters while the rest flows
 {ble_note}Simulated data only: every reading carries the 'simulated' quality flag. Ctrl-C stops.
@@ -494,7 +541,7 @@ def _final_summary(service: IngestService, data_dir: Path, database: str, token:
         # only the demo's own SQLite file: an operated database's URL may hold a password
         print(
             f"\nThe data stays in {data_dir}; serve it again (API only) with:\n"
-            f'  REMON_API_TOKENS=\'{{"{token}": "demo-clinician"}}\' '
+            f'  REMON_API_TOKENS=\'{{"{token}": "demo-admin"}}\' '
             f"remon ingest run --database {database} --no-consume",
             flush=True,
         )

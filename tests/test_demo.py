@@ -79,6 +79,16 @@ def run_demo_and_query(tmp_path: Path, *extra: str) -> tuple[list[dict[str, obje
                 f"{base}/api/v1/events", params={"kind": "dose_missed"}, headers=headers
             ).json()
             time.sleep(0.5)
+        # routing: the demo's home-care nurse sees the dispenser clients' alerts only
+        m = re.search(r"home care (\S+)", out.read_text())
+        assert m, out.read_text()
+        nurse = {"Authorization": f"Bearer {m.group(1)}"}
+        routed: list[dict[str, object]] = []
+        deadline = time.monotonic() + 25
+        while not routed and time.monotonic() < deadline:
+            routed = httpx.get(f"{base}/api/v1/alerts", headers=nurse).json()
+            time.sleep(0.5)
+        serial["home_care_alerts"] = routed
         proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop with a final summary
         try:
             code = proc.wait(90)  # a guard, not a timing assertion: CI machines are shared
@@ -101,6 +111,11 @@ def test_demo_raises_alerts_visible_through_the_api(tmp_path: Path) -> None:
     assert serial["missed"], "the dispenser client who misses doses"
     assert serial["missed"][0]["subject"] == {"kind": "patient", "ref": "demo-patient-0002"}
     assert "missed doses" in output
+    routed = serial["home_care_alerts"]
+    assert routed, "the home-care nurse sees the dispenser clients' alerts"
+    assert {(a["audience"], a["team_id"], a["kind"]) for a in routed} == {
+        ("home_care", "demo-home-care", "event")
+    }
     for a in alerts:
         assert a["state"] in ("open", "acknowledged")
         assert a["priority"] in ("high", "medium", "low")
