@@ -75,6 +75,7 @@ from cloud_ingest.rules.silence import (
     evaluate_cgm_silence,
     evaluate_site_status,
 )
+from cloud_ingest.screening import screen
 from cloud_ingest.storage import (
     AlertChangedError,
     AlertEventIn,
@@ -86,6 +87,7 @@ from cloud_ingest.storage import (
     Counts,
     DeadLetterIn,
     DeadLetterRecord,
+    DeviceSubjectRecord,
     Directory,
     EventFacts,
     EventRecord,
@@ -107,10 +109,12 @@ from cloud_ingest.storage import (
     same_reading,
 )
 from cloud_ingest.timeseries import ObservationPoint, TelemetryPoint
-from device_profiles.observation import QualityFlag
+from device_profiles.observation import CLOUD_ONLY_FLAGS, QualityFlag
 from gateway.wire import (
     TOPIC_ROOT,
     AgentStatus,
+    Envelope,
+    EventEnvelope,
     WireError,
     decode_events,
     decode_observations,
@@ -209,6 +213,7 @@ class ThresholdView:
     priority: str
     hysteresis: float
     source: str
+    scope: str  # "patient" (its own value), "team" (its care team's) or "default"
     default_value: float
     default_source: str
     overridden: bool
@@ -341,7 +346,7 @@ class IngestService:
                     out.events.append(events)
                     out.payloads[id(events)] = m
                 else:
-                    env = decode_observations(m.topic, m.payload)
+                    env = screen(decode_observations(m.topic, m.payload), m.received_at)
                     inbound = InboundEnvelope(
                         topic=m.topic, envelope=env, received_at=m.received_at
                     )
@@ -414,6 +419,7 @@ class IngestService:
         with self.storage.write() as tx:
             tx.insert_dead_letters(d.dead, now=now)
             tx.upsert_statuses(d.statuses)
+            tx.upsert_device_subjects(_device_subjects(d))
             outcome = tx.store_envelopes(d.envelopes) if d.envelopes else None
             conflicts: list[DeadLetterIn] = []
             if outcome is not None and (
@@ -511,14 +517,20 @@ class IngestService:
         self, tx: WriteTx, new: Sequence[StoredReading], now: datetime
     ) -> tuple[int, int]:
         measures = self._measures
-        candidates = [r for r in new if r.observation.observation.measure in measures]
+        candidates = [
+            r
+            for r in new
+            if r.observation.observation.measure in measures
+            and not r.observation.observation.quality & CLOUD_ONLY_FLAGS
+        ]
         if not candidates:
             return 0, 0
         subjects = {r.inbound.envelope.subject.ref for r in candidates}
         active = [
             _alert_state(a) for a in tx.active_alerts(subjects) if a.condition in self._by_condition
         ]
-        overrides = {(o.subject_ref, o.condition): _override(o) for o in tx.overrides(subjects)}
+        overrides = self._team_overrides(tx, subjects)
+        overrides |= {(o.subject_ref, o.condition): _override(o) for o in tx.overrides(subjects)}
         # Most readings are far from every threshold and can change no alert: only the few that
         # can are turned into rule readings and evaluated (same actions as evaluating them all).
         selected = needs_evaluation(
@@ -554,6 +566,28 @@ class IngestService:
             events.extend(_events(a, alert_id=a.state.id, index=None))
         tx.insert_alert_events(events, new_ids)
         return len(raises), len(updates)
+
+    def _team_overrides(
+        self, tx: WriteTx, subjects: set[str]
+    ) -> dict[tuple[str, str], ThresholdOverride]:
+        """Care-team values for these subjects' conditions (a patient's own value wins)."""
+        routing = tx.routing(subjects)
+        by_team: dict[str, list[str]] = {}
+        for ref, r in routing.items():
+            if r.team_id is not None:
+                by_team.setdefault(r.team_id, []).append(ref)
+        out: dict[tuple[str, str], ThresholdOverride] = {}
+        for tt in tx.team_thresholds(by_team):
+            for ref in by_team[tt.team_id]:
+                out[(ref, tt.condition)] = ThresholdOverride(
+                    subject_ref=ref,
+                    condition=tt.condition,
+                    value=tt.value,
+                    unit=tt.unit,
+                    set_by=f"care team {tt.team_id} ({tt.set_by})",
+                    set_at=tt.set_at,
+                )
+        return out
 
     def _apply_event_rules(
         self, tx: WriteTx, new: Sequence[StoredEvent], now: datetime
@@ -935,7 +969,22 @@ class IngestService:
             raise UnknownConditionError(
                 f"unknown condition {condition!r}; known: {sorted(self._by_condition)}"
             )
-        return _view(subject, default, self.storage.get_override(subject, condition))
+        own = self.storage.get_override(subject, condition)
+        if own is not None:
+            return _view(subject, default, own)
+        entry = self.directory.get_patient(subject)
+        team = self.storage.team_threshold(entry.team_id, condition) if entry else None
+        if team is None:
+            return _view(subject, default, None)
+        as_override = OverrideRecord(
+            subject_ref=subject,
+            condition=condition,
+            value=team.value,
+            unit=team.unit,
+            set_by=team.set_by,
+            set_at=team.set_at,
+        )
+        return _view(subject, default, as_override, team_id=team.team_id)
 
     def put_threshold(
         self, subject: str, condition: str, *, value: float, unit: str, actor: str
@@ -1146,14 +1195,44 @@ def _dispenser_event(e: StoredEvent) -> DispenserEvent:
     )
 
 
+def _device_subjects(d: _Decoded) -> list[DeviceSubjectRecord]:
+    """Each (device, subject) pair of this batch with the time span of its data."""
+    spans: dict[tuple[str, str], DeviceSubjectRecord] = {}
+
+    def add(env: Envelope | EventEnvelope, first: datetime, last: datetime) -> None:
+        dev = env.device
+        key = (f"{dev.manufacturer}|{dev.model}|{dev.serial}", env.subject.ref)
+        cur = spans.get(key)
+        if cur is not None:
+            first, last = min(first, cur.first_seen), max(last, cur.last_seen)
+        spans[key] = DeviceSubjectRecord(
+            device_key=key[0],
+            subject_ref=key[1],
+            site=env.site,
+            device_id=env.device_id,
+            first_seen=first,
+            last_seen=last,
+        )
+
+    for i in d.envelopes:
+        times = [w.observation.effective_time for w in i.envelope.observations]
+        if times:
+            add(i.envelope, min(times), max(times))
+    for e in d.events:
+        times = [w.event.event_time for w in e.envelope.events]
+        if times:
+            add(e.envelope, min(times), max(times))
+    return list(spans.values())
+
+
 def _cgm_last_seen(new: Sequence[StoredReading]) -> list[LastSeen]:
     """The newest CGM glucose value per subject in this batch (a reading without a value,
     e.g. a sensor error, does not keep the stream fresh)."""
     newest: dict[str, LastSeen] = {}
     for r in new:
         o = r.observation.observation
-        if o.measure != CGM_MEASURE or o.value is None:
-            continue
+        if o.measure != CGM_MEASURE or o.value is None or o.quality & CLOUD_ONLY_FLAGS:
+            continue  # a future-stamped reading must not keep the stream fresh
         ref = r.inbound.envelope.subject.ref
         cur = newest.get(ref)
         if cur is None or o.effective_time > cur.newest_time:
@@ -1197,7 +1276,15 @@ def _override(o: OverrideRecord) -> ThresholdOverride:
     )
 
 
-def _view(subject: str, default: Threshold, o: OverrideRecord | None) -> ThresholdView:
+def _view(
+    subject: str, default: Threshold, o: OverrideRecord | None, *, team_id: str | None = None
+) -> ThresholdView:
+    if o is None:
+        source, scope = default.source, "default"
+    elif team_id is not None:
+        source, scope = f"care team {team_id} value set by {o.set_by}", "team"
+    else:
+        source, scope = f"patient-specific value set by {o.set_by}", "patient"
     return ThresholdView(
         subject_ref=subject,
         condition=default.condition,
@@ -1207,7 +1294,8 @@ def _view(subject: str, default: Threshold, o: OverrideRecord | None) -> Thresho
         unit=default.unit,
         priority=default.priority.value,
         hysteresis=default.hysteresis,
-        source=(f"patient-specific value set by {o.set_by}" if o else default.source),
+        source=source,
+        scope=scope,
         default_value=default.value,
         default_source=default.source,
         overridden=o is not None,

@@ -67,6 +67,17 @@ class QualityFlag(StrEnum):
     SENSOR_WARM_UP = "sensor-warm-up"  # inside the sensor's warm-up period after insertion
     IMPOSSIBLE_JUMP = "impossible-jump"  # faster change than physiology allows
     COMPRESSION_LOW = "compression-low"  # a fast drop into a low that looks like sensor pressure
+    # Set by the cloud ingest on arrival (cloud_ingest.screening), never by a device: the reading
+    # is stored and shown but raises, updates and clears no alert.
+    FUTURE_TIME = "future-time"  # effective time later than its arrival by more than the limit
+    IMPLAUSIBLE = "implausible"  # a value no human or device of this measure can produce
+
+
+#: Flags only the cloud sets; a message that carries one is refused (a hub must not be able to
+#: switch a reading's alerts off by claiming it implausible).
+CLOUD_ONLY_FLAGS: Final[frozenset[QualityFlag]] = frozenset(
+    {QualityFlag.FUTURE_TIME, QualityFlag.IMPLAUSIBLE}
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

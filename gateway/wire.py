@@ -48,6 +48,7 @@ from device_profiles.events import (
     EventKind,
 )
 from device_profiles.observation import (
+    CLOUD_ONLY_FLAGS,
     COMPARATORS,
     AbsentReason,
     Comparator,
@@ -756,7 +757,9 @@ def _decode_obs_v1(site_t: str, device_t: str, doc: Mapping[str, Any]) -> Envelo
 
 
 _ABSENT: Final[Mapping[str, AbsentReason]] = {r.value: r for r in AbsentReason}
-_QUALITY: Final[Mapping[str, QualityFlag]] = {q.value: q for q in QualityFlag}
+_QUALITY: Final[Mapping[str, QualityFlag]] = {
+    q.value: q for q in QualityFlag if q not in CLOUD_ONLY_FLAGS
+}
 _NUMBER: Final = (int, float)
 _NO_FLAGS: Final[list[str]] = []
 
@@ -913,12 +916,15 @@ def _decode_quality(o: Mapping[str, Any], path: str) -> frozenset[QualityFlag]:
         raise _fail(WireErrorCode.WRONG_TYPE, _join(path, "quality"), "expected an array")
     quality: set[QualityFlag] = set()
     for i, q in enumerate(quality_raw):
-        try:
-            quality.add(QualityFlag(q))
-        except ValueError:
-            raise _fail(
-                WireErrorCode.INVALID_VALUE, f"{path}.quality[{i}]", f"unknown quality flag {q!r}"
-            ) from None
+        flag = _QUALITY.get(q) if isinstance(q, str) else None
+        if flag is None:
+            why = (
+                f"quality flag {q!r} is set by the cloud only"
+                if q in {f.value for f in CLOUD_ONLY_FLAGS}
+                else f"unknown quality flag {q!r}"
+            )
+            raise _fail(WireErrorCode.INVALID_VALUE, f"{path}.quality[{i}]", why)
+        quality.add(flag)
     return frozenset(quality)
 
 

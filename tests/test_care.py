@@ -89,8 +89,8 @@ def world(db_url: str) -> Iterator[World]:
         assert r.status_code == 200, r.text
         service.ingest_batch(
             batch([2.6], subject="p1")  # level 2 low: high priority
-            + batch([2.7], subject="p2", start=10)
-            + batch([2.8], subject="p9", start=20)
+            + batch([2.7], subject="p2", start=3)
+            + batch([2.8], subject="p9", start=6)
         )
         yield World(client, service, clock, tokens)
     storage.close()

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 
 from cloud_ingest.api.routers import (
     alerts,
+    clinical,
     dead_letters,
     directory,
     events,
@@ -25,6 +26,7 @@ from cloud_ingest.api.routers import (
     stats,
 )
 from cloud_ingest.care import CareDirectory, DirectoryError, ForbiddenError, UnknownEntryError
+from cloud_ingest.clinical_settings import ClinicalSettings, SettingsError
 from cloud_ingest.service import (
     AlertNotFoundError,
     AssignmentError,
@@ -51,6 +53,9 @@ def create_app(service: IngestService, settings: IngestSettings) -> FastAPI:
     app.state.service = service
     app.state.settings = settings
     app.state.care = CareDirectory(service.storage)
+    app.state.clinical = ClinicalSettings(
+        service.storage, {t.condition: t for t in service.thresholds()}
+    )
     routers = (
         health,
         observations,
@@ -61,6 +66,7 @@ def create_app(service: IngestService, settings: IngestSettings) -> FastAPI:
         patients,
         sites,
         directory,
+        clinical,
     )
     for module in routers:
         app.include_router(module.router, prefix=API_PREFIX)
@@ -75,6 +81,10 @@ def _error(code: int, detail: str) -> JSONResponse:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DirectoryError)
     def _directory(_r: Request, exc: DirectoryError) -> JSONResponse:
+        return _error(422, str(exc))
+
+    @app.exception_handler(SettingsError)
+    def _settings_error(_r: Request, exc: SettingsError) -> JSONResponse:
         return _error(422, str(exc))
 
     @app.exception_handler(AssignmentError)

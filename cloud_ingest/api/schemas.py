@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -246,6 +246,8 @@ class ThresholdOut(_Out):
     priority: PriorityName
     hysteresis: float
     source: str
+    #: whose value applies: the patient's own, the patient's care team's, or the default
+    scope: Literal["patient", "team", "default"]
     default_value: float
     default_source: str
     overridden: bool
@@ -358,6 +360,67 @@ class AuditOut(_Out):
     object_kind: str
     object_id: str
     detail: dict[str, Any]
+
+
+class TeamThresholdIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    value: float = Field(allow_inf_nan=False)
+    unit: str = Field(min_length=1, max_length=32)
+
+
+class TeamThresholdOut(_Out):
+    team_id: str
+    condition: str
+    value: float
+    unit: str
+    set_by: str
+    set_at: datetime
+
+
+class PersonalBestIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: L/min
+    value: float = Field(allow_inf_nan=False)
+
+
+class ParameterOut(_Out):
+    subject_ref: str
+    name: str
+    value: float
+    unit: str
+    set_by: str
+    set_at: datetime
+
+
+class PefDiaryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    first_day: date
+    last_day: date
+
+
+class PefDiaryOut(_Out):
+    subject_ref: str
+    first_day: date
+    last_day: date
+    set_by: str
+    set_at: datetime
+
+
+class DeviceSubjectOut(_Out):
+    device_key: str
+    subject_ref: str
+    site: str
+    device_id: str
+    first_seen: datetime
+    last_seen: datetime
+
+
+class UnroutedOut(_Out):
+    subject_ref: str
+    devices: int
+    first_seen: datetime
+    last_seen: datetime
+    active_alerts: int
 
 
 class ErrorOut(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, NamedTuple
 
 from gateway.wire import AgentStatus, Envelope, EventEnvelope, WireEvent, WireObservation
@@ -365,3 +365,53 @@ class LastSeen:
     newest_time: datetime
     newest_obs_id: str
     simulated: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TeamThresholdRecord:
+    team_id: str
+    condition: str
+    value: float
+    unit: str
+    set_by: str
+    set_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParameterRecord:
+    subject_ref: str
+    name: str
+    value: float
+    unit: str
+    set_by: str
+    set_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PefDiaryRecord:
+    subject_ref: str
+    first_day: date
+    last_day: date
+    set_by: str
+    set_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceSubjectRecord:
+    device_key: str
+    subject_ref: str
+    site: str
+    device_id: str
+    first_seen: datetime
+    last_seen: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnroutedSubject:
+    """A subject whose readings or events arrived but who is in no care team's directory."""
+
+    subject_ref: str
+    devices: int
+    first_seen: datetime
+    last_seen: datetime
+    active_alerts: int

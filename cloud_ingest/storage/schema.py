@@ -342,3 +342,53 @@ stream_last_seen = sa.Table(
     sa.Column("newest_obs_id", sa.String(32), nullable=False),
     sa.Column("simulated", sa.Boolean, nullable=False),
 )
+
+#: A care team's own value for a condition: between the built-in default and a patient's value.
+team_thresholds = sa.Table(
+    "team_thresholds",
+    metadata,
+    sa.Column("team_id", sa.String(64), sa.ForeignKey("care_teams.id"), primary_key=True),
+    sa.Column("condition", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("unit", sa.String(32), nullable=False),
+    sa.Column("set_by", sa.String(128), nullable=False),
+    sa.Column("set_at", UTCDateTime(), nullable=False),
+)
+
+#: A clinician-entered figure of one patient, e.g. ``pef-personal-best`` in L/min (DOMAIN.md §1).
+patient_parameters = sa.Table(
+    "patient_parameters",
+    metadata,
+    sa.Column("subject_ref", sa.String(128), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("unit", sa.String(32), nullable=False),
+    sa.Column("set_by", sa.String(128), nullable=False),
+    sa.Column("set_at", UTCDateTime(), nullable=False),
+)
+
+#: A patient's PEF diary period (local dates, in the patient's time zone), for the missed
+#: session rule (DOMAIN.md §1: two sessions a day for one or two weeks).
+pef_diaries = sa.Table(
+    "pef_diaries",
+    metadata,
+    sa.Column("subject_ref", sa.String(128), primary_key=True),
+    sa.Column("first_day", sa.Date, nullable=False),
+    sa.Column("last_day", sa.Date, nullable=False),
+    sa.Column("set_by", sa.String(128), nullable=False),
+    sa.Column("set_at", UTCDateTime(), nullable=False),
+)
+
+#: Which subject each device has reported for (the hub's binding), first and last seen: the
+#: device bindings over time. ``device_key`` is manufacturer|model|serial, as on device events.
+device_subjects = sa.Table(
+    "device_subjects",
+    metadata,
+    sa.Column("device_key", sa.String(400), primary_key=True),
+    sa.Column("subject_ref", sa.String(128), primary_key=True),
+    sa.Column("site", sa.String(63), nullable=False),
+    sa.Column("device_id", sa.String(63), nullable=False),
+    sa.Column("first_seen", UTCDateTime(), nullable=False),
+    sa.Column("last_seen", UTCDateTime(), nullable=False),
+    sa.Index("ix_device_subjects_subject", "subject_ref"),
+)

@@ -15,7 +15,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
@@ -45,6 +45,7 @@ from cloud_ingest.storage.records import (
     Counts,
     DeadLetterIn,
     DeadLetterRecord,
+    DeviceSubjectRecord,
     EventFacts,
     EventOutcome,
     EventRecord,
@@ -53,6 +54,8 @@ from cloud_ingest.storage.records import (
     LastSeen,
     ObservationRecord,
     OverrideRecord,
+    ParameterRecord,
+    PefDiaryRecord,
     ReadingFacts,
     Routing,
     SiteRecord,
@@ -61,6 +64,8 @@ from cloud_ingest.storage.records import (
     StoredEvent,
     StoredReading,
     StoreOutcome,
+    TeamThresholdRecord,
+    UnroutedSubject,
 )
 
 #: Keys per IN (...) list; well under SQLite's and PostgreSQL's bind parameter limits.
@@ -367,6 +372,98 @@ class WriteTx:
             for r in self.conn.execute(sa.select(t.sites).order_by(t.sites.c.site))
         ]
 
+    def upsert_device_subjects(self, rows: Sequence[DeviceSubjectRecord]) -> None:
+        """Widen each (device, subject) pair's first/last seen to cover these rows."""
+        if not rows:
+            return
+        tbl = t.device_subjects
+        ins = self._insert(tbl)
+        stmt = ins.on_conflict_do_update(
+            index_elements=["device_key", "subject_ref"],
+            set_={
+                "site": ins.excluded.site,
+                "device_id": ins.excluded.device_id,
+                "first_seen": sa.case(
+                    (ins.excluded.first_seen < tbl.c.first_seen, ins.excluded.first_seen),
+                    else_=tbl.c.first_seen,
+                ),
+                "last_seen": sa.case(
+                    (ins.excluded.last_seen > tbl.c.last_seen, ins.excluded.last_seen),
+                    else_=tbl.c.last_seen,
+                ),
+            },
+        )
+        self.conn.execute(
+            stmt,
+            [
+                {
+                    "device_key": r.device_key,
+                    "subject_ref": r.subject_ref,
+                    "site": r.site,
+                    "device_id": r.device_id,
+                    "first_seen": r.first_seen,
+                    "last_seen": r.last_seen,
+                }
+                for r in sorted(rows, key=lambda r: (r.device_key, r.subject_ref))
+            ],
+        )
+
+    def team_thresholds(self, team_ids: Iterable[str]) -> list[TeamThresholdRecord]:
+        ids = sorted(set(team_ids))
+        if not ids:
+            return []
+        tt = t.team_thresholds
+        stmt = sa.select(tt).where(tt.c.team_id.in_(ids))
+        return [_row(TeamThresholdRecord, r) for r in self.conn.execute(stmt)]
+
+    def parameters(self, name: str, subject_refs: Iterable[str]) -> list[ParameterRecord]:
+        pp = t.patient_parameters
+        out: list[ParameterRecord] = []
+        for part in _chunks(sorted(set(subject_refs))):
+            stmt = sa.select(pp).where(pp.c.name == name, pp.c.subject_ref.in_(part))
+            out.extend(_row(ParameterRecord, r) for r in self.conn.execute(stmt))
+        return out
+
+    def pef_diaries_around(self, first: date, last: date) -> list[PefDiaryRecord]:
+        """Diaries whose period overlaps first..last (local dates)."""
+        d = t.pef_diaries
+        stmt = sa.select(d).where(d.c.first_day <= last, d.c.last_day >= first)
+        return [_row(PefDiaryRecord, r) for r in self.conn.execute(stmt)]
+
+    def readings_of(
+        self, subject_ref: str, measure: str, *, since: datetime, until: datetime
+    ) -> list[ObservationRecord]:
+        """One subject's readings of one measure in [since, until), oldest first."""
+        c = t.observations.c
+        cols = [col for col in t.observations.columns if col.name != "id"]
+        stmt = (
+            sa.select(*cols)
+            .where(
+                c.subject_ref == subject_ref,
+                c.effective_time >= since,
+                c.effective_time < until,
+                c.measure == measure,
+            )
+            .order_by(c.effective_time, c.obs_id)
+        )
+        return [_row(ObservationRecord, r) for r in self.conn.execute(stmt)]
+
+    def resolved_evidence_until(
+        self, condition: str, subject_refs: Iterable[str]
+    ) -> dict[str, datetime]:
+        """The newest last-evidence time of each subject's resolved alerts of ``condition``."""
+        c = t.alerts.c
+        out: dict[str, datetime] = {}
+        for part in _chunks(sorted(set(subject_refs))):
+            stmt = (
+                sa.select(c.subject_ref, sa.func.max(c.last_time))
+                .where(c.condition == condition, c.state == "resolved", c.subject_ref.in_(part))
+                .group_by(c.subject_ref)
+            )
+            for ref, at in self.conn.execute(stmt):
+                out[ref] = _aware(at)
+        return out
+
     def insert_audit(self, rows: Sequence[AuditIn]) -> None:
         if not rows:
             return
@@ -642,6 +739,151 @@ class Storage:
             row = tx.conn.execute(sa.select(t.alerts).where(t.alerts.c.id == alert_id)).one()
             return _row(AlertRecord, row)
 
+    def put_team_threshold(self, rec: TeamThresholdRecord, *, audit: AuditIn) -> None:
+        with self.write() as tx:
+            ins = tx._insert(t.team_thresholds)
+            tx.conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=["team_id", "condition"],
+                    set_={c: ins.excluded[c] for c in ("value", "unit", "set_by", "set_at")},
+                ),
+                {
+                    "team_id": rec.team_id,
+                    "condition": rec.condition,
+                    "value": rec.value,
+                    "unit": rec.unit,
+                    "set_by": rec.set_by,
+                    "set_at": rec.set_at,
+                },
+            )
+            tx.insert_audit([audit])
+
+    def delete_team_threshold(self, team_id: str, condition: str, *, audit: AuditIn) -> bool:
+        tt = t.team_thresholds
+        with self.write() as tx:
+            res = tx.conn.execute(
+                sa.delete(tt).where(tt.c.team_id == team_id, tt.c.condition == condition)
+            )
+            tx.insert_audit([audit])
+            return res.rowcount > 0
+
+    def team_threshold(self, team_id: str, condition: str) -> TeamThresholdRecord | None:
+        tt = t.team_thresholds
+        with self._read() as conn:
+            r = conn.execute(
+                sa.select(tt).where(tt.c.team_id == team_id, tt.c.condition == condition)
+            ).first()
+            return None if r is None else _row(TeamThresholdRecord, r)
+
+    def list_team_thresholds(self, team_id: str) -> list[TeamThresholdRecord]:
+        tt = t.team_thresholds
+        with self._read() as conn:
+            stmt = sa.select(tt).where(tt.c.team_id == team_id).order_by(tt.c.condition)
+            return [_row(TeamThresholdRecord, r) for r in conn.execute(stmt)]
+
+    def put_parameter(self, rec: ParameterRecord, *, audit: AuditIn) -> None:
+        with self.write() as tx:
+            ins = tx._insert(t.patient_parameters)
+            tx.conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=["subject_ref", "name"],
+                    set_={c: ins.excluded[c] for c in ("value", "unit", "set_by", "set_at")},
+                ),
+                {
+                    "subject_ref": rec.subject_ref,
+                    "name": rec.name,
+                    "value": rec.value,
+                    "unit": rec.unit,
+                    "set_by": rec.set_by,
+                    "set_at": rec.set_at,
+                },
+            )
+            tx.insert_audit([audit])
+
+    def get_parameter(self, subject_ref: str, name: str) -> ParameterRecord | None:
+        pp = t.patient_parameters
+        with self._read() as conn:
+            r = conn.execute(
+                sa.select(pp).where(pp.c.subject_ref == subject_ref, pp.c.name == name)
+            ).first()
+            return None if r is None else _row(ParameterRecord, r)
+
+    def put_pef_diary(self, rec: PefDiaryRecord, *, audit: AuditIn) -> None:
+        with self.write() as tx:
+            ins = tx._insert(t.pef_diaries)
+            tx.conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=["subject_ref"],
+                    set_={
+                        c: ins.excluded[c] for c in ("first_day", "last_day", "set_by", "set_at")
+                    },
+                ),
+                {
+                    "subject_ref": rec.subject_ref,
+                    "first_day": rec.first_day,
+                    "last_day": rec.last_day,
+                    "set_by": rec.set_by,
+                    "set_at": rec.set_at,
+                },
+            )
+            tx.insert_audit([audit])
+
+    def get_pef_diary(self, subject_ref: str) -> PefDiaryRecord | None:
+        d = t.pef_diaries
+        with self._read() as conn:
+            r = conn.execute(sa.select(d).where(d.c.subject_ref == subject_ref)).first()
+            return None if r is None else _row(PefDiaryRecord, r)
+
+    def device_subjects(
+        self, *, subject_ref: str | None = None, device_key: str | None = None, limit: int = 100
+    ) -> list[DeviceSubjectRecord]:
+        ds = t.device_subjects
+        stmt = sa.select(ds)
+        if subject_ref is not None:
+            stmt = stmt.where(ds.c.subject_ref == subject_ref)
+        if device_key is not None:
+            stmt = stmt.where(ds.c.device_key == device_key)
+        stmt = stmt.order_by(ds.c.last_seen.desc(), ds.c.device_key).limit(limit)
+        with self._read() as conn:
+            return [_row(DeviceSubjectRecord, r) for r in conn.execute(stmt)]
+
+    def unrouted_subjects(self, *, limit: int = 100, offset: int = 0) -> list[UnroutedSubject]:
+        """Subjects that devices reported for and that no patient entry routes."""
+        ds, p, a = t.device_subjects, t.patients, t.alerts
+        stmt = (
+            sa.select(
+                ds.c.subject_ref,
+                sa.func.count().label("devices"),
+                sa.func.min(ds.c.first_seen).label("first_seen"),
+                sa.func.max(ds.c.last_seen).label("last_seen"),
+            )
+            .where(~sa.exists().where(p.c.subject_ref == ds.c.subject_ref))
+            .group_by(ds.c.subject_ref)
+            .order_by(sa.func.max(ds.c.last_seen).desc(), ds.c.subject_ref)
+            .limit(limit)
+            .offset(offset)
+        )
+        with self._read() as conn:
+            rows = list(conn.execute(stmt))
+            counts: dict[str, int] = {}
+            for part in _chunks([r.subject_ref for r in rows]):
+                q = (
+                    sa.select(a.c.subject_ref, sa.func.count())
+                    .where(a.c.subject_ref.in_(part), a.c.state.in_(_ACTIVE))
+                    .group_by(a.c.subject_ref)
+                )
+                counts.update({ref: int(n) for ref, n in conn.execute(q)})
+        return [
+            UnroutedSubject(
+                subject_ref=r.subject_ref,
+                devices=int(r.devices),
+                first_seen=_aware(r.first_seen),
+                last_seen=_aware(r.last_seen),
+                active_alerts=counts.get(r.subject_ref, 0),
+            )
+            for r in rows
+        ]
+
     def list_dead_letters(self, *, limit: int = 100, offset: int = 0) -> list[DeadLetterRecord]:
         stmt = (
             sa.select(t.dead_letters)
@@ -724,6 +966,13 @@ def open_storage(url: str, *, migrate: bool = True) -> Storage:
         engine.dispose()
         raise
     return Storage(engine)
+
+
+def _aware(dt: datetime) -> datetime:
+    """Aggregates (min/max) bypass the column type on SQLite: make them aware UTC again."""
+    if isinstance(dt, str):
+        dt = datetime.fromisoformat(dt)
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def utcnow() -> datetime:

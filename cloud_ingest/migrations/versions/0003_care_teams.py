@@ -11,6 +11,11 @@
   and evidence-id columns become nullable: an event or silence alert has no measured value, and
   none is invented.
 - ``audit_log``: every change made through the API (who, what, when).
+- ``team_thresholds`` (a care team's default for a condition, between the built-in default and
+  a patient's own value), ``patient_parameters`` (e.g. the PEF personal best), ``pef_diaries``
+  (a patient's PEF diary period, for the missed-session rule).
+- ``device_subjects``: which subject each device has reported for, first and last seen (the
+  device bindings over time, as the hubs asserted them).
 - ``stream_last_seen``: the newest reading of each subject's continuous stream (CGM), kept by
   ingest so the stale-data rules need not scan the observations.
 
@@ -108,6 +113,42 @@ def upgrade() -> None:
     )
     op.create_index("ix_audit_log_object", "audit_log", ["object_kind", "object_id"])
     op.create_table(
+        "team_thresholds",
+        sa.Column("team_id", sa.String(64), sa.ForeignKey("care_teams.id"), primary_key=True),
+        sa.Column("condition", sa.String(64), primary_key=True),
+        sa.Column("value", sa.Float(), nullable=False),
+        sa.Column("unit", sa.String(32), nullable=False),
+        sa.Column("set_by", sa.String(128), nullable=False),
+        _ts("set_at"),
+    )
+    op.create_table(
+        "patient_parameters",
+        sa.Column("subject_ref", sa.String(128), primary_key=True),
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("value", sa.Float(), nullable=False),
+        sa.Column("unit", sa.String(32), nullable=False),
+        sa.Column("set_by", sa.String(128), nullable=False),
+        _ts("set_at"),
+    )
+    op.create_table(
+        "pef_diaries",
+        sa.Column("subject_ref", sa.String(128), primary_key=True),
+        sa.Column("first_day", sa.Date(), nullable=False),
+        sa.Column("last_day", sa.Date(), nullable=False),
+        sa.Column("set_by", sa.String(128), nullable=False),
+        _ts("set_at"),
+    )
+    op.create_table(
+        "device_subjects",
+        sa.Column("device_key", sa.String(400), primary_key=True),
+        sa.Column("subject_ref", sa.String(128), primary_key=True),
+        sa.Column("site", sa.String(63), nullable=False),
+        sa.Column("device_id", sa.String(63), nullable=False),
+        _ts("first_seen"),
+        _ts("last_seen"),
+    )
+    op.create_index("ix_device_subjects_subject", "device_subjects", ["subject_ref"])
+    op.create_table(
         "stream_last_seen",
         sa.Column("subject_ref", sa.String(128), primary_key=True),
         sa.Column("stream", sa.String(32), primary_key=True),
@@ -176,7 +217,17 @@ def downgrade() -> None:
         sqlite_where=sa.text(_ACTIVE),
         postgresql_where=sa.text(_ACTIVE),
     )
-    for table in ("stream_last_seen", "audit_log", "dispenser_clients", "patients", "staff_teams"):
+    for table in (
+        "device_subjects",
+        "pef_diaries",
+        "patient_parameters",
+        "team_thresholds",
+        "stream_last_seen",
+        "audit_log",
+        "dispenser_clients",
+        "patients",
+        "staff_teams",
+    ):
         op.drop_table(table)
     op.drop_table("staff")
     op.drop_table("care_teams")

@@ -1,0 +1,316 @@
+"""Team threshold values, PEF personal best and diary settings, device bindings, unrouted
+subjects and the arrival screening (future times, implausible values), through the HTTP API on
+real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cloud_ingest.api import create_app
+from cloud_ingest.screening import FUTURE_LIMIT, PLAUSIBLE, screen_observation
+from cloud_ingest.service import IngestService, RawMessage
+from cloud_ingest.settings import IngestSettings
+from cloud_ingest.storage import open_storage
+from device_profiles.codes import MEASURES
+from device_profiles.observation import (
+    CLOUD_ONLY_FLAGS,
+    DeviceIdentity,
+    Observation,
+    Provenance,
+    QualityFlag,
+)
+from gateway.wire import Subject, WireError, decode_observations, encode_observations
+
+T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+ADMIN = {"Authorization": "Bearer tok-admin"}
+
+
+def reading(
+    n: int, value: float, *, measure: str = "glucose.capillary", unit: str = "mmol/L", **kw: object
+) -> Observation:
+    args: dict[str, object] = {
+        "measure": measure,
+        "unit": unit,
+        "effective_time": T0 + timedelta(minutes=n),
+        "record_key": f"{measure}:{n}",
+        "provenance": Provenance(source="test"),
+        "value": value,
+    }
+    args.update(kw)
+    return Observation(**args)  # type: ignore[arg-type]
+
+
+def raw(
+    obs: list[Observation],
+    *,
+    subject: str,
+    serial: str = "SN1",
+    received_at: datetime = T0 + timedelta(hours=1),
+) -> list[RawMessage]:
+    msgs = encode_observations(
+        site=f"home-{subject}",
+        device_id="meter-1",
+        device=DeviceIdentity(manufacturer="Acme", model="G1", serial=serial),
+        subject=Subject(kind="patient", ref=subject),
+        observations=obs,
+        created_at=T0,
+    )
+    return [RawMessage(topic=m.topic, payload=m.payload, received_at=received_at) for m in msgs]
+
+
+@dataclass
+class World:
+    client: TestClient
+    service: IngestService
+    north: dict[str, str]
+    south: dict[str, str]
+
+
+@pytest.fixture
+def w(db_url: str) -> Iterator[World]:
+    storage = open_storage(db_url)
+    service = IngestService(storage, clock=lambda: T0 + timedelta(hours=1))
+    app = create_app(service, IngestSettings(api_tokens={"tok-admin": "svc.admin"}))
+    with TestClient(app) as c:
+        tokens = {}
+        for team in ("north", "south"):
+            assert c.put(f"/api/v1/teams/{team}", json={"name": team}, headers=ADMIN).is_success
+            r = c.put(
+                f"/api/v1/staff/dr.{team}",
+                json={"name": team, "role": "clinician", "team_ids": [team]},
+                headers=ADMIN,
+            )
+            tokens[team] = {"Authorization": f"Bearer {r.json()['token']}"}
+        for ref, team in (("p1", "north"), ("p2", "north"), ("p3", "south")):
+            assert c.put(f"/api/v1/patients/{ref}", json={"team_id": team}, headers=ADMIN)
+        yield World(c, service, tokens["north"], tokens["south"])
+    storage.close()
+
+
+def _alerts(w: World, subject: str) -> list[dict[str, object]]:
+    r = w.client.get("/api/v1/alerts", params={"subject": subject}, headers=ADMIN)
+    rows: list[dict[str, object]] = r.json()
+    return rows
+
+
+# -- team thresholds ---------------------------------------------------------------------------
+
+
+def test_a_team_value_applies_to_its_patients_unless_a_patient_has_their_own(w: World) -> None:
+    path = "/api/v1/teams/north/thresholds/glucose-low-l1"
+    r = w.client.put(path, json={"value": 4.5, "unit": "mmol/L"}, headers=w.north)
+    assert r.status_code == 200, r.text
+    # p2 has a value of its own, below the team's
+    own = w.client.put(
+        "/api/v1/patients/p2/thresholds/glucose-low-l1",
+        json={"value": 3.5, "unit": "mmol/L"},
+        headers=w.north,
+    )
+    assert own.status_code == 200
+    view = w.client.get("/api/v1/patients/p1/thresholds/glucose-low-l1", headers=w.north).json()
+    assert (view["value"], view["scope"]) == (4.5, "team")
+    assert "care team north value set by dr.north" in view["source"]
+    assert view["default_value"] == 3.9
+    view2 = w.client.get("/api/v1/patients/p2/thresholds/glucose-low-l1", headers=w.north).json()
+    assert (view2["value"], view2["scope"]) == (3.5, "patient")
+    view3 = w.client.get("/api/v1/patients/p3/thresholds/glucose-low-l1", headers=w.south).json()
+    assert (view3["value"], view3["scope"]) == (3.9, "default")
+    # 4.2 mmol/L: low for north's p1 (team 4.5), not for p2 (own 3.5) nor south's p3 (3.9)
+    w.service.ingest_batch(
+        raw([reading(1, 4.2)], subject="p1")
+        + raw([reading(1, 4.2)], subject="p2", serial="SN2")
+        + raw([reading(1, 4.2)], subject="p3", serial="SN3")
+    )
+    (a,) = _alerts(w, "p1")
+    assert a["condition"] == "glucose-low-l1"
+    assert a["threshold_value"] == 4.5
+    assert "care team north" in str(a["explanation"])
+    assert _alerts(w, "p2") == []
+    assert _alerts(w, "p3") == []
+    # removed: the default applies again
+    r = w.client.delete(path, headers=w.north)
+    assert r.json() == {"deleted": True}
+    view = w.client.get("/api/v1/patients/p1/thresholds/glucose-low-l1", headers=w.north).json()
+    assert view["scope"] == "default"
+    audit = w.client.get("/api/v1/audit", params={"object_id": "north"}, headers=ADMIN).json()
+    assert [x["action"] for x in audit[:2]] == ["team_threshold.delete", "team_threshold.put"]
+
+
+@pytest.mark.parametrize(
+    ("who", "team", "body", "status", "needle"),
+    [
+        ("south", "north", {"value": 4.5, "unit": "mmol/L"}, 403, "set by its clinicians"),
+        ("north", "north", {"value": 4.5, "unit": "mg/dL"}, 422, "is set in 'mmol/L'"),
+        ("north", "north", {"value": 1.0, "unit": "mmol/L"}, 422, "within 3..6"),
+        ("admin", "nowhere", {"value": 4.5, "unit": "mmol/L"}, 422, "unknown care team"),
+    ],
+)
+def test_team_values_are_checked(
+    w: World, who: str, team: str, body: dict[str, object], status: int, needle: str
+) -> None:
+    headers = {"admin": ADMIN, "north": w.north, "south": w.south}[who]
+    r = w.client.put(f"/api/v1/teams/{team}/thresholds/glucose-low-l1", json=body, headers=headers)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["detail"]
+
+
+def test_an_unknown_condition_is_refused_for_a_team(w: World) -> None:
+    r = w.client.put(
+        "/api/v1/teams/north/thresholds/no-such", json={"value": 1, "unit": "x"}, headers=w.north
+    )
+    assert r.status_code == 404
+    assert "unknown condition 'no-such'" in r.json()["detail"]
+
+
+# -- PEF settings ------------------------------------------------------------------------------
+
+
+def test_pef_personal_best_and_diary_are_validated_and_audited(w: World) -> None:
+    url = "/api/v1/patients/p1/pef-personal-best"
+    for value, needle in ((49.0, "within 50-900 L/min"), (901.0, "not 901")):
+        r = w.client.put(url, json={"value": value}, headers=w.north)
+        assert r.status_code == 422
+        assert needle in r.json()["detail"]
+    assert w.client.put(url, json={"value": 450}, headers=w.south).status_code == 403
+    r = w.client.put(url, json={"value": 450}, headers=w.north)
+    assert r.status_code == 200
+    assert (r.json()["value"], r.json()["unit"], r.json()["set_by"]) == (450.0, "L/min", "dr.north")
+    assert w.client.get(url, headers=w.north).json()["value"] == 450.0
+    assert w.client.get(url, headers=w.south).status_code == 404  # not their patient
+    diary = "/api/v1/patients/p1/pef-diary"
+    for body, needle in (
+        ({"first_day": "2026-03-10", "last_day": "2026-03-09"}, "is before first_day"),
+        ({"first_day": "2026-03-01", "last_day": "2026-03-29"}, "more than 28 days"),
+    ):
+        r = w.client.put(diary, json=body, headers=w.north)
+        assert r.status_code == 422
+        assert needle in r.json()["detail"]
+    ok = {"first_day": "2026-03-02", "last_day": "2026-03-15"}
+    assert w.client.put(diary, json=ok, headers=w.north).status_code == 200
+    assert w.client.get(diary, headers=w.north).json()["last_day"] == "2026-03-15"
+    audit = w.client.get("/api/v1/audit", params={"object_id": "p1"}, headers=ADMIN).json()
+    assert [a["action"] for a in audit[:2]] == ["pef_diary.put", "pef_personal_best.put"]
+
+
+# -- devices and unrouted subjects -------------------------------------------------------------
+
+
+def test_device_bindings_over_time_and_unrouted_subjects(w: World) -> None:
+    w.service.ingest_batch(raw([reading(1, 5.0), reading(9, 5.5)], subject="p1"))
+    w.service.ingest_batch(raw([reading(20, 5.0)], subject="p1"))
+    # the same meter later reports for another subject, one nobody has entered yet
+    w.service.ingest_batch(raw([reading(30, 2.6)], subject="p-new"))
+    rows = w.client.get("/api/v1/devices", params={"subject": "p1"}, headers=w.north).json()
+    assert [(r["device_key"], r["first_seen"][:16], r["last_seen"][:16]) for r in rows] == [
+        ("Acme|G1|SN1", "2026-03-01T08:01", "2026-03-01T08:20")
+    ]
+    assert w.client.get("/api/v1/devices", headers=w.north).status_code == 403
+    r = w.client.get("/api/v1/devices", params={"device_key": "Acme|G1|SN1"}, headers=ADMIN)
+    assert [x["subject_ref"] for x in r.json()] == ["p-new", "p1"]  # newest first
+    unrouted = w.client.get("/api/v1/unrouted", headers=ADMIN).json()
+    assert [(u["subject_ref"], u["devices"], u["active_alerts"]) for u in unrouted] == [
+        ("p-new", 1, 1)
+    ]
+    assert w.client.get("/api/v1/unrouted", headers=w.north).status_code == 403
+    # entered: no longer unrouted
+    assert w.client.put("/api/v1/patients/p-new", json={"team_id": "north"}, headers=ADMIN)
+    assert w.client.get("/api/v1/unrouted", headers=ADMIN).json() == []
+
+
+# -- screening on arrival ----------------------------------------------------------------------
+
+
+def test_future_and_implausible_readings_are_stored_flagged_and_raise_nothing(w: World) -> None:
+    received = T0 + timedelta(hours=1)
+    obs = [
+        reading(60 + 16, 2.0),  # 16 min after arrival: future
+        reading(60 + 15, 2.1),  # exactly the limit: accepted
+        reading(1, 2.2, measure="spo2", unit="%"),  # fine
+        reading(2, 101.0, measure="spo2", unit="%"),  # implausible
+    ]
+    w.service.ingest_batch(raw(obs, subject="p1", received_at=received))
+    stored = {
+        o["record_key"]: o["quality"]
+        for o in w.client.get(
+            "/api/v1/observations", params={"subject": "p1", "limit": 10}, headers=w.north
+        ).json()
+    }
+    assert stored == {
+        "glucose.capillary:76": ["future-time"],
+        "glucose.capillary:75": [],
+        "spo2:1": [],
+        "spo2:2": ["implausible"],
+    }
+    alerts = {(a["condition"], a["first_value"]) for a in _alerts(w, "p1")}
+    # the flagged 2.0 raised nothing; the accepted 2.1 raised the level 2 low; SpO2 2.2 % is a
+    # plausible (if alarming) value and raised; 101 % did not
+    assert alerts == {("glucose-low-l2", 2.1), ("spo2-low-news2-3", 2.2)}
+
+
+def test_a_hub_cannot_send_cloud_only_flags() -> None:
+    for flag in CLOUD_ONLY_FLAGS:
+        [m] = encode_observations(
+            site="h",
+            device_id="d",
+            device=DeviceIdentity(manufacturer="A", model="B", serial="C"),
+            subject=Subject(kind="patient", ref="p"),
+            observations=[reading(1, 5.0, quality=frozenset({flag}))],
+            created_at=T0,
+        )
+        with pytest.raises(WireError) as info:
+            decode_observations(m.topic, m.payload)
+        assert info.value.path == "observations[0].quality[0]"
+        assert "set by the cloud only" in info.value.detail
+        assert json.loads(m.payload)["observations"][0]["quality"] == [flag.value]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    measure=st.sampled_from(sorted(PLAUSIBLE)),
+    value=st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
+    comparator=st.sampled_from([None, "<", "<=", ">", ">="]),
+    ahead_s=st.integers(min_value=-86_400, max_value=86_400),
+)
+def test_screening_never_changes_a_value_and_flags_exactly_what_it_should(
+    measure: str, value: float, comparator: str | None, ahead_s: int
+) -> None:
+    lo, hi = PLAUSIBLE[measure]
+    received = T0
+    o = Observation(
+        measure=measure,
+        unit=MEASURES[measure].unit,
+        effective_time=T0 + timedelta(seconds=ahead_s),
+        record_key="k",
+        provenance=Provenance(source="t"),
+        value=value,
+        comparator=comparator,  # type: ignore[arg-type]
+        quality=frozenset({QualityFlag.BELOW_RANGE})
+        if comparator in ("<", "<=")
+        else frozenset({QualityFlag.ABOVE_RANGE})
+        if comparator
+        else frozenset(),
+    )
+    s = screen_observation(o, received)
+    assert (s.value, s.comparator, s.effective_time) == (o.value, o.comparator, o.effective_time)
+    assert (QualityFlag.FUTURE_TIME in s.quality) == (timedelta(seconds=ahead_s) > FUTURE_LIMIT)
+    # the set of values the reading stands for lies entirely outside the bounds
+    if comparator is None:
+        outside = not lo <= value <= hi
+    elif comparator == "<":
+        outside = value <= lo
+    elif comparator == "<=":
+        outside = value < lo
+    elif comparator == ">":
+        outside = value >= hi
+    else:
+        outside = value > hi
+    assert (QualityFlag.IMPLAUSIBLE in s.quality) == outside
+    assert o.quality <= s.quality
