@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from datetime import time as clock_time
 from typing import Any, Final, Protocol, TypeVar
 
 from cloud_ingest.care import Audience, Principal
@@ -69,13 +70,17 @@ from cloud_ingest.rules.lifecycle import (
 from cloud_ingest.rules.silence import (
     CGM_STALE,
     CGM_STALE_URGENT,
+    PEF_SESSION_MISSED,
     SITE_OFFLINE,
     CgmStream,
+    PefReadingTime,
+    PefSchedule,
     SiteStatus,
     evaluate_cgm_silence,
+    evaluate_pef_schedule,
     evaluate_site_status,
 )
-from cloud_ingest.screening import screen
+from cloud_ingest.screening import FUTURE_LIMIT, screen
 from cloud_ingest.storage import (
     AlertChangedError,
     AlertEventIn,
@@ -149,6 +154,7 @@ SYSTEM_ACTOR: Final = "system:rules"
 #: The continuous stream whose silence is watched, and its measure (device_profiles.codes).
 CGM: Final = "cgm"
 CGM_MEASURE: Final = "glucose.cgm"
+PEF_MEASURE: Final = "pef"
 #: A subject whose newest CGM reading is older than this is no longer expected to stream (the
 #: sensor session ended or the patient stopped CGM): no stale-data alert, open ones are cleared.
 #: remon default: sensors are replaced within hours, so a day without any reading is not a gap.
@@ -890,7 +896,55 @@ class IngestService:
             ]
             actions = evaluate_site_status(statuses, open_alerts=site_open, now=now)
             r2, u2 = self._store_findings(tx, actions, now, kind=SILENCE_KIND)
-        return r1 + u1 + r2 + u2
+            r3, u3 = self._check_pef_diaries(tx, now)
+        return r1 + u1 + r2 + u2 + r3 + u3
+
+    def _check_pef_diaries(self, tx: WriteTx, now: datetime) -> tuple[int, int]:
+        """Missed PEF diary sessions of the diaries running now (or ended in the last 2 days:
+        their last evening window is judged after it ends)."""
+        today = now.date()
+        diaries = tx.pef_diaries_around(today - timedelta(days=2), today + timedelta(days=1))
+        if not diaries:
+            return 0, 0
+        refs = {d.subject_ref for d in diaries}
+        zones = tx.time_zones(refs)
+        schedules = [
+            PefSchedule(
+                subject_ref=d.subject_ref,
+                time_zone=zones[d.subject_ref],
+                first_day=d.first_day,
+                last_day=d.last_day,
+            )
+            for d in diaries
+            if d.subject_ref in zones  # a diary is set for directory patients only
+        ]
+        readings = [
+            PefReadingTime(
+                obs_id=r.obs_id,
+                subject_ref=r.subject_ref,
+                effective_time=r.effective_time,
+                simulated="simulated" in r.quality,
+            )
+            for s in schedules
+            for r in tx.readings_of(
+                s.subject_ref,
+                PEF_MEASURE,
+                since=datetime.combine(s.first_day, clock_time(0), UTC) - timedelta(days=1),
+                until=now + FUTURE_LIMIT,
+            )
+            if not {q.value for q in CLOUD_ONLY_FLAGS} & set(r.quality)
+        ]
+        open_ = [
+            open_finding(a) for a in tx.active_alerts(refs) if a.condition == PEF_SESSION_MISSED
+        ]
+        actions = evaluate_pef_schedule(
+            schedules,
+            readings,
+            open_alerts=open_,
+            now=now,
+            judged_until=tx.resolved_evidence_until(PEF_SESSION_MISSED, refs),
+        )
+        return self._store_findings(tx, actions, now, kind=SILENCE_KIND)
 
     def escalate_due(self, *, limit: int = 500) -> int:
         """Raise the escalation level of open alerts left unacknowledged past their priority's

@@ -314,3 +314,72 @@ def test_screening_never_changes_a_value_and_flags_exactly_what_it_should(
         outside = value > hi
     assert (QualityFlag.IMPLAUSIBLE in s.quality) == outside
     assert o.quality <= s.quality
+
+
+def test_missed_pef_diary_sessions_raise_one_alert_and_a_later_session_clears_it(
+    db_url: str,
+) -> None:
+    """Helsinki is UTC+2 in March: the morning window 06-11 is 04-09 UTC, evening 16-21 UTC."""
+    storage = open_storage(db_url)
+    now = [datetime(2026, 3, 3, 12, 0, tzinfo=UTC)]
+    service = IngestService(storage, clock=lambda: now[0])
+    app = create_app(service, IngestSettings(api_tokens={"tok-admin": "svc.admin"}))
+    try:
+        with TestClient(app) as c:
+            assert c.put("/api/v1/teams/north", json={"name": "n"}, headers=ADMIN).is_success
+            assert c.put("/api/v1/patients/p1", json={"team_id": "north"}, headers=ADMIN)
+            r = c.put(
+                "/api/v1/patients/p1/pef-diary",
+                json={"first_day": "2026-03-02", "last_day": "2026-03-04"},
+                headers=ADMIN,
+            )
+            assert r.status_code == 200, r.text
+
+            def pef(at: datetime, key: str) -> list[RawMessage]:
+                o = Observation(
+                    measure="pef",
+                    unit="L/min",
+                    effective_time=at,
+                    record_key=key,
+                    provenance=Provenance(source="t"),
+                    value=420.0,
+                )
+                return raw([o], subject="p1", received_at=at)
+
+            # 2 March: the morning session done at 07:00 local; at 12:00 UTC on 3 March the
+            # evening of 2 March (16-21 UTC) and the morning of 3 March (04-09 UTC, judged from
+            # 09:30 after the upload grace) are missed: one alert, two pieces of evidence
+            service.ingest_batch(pef(datetime(2026, 3, 2, 5, 0, tzinfo=UTC), "b1"))
+            assert service.housekeeping() == 1
+            (a,) = _alerts_of(c, "p1")
+            assert (a["condition"], a["kind"], a["trigger_count"]) == (
+                "pef-session-missed",
+                "silence",
+                2,
+            )
+            assert (a["team_id"], a["audience"], a["priority"]) == ("north", "clinician", "low")
+            assert service.housekeeping() == 0  # each window is judged once
+            # 4 March 09:29 UTC: the evening of 3 March missed; the morning of 4 March not judged
+            # yet (its grace runs to 09:30)
+            now[0] = datetime(2026, 3, 4, 9, 29, tzinfo=UTC)
+            service.housekeeping()
+            assert _alerts_of(c, "p1")[0]["trigger_count"] == 3
+            now[0] = datetime(2026, 3, 4, 9, 30, tzinfo=UTC)
+            service.housekeeping()
+            assert _alerts_of(c, "p1")[0]["trigger_count"] == 4
+            # a session inside the evening window of 4 March: the all-clear
+            service.ingest_batch(pef(datetime(2026, 3, 4, 17, 0, tzinfo=UTC), "b2"))
+            now[0] = datetime(2026, 3, 4, 22, 0, tzinfo=UTC)
+            service.housekeeping()
+            (a,) = _alerts_of(c, "p1")
+            assert a["trigger_count"] == 4
+            assert str(a["cleared_at"]).startswith("2026-03-04T17:00")
+            assert a["state"] == "open"  # a person resolves it
+    finally:
+        storage.close()
+
+
+def _alerts_of(c: TestClient, subject: str) -> list[dict[str, object]]:
+    r = c.get("/api/v1/alerts", params={"subject": subject}, headers=ADMIN)
+    rows: list[dict[str, object]] = r.json()
+    return rows

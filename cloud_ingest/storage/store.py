@@ -298,6 +298,15 @@ class WriteTx:
                 )
         return out
 
+    def time_zones(self, subject_refs: Iterable[str]) -> dict[str, str]:
+        """The time zone of each subject in the directory."""
+        p = t.patients
+        out: dict[str, str] = {}
+        for part in _chunks(sorted(set(subject_refs))):
+            stmt = sa.select(p.c.subject_ref, p.c.time_zone).where(p.c.subject_ref.in_(part))
+            out.update({ref: tz for ref, tz in self.conn.execute(stmt)})
+        return out
+
     def escalation_candidates(self, priorities: Iterable[str], *, limit: int) -> list[AlertRecord]:
         """Open, uncleared alerts of these priorities, oldest first, locked until commit.
 
