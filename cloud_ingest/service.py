@@ -155,6 +155,8 @@ SYSTEM_ACTOR: Final = "system:rules"
 CGM: Final = "cgm"
 CGM_MEASURE: Final = "glucose.cgm"
 PEF_MEASURE: Final = "pef"
+#: The device id a hub's own link state is written under in the time-series store.
+HUB_DEVICE: Final = "hub"
 #: A subject whose newest CGM reading is older than this is no longer expected to stream (the
 #: sensor session ended or the patient stopped CGM): no stale-data alert, open ones are cleared.
 #: remon default: sensors are replaced within hours, so a day without any reading is not a gap.
@@ -323,8 +325,8 @@ class IngestService:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 result, stored = self._store(decoded)
-                if self._timeseries is not None and stored:
-                    self._copy_to_timeseries(stored)
+                if self._timeseries is not None and (stored or decoded.statuses):
+                    self._copy_to_timeseries(stored, decoded.statuses)
                 return result
             except ConflictError:
                 if attempt == MAX_ATTEMPTS:
@@ -378,9 +380,12 @@ class IngestService:
                 [_dead_letter(message, STORE_FAILED, "", reason[:2000])], now=self._clock()
             )
 
-    def _copy_to_timeseries(self, stored: Sequence[StoredReading]) -> None:
-        """After the commit: the new readings, and each device's newest clock offset, to the
-        time-series store. Its writer queues and never raises (SQL is the record)."""
+    def _copy_to_timeseries(
+        self, stored: Sequence[StoredReading], statuses: Sequence[StatusIn] = ()
+    ) -> None:
+        """After the commit: the new readings, each device's newest clock offset and the hubs'
+        link state (their online/offline status, as device ``hub``) to the time-series store.
+        Its writer queues and never raises (SQL is the record)."""
         sink = self._timeseries
         assert sink is not None
         points: list[ObservationPoint] = []
@@ -417,8 +422,17 @@ class IngestService:
                 log.warning(
                     "reading %s not copied to the time-series store: %s", r.observation.obs_id, exc
                 )
+        links = [
+            TelemetryPoint(
+                site=st.status.site,
+                device_id=HUB_DEVICE,
+                time=st.status.at or st.received_at,
+                link_state=st.status.state,
+            )
+            for st in statuses
+        ]
         sink.write_observations(points)
-        sink.write_telemetry(list(clocks.values()))
+        sink.write_telemetry([*clocks.values(), *links])
 
     def _store(self, d: _Decoded) -> tuple[IngestResult, Sequence[StoredReading]]:
         now = self._clock()

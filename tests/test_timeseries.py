@@ -34,7 +34,7 @@ from cloud_ingest.timeseries import (
     telemetry_lines,
 )
 from device_profiles.observation import DeviceIdentity, Observation, Provenance
-from gateway.wire import Subject, encode_observations
+from gateway.wire import AgentStatus, Subject, encode_observations, encode_status
 from remon.brokers import free_port
 from tests.vm_server import VictoriaMetricsProcess
 
@@ -575,12 +575,17 @@ def test_ingest_copies_new_readings_and_clock_offsets_after_the_commit(
         created_at=T0,
     )
     raw = RawMessage(topic=m.topic, payload=m.payload, received_at=T0)
+    st = encode_status(
+        AgentStatus(site=site, state="offline", at=T0 + timedelta(minutes=5), agent_version="1")
+    )
+    status = RawMessage(topic=st.topic, payload=st.payload, received_at=T0)
     storage = open_storage(sqlite_url)
     writer = TimeSeriesWriter(TimeSeriesSettings(url=vm.url, flush_interval_ms=100))
     try:
         service = IngestService(storage, timeseries=writer)
         assert service.ingest_batch([raw]).observations == 2
         assert service.ingest_batch([raw]).observations == 0  # redelivered: not copied again
+        assert service.ingest_batch([status]).statuses == 1
         writer.flush()
         series = wait_for_samples(vm, f'{{__name__="observation_value",site="{site}"}}', 2)
         (s,) = series
@@ -592,7 +597,12 @@ def test_ingest_copies_new_readings_and_clock_offsets_after_the_commit(
         )
         # the newest reading's offset only: one telemetry point per device and batch
         assert samples(clock[0]) == [(epoch_ms(T0 + timedelta(minutes=1)), -1.5)]
-        assert writer.stats.points_written == 3
+        # the hub's last will: its link state, on a series of its own
+        link = wait_for_samples(vm, f'{{__name__="device_telemetry_link",site="{site}"}}', 1)
+        assert link[0]["metric"]["link_state"] == "offline"
+        assert link[0]["metric"]["device"] == "hub"
+        assert samples(link[0]) == [(epoch_ms(T0 + timedelta(minutes=5)), 1.0)]
+        assert writer.stats.points_written == 4
     finally:
         writer.close()
         storage.close()
