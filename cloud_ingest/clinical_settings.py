@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta
 from typing import Final
 
 from cloud_ingest.care import ForbiddenError, Principal, Role
+from cloud_ingest.rules.pef_zones import PERSONAL_BEST_PARAMETER
 from cloud_ingest.rules.thresholds import (
     DEFAULTS_BY_CONDITION,
     Threshold,
@@ -31,7 +32,7 @@ from device_profiles.clinical import Figure
 
 #: DOMAIN.md §1: the PEF personal best is entered by the clinician; meters read 50-900 L/min,
 #: so a personal best outside that range cannot have been measured.
-PEF_PERSONAL_BEST: Final = "pef-personal-best"
+PEF_PERSONAL_BEST: Final = PERSONAL_BEST_PARAMETER
 PEF_METER_RANGE: Final = (
     Figure(50.0, "L/min", "DOMAIN.md §1 meter range"),
     Figure(900.0, "L/min", "DOMAIN.md §1 meter range"),

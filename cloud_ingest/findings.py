@@ -15,9 +15,12 @@ from typing import Any, Final
 from cloud_ingest.rules.dispenser import FindingAction, FindingEvidence, OpenFinding
 from cloud_ingest.storage import AlertEventIn, AlertRecord, StorageError
 
-#: ``alerts.kind`` of the rules in this module
+#: ``alerts.kind`` of the rules in this module: raised by device events (dispensers), by data
+#: that did not arrive (silence), or by readings judged by a finding rule (device health, PEF
+#: zones against the personal best)
 EVENT_KIND: Final = "event"
 SILENCE_KIND: Final = "silence"
+READING_KIND: Final = "reading"
 
 
 def _evidence_json(e: FindingEvidence) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from typing import Any, Final, Protocol, TypeVar
 from cloud_ingest.care import Audience, Principal
 from cloud_ingest.findings import (
     EVENT_KIND,
+    READING_KIND,
     SILENCE_KIND,
     finding_columns,
     finding_events,
@@ -52,6 +53,11 @@ from cloud_ingest.rules import (
     evaluate,
     next_state,
 )
+from cloud_ingest.rules.device_health import (
+    DEFAULT_DEVICE_HEALTH_RULES,
+    DeviceReading,
+    evaluate_device_health,
+)
 from cloud_ingest.rules.dispenser import (
     DEFAULT_DISPENSER_RULES,
     DispenserEvent,
@@ -66,6 +72,13 @@ from cloud_ingest.rules.lifecycle import (
     LifecyclePolicy,
     escalation_level_due,
     snooze_until,
+)
+from cloud_ingest.rules.pef_zones import (
+    PEF_ZONE_RED,
+    PEF_ZONE_YELLOW,
+    PERSONAL_BEST_PARAMETER,
+    PefReading,
+    evaluate_pef_zones,
 )
 from cloud_ingest.rules.silence import (
     CGM_STALE,
@@ -114,7 +127,8 @@ from cloud_ingest.storage import (
     same_reading,
 )
 from cloud_ingest.timeseries import ObservationPoint, TelemetryPoint
-from device_profiles.observation import CLOUD_ONLY_FLAGS, QualityFlag
+from device_profiles.codes import MEASURES
+from device_profiles.observation import CLOUD_ONLY_FLAGS, AbsentReason, QualityFlag
 from gateway.wire import (
     TOPIC_ROOT,
     AgentStatus,
@@ -450,6 +464,9 @@ class IngestService:
             raised = updated = 0
             if outcome is not None and outcome.new_readings:
                 raised, updated = self._apply_rules(tx, outcome.new_readings, now)
+                r, u = self._apply_reading_findings(tx, outcome.new_readings, now)
+                raised += r
+                updated += u
                 tx.upsert_last_seen(_cgm_last_seen(outcome.new_readings))
             events = tx.store_events(d.events) if d.events else None
             if events is not None and events.duplicates:
@@ -586,6 +603,68 @@ class IngestService:
             events.extend(_events(a, alert_id=a.state.id, index=None))
         tx.insert_alert_events(events, new_ids)
         return len(raises), len(updates)
+
+    def _apply_reading_findings(
+        self, tx: WriteTx, new: Sequence[StoredReading], now: datetime
+    ) -> tuple[int, int]:
+        """Device health (battery, sensor, clock) and PEF zones on the newly stored readings.
+
+        Only readings that can matter are turned into rule inputs: flagged ones, PEF blows, and
+        the readings of subjects with an open device-health alert (a clean reading clears it).
+        """
+        subjects = {r.inbound.envelope.subject.ref for r in new}
+        active = tx.active_alerts(subjects, conditions=_READING_FINDINGS)
+        health_open = {a.subject_ref for a in active if a.condition in _HEALTH_CONDITIONS}
+        health = [
+            _device_reading(r)
+            for r in new
+            if r.inbound.envelope.subject.ref in health_open or _health_relevant(r)
+        ]
+        actions = evaluate_device_health(
+            [h for h in health if h is not None],
+            open_alerts=[open_finding(a) for a in active if a.condition in _HEALTH_CONDITIONS],
+            now=now,
+        )
+        r1, u1 = self._store_findings(tx, actions, now, kind=READING_KIND)
+        r2, u2 = self._apply_pef_zones(tx, new, active, now)
+        return r1 + r2, u1 + u2
+
+    def _apply_pef_zones(
+        self,
+        tx: WriteTx,
+        new: Sequence[StoredReading],
+        active: Sequence[AlertRecord],
+        now: datetime,
+    ) -> tuple[int, int]:
+        blows = [r for r in new if r.observation.observation.measure == PEF_MEASURE]
+        if not blows:
+            return 0, 0
+        subjects = {r.inbound.envelope.subject.ref for r in blows}
+        bests = {p.subject_ref: p.value for p in tx.parameters(PERSONAL_BEST_PARAMETER, subjects)}
+        readings = [
+            _pef_reading(r)
+            for r in blows
+            if r.inbound.envelope.subject.ref in bests
+            and r.observation.observation.value is not None  # an absent blow has no zone
+        ]
+        if not readings:
+            return 0, 0
+        fresh = {p.obs_id for p in readings}
+        earliest = min(p.effective_time for p in readings)
+        earlier = [
+            _pef_record(o)
+            for ref in sorted({p.subject_ref for p in readings})
+            for o in tx.readings_of(ref, PEF_MEASURE, since=earliest - PEF_CONTEXT, until=earliest)
+            if o.obs_id not in fresh and o.value is not None
+        ]
+        actions = evaluate_pef_zones(
+            readings,
+            personal_best=bests,
+            open_alerts=[open_finding(a) for a in active if a.condition in _ZONE_CONDITIONS],
+            now=now,
+            earlier=earlier,
+        )
+        return self._store_findings(tx, actions, now, kind=READING_KIND)
 
     def _team_overrides(
         self, tx: WriteTx, subjects: set[str]
@@ -1291,6 +1370,74 @@ def _device_subjects(d: _Decoded) -> list[DeviceSubjectRecord]:
         if times:
             add(e.envelope, min(times), max(times))
     return list(spans.values())
+
+
+_HEALTH_CONDITIONS: Final = frozenset(r.condition for r in DEFAULT_DEVICE_HEALTH_RULES)
+_ZONE_CONDITIONS: Final = frozenset({PEF_ZONE_RED, PEF_ZONE_YELLOW})
+_READING_FINDINGS: Final = _HEALTH_CONDITIONS | _ZONE_CONDITIONS
+_HEALTH_FLAGS: Final = frozenset(
+    {
+        QualityFlag.BATTERY_LOW,
+        QualityFlag.SENSOR_MALFUNCTION,
+        QualityFlag.CLOCK_OFFSET,
+        QualityFlag.FUTURE_TIME,
+    }
+)
+#: How far back stored PEF blows are read as the session context of new ones (a session is a
+#: run of blows at most 10 min apart; more context is harmless).
+PEF_CONTEXT: Final = timedelta(hours=2)
+
+
+def _health_relevant(r: StoredReading) -> bool:
+    o = r.observation.observation
+    return bool(o.quality & _HEALTH_FLAGS) or o.absent_reason is AbsentReason.ERROR
+
+
+def _device_reading(r: StoredReading) -> DeviceReading | None:
+    o = r.observation.observation
+    if o.measure not in MEASURES:
+        return None
+    flags = {q.value for q in o.quality}
+    if QualityFlag.FUTURE_TIME in o.quality:
+        # a time beyond what the hub accepts is a clock the hub could not correct
+        flags.add(QualityFlag.CLOCK_OFFSET.value)
+    return DeviceReading(
+        obs_id=r.observation.obs_id,
+        subject_ref=r.inbound.envelope.subject.ref,
+        device_id=r.inbound.envelope.device_id,
+        measure=o.measure,
+        effective_time=o.effective_time,
+        quality=frozenset(flags),
+        absent_reason=o.absent_reason.value if o.absent_reason else None,
+        simulated=QualityFlag.SIMULATED in o.quality,
+    )
+
+
+def _pef_reading(r: StoredReading) -> PefReading:
+    o = r.observation.observation
+    assert o.value is not None  # callers pass blows with a value only
+    return PefReading(
+        obs_id=r.observation.obs_id,
+        subject_ref=r.inbound.envelope.subject.ref,
+        effective_time=o.effective_time,
+        value=o.value,
+        comparator=o.comparator,
+        quality=frozenset(q.value for q in o.quality),
+        simulated=QualityFlag.SIMULATED in o.quality,
+    )
+
+
+def _pef_record(o: ObservationRecord) -> PefReading:
+    assert o.value is not None
+    return PefReading(
+        obs_id=o.obs_id,
+        subject_ref=o.subject_ref,
+        effective_time=o.effective_time,
+        value=o.value,
+        comparator=o.comparator,
+        quality=frozenset(o.quality),
+        simulated="simulated" in o.quality,
+    )
 
 
 def _cgm_last_seen(new: Sequence[StoredReading]) -> list[LastSeen]:

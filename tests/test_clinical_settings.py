@@ -250,9 +250,14 @@ def test_future_and_implausible_readings_are_stored_flagged_and_raise_nothing(w:
         "spo2:2": ["implausible"],
     }
     alerts = {(a["condition"], a["first_value"]) for a in _alerts(w, "p1")}
-    # the flagged 2.0 raised nothing; the accepted 2.1 raised the level 2 low; SpO2 2.2 % is a
-    # plausible (if alarming) value and raised; 101 % did not
-    assert alerts == {("glucose-low-l2", 2.1), ("spo2-low-news2-3", 2.2)}
+    # the flagged 2.0 raised no glucose alert but a device clock fault (its time could not be
+    # corrected); the accepted 2.1 raised the level 2 low; SpO2 2.2 % is a plausible (if
+    # alarming) value and raised; 101 % did not
+    assert alerts == {
+        ("glucose-low-l2", 2.1),
+        ("spo2-low-news2-3", 2.2),
+        ("device-clock-fault", None),
+    }
 
 
 def test_a_hub_cannot_send_cloud_only_flags() -> None:
@@ -383,3 +388,44 @@ def _alerts_of(c: TestClient, subject: str) -> list[dict[str, object]]:
     r = c.get("/api/v1/alerts", params={"subject": subject}, headers=ADMIN)
     rows: list[dict[str, object]] = r.json()
     return rows
+
+
+def test_pef_zones_against_the_personal_best_and_device_health_from_reading_flags(
+    w: World,
+) -> None:
+    assert w.client.put(
+        "/api/v1/patients/p1/pef-personal-best", json={"value": 500}, headers=w.north
+    ).is_success
+
+    def blow(n: int, value: float, **kw: object) -> Observation:
+        return reading(n, value, measure="pef", unit="L/min", **kw)
+
+    # 240 L/min is 48 % of 500: red; a blow without a personal best (p2) raises nothing
+    w.service.ingest_batch(raw([blow(1, 240.0)], subject="p1"))
+    w.service.ingest_batch(raw([blow(1, 240.0)], subject="p2", serial="SN2"))
+    (red,) = _alerts(w, "p1")
+    assert (red["condition"], red["kind"], red["priority"], red["team_id"]) == (
+        "pef-zone-red",
+        "reading",
+        "high",
+        "north",
+    )
+    assert (red["first_value"], red["threshold_value"]) == (None, None)  # evidence in words
+    assert "48" in str(red["explanation"])
+    assert _alerts(w, "p2") == []
+    # a good blow in the green zone (>= 80 %) an hour later: the all-clear
+    w.service.ingest_batch(raw([blow(60, 400.0)], subject="p1"))
+    (red,) = _alerts(w, "p1")
+    assert red["cleared_at"] is not None
+    # device health: a meter reading flagged battery-low raises, a clean one from it clears
+    low = reading(40, 6.0, quality=frozenset({QualityFlag.BATTERY_LOW}))
+    w.service.ingest_batch(raw([low], subject="p3", serial="SN3"))
+    (batt,) = _alerts(w, "p3")
+    assert (batt["condition"], batt["kind"], batt["team_id"]) == (
+        "device-battery-low",
+        "reading",
+        "south",
+    )
+    assert batt["cleared_at"] is None
+    w.service.ingest_batch(raw([reading(50, 6.1)], subject="p3", serial="SN3"))
+    assert _alerts(w, "p3")[0]["cleared_at"] is not None

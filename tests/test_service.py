@@ -253,8 +253,11 @@ def test_alert_raised_deduplicated_and_cleared(svc: IngestService) -> None:
 
 def test_lo_reading_raises_and_absent_does_not(svc: IngestService) -> None:
     svc.ingest_batch(msgs([ob(1, None, absent=AbsentReason.ERROR), ob(2, 1.1, comparator="<")]))
-    [a] = svc.list_alerts()
+    [a] = svc.list_alerts(kind="threshold")
     assert a.first_comparator == "<"
+    # the measurement error is no glucose value, but it is a device fault for the care team
+    [fault] = svc.list_alerts(kind="reading")
+    assert (fault.condition, fault.first_value) == ("device-sensor-fault", None)
     assert "LO reading" in a.explanation
     stored = svc.list_observations(subject="p1")
     assert {o.absent_reason for o in stored} == {"error", None}

@@ -104,7 +104,7 @@ class AlertOut(_Out):
     id: int
     subject_ref: str
     condition: str
-    kind: Literal["threshold", "event", "silence"]
+    kind: Literal["threshold", "event", "silence", "reading"]
     audience: Literal["clinician", "home_care"]
     team_id: str | None
     measure: str | None

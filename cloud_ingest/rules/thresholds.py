@@ -13,8 +13,19 @@ level 1 alert (medium) and a separate level 2 alert (high): the more urgent stat
 inside an older, lower-priority alert, and the care team resolves each. This mirrors CGM systems,
 where "low" and "urgent low" are distinct alarms.
 
-Per-patient overrides replace a default's value (same unit, same comparator); see
-:func:`apply_override`.
+Qualifiers ("for N minutes", "N in a row"). A threshold may ask for the condition to persist
+before it raises: ``confirm_count`` readings in a row and/or ``confirm_for`` of continuous time
+(readings no more than ``max_gap`` apart); see :class:`Threshold`. The qualifiers gate *raising*
+only. An alert that is already open (acknowledged, or cleared and awaiting review) is updated by
+every single triggering reading and un-cleared by one, exactly as without qualifiers: the care
+team has already been told, and waiting for a new run before showing a relapse would hide it.
+Clearing keeps its hysteresis, and the family ranking is unchanged: a reading triggers the most
+severe condition of a family it meets *and may trigger* (an unconfirmed qualified condition does
+not trigger, so it never stops a less severe immediate one, and an immediate more severe one,
+e.g. level 2, is raised at once while the qualified level 1 is still accumulating).
+
+Per-patient overrides replace a default's value (same unit, same comparator) and keep its
+qualifiers; see :func:`apply_override`.
 """
 
 from __future__ import annotations
@@ -22,11 +33,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final, Literal
 
-from device_profiles.clinical import CGM_TREND_BANDS_MG_DL_MIN, CGM_URGENT_LOW_MMOL_L
+from device_profiles.clinical import (
+    CGM_STALE_WARN_MIN,
+    CGM_TREND_BANDS_MG_DL_MIN,
+    CGM_URGENT_LOW_MMOL_L,
+    HYPO_EVENT_MIN,
+)
 from device_profiles.units import GLUCOSE_MG_DL_PER_MMOL_L
 
 ThresholdComparator = Literal["<", "<=", ">", ">="]
@@ -55,6 +71,30 @@ class UnknownConditionError(RuleError):
     """No threshold is defined for this condition key."""
 
 
+#: The longest silence between two readings that still counts as "continuously" for a
+#: ``confirm_for`` qualifier: 10 min, two 5-min CGM sampling intervals, so one missed or
+#: unreadable transmission does not restart the count while a longer silence does. It stays
+#: below the 15-min stale-data warning (DOMAIN.md §2, ``CGM_STALE_WARN_MIN``): a gap the
+#: stale-data rule warns about is never called continuous. remon default, configurable; the
+#: 5-min interval is the usual CGM sampling interval, not a DOMAIN.md figure (UNVERIFIED).
+DEFAULT_MAX_GAP: Final = timedelta(minutes=10)
+assert timedelta(minutes=CGM_STALE_WARN_MIN.value) > DEFAULT_MAX_GAP
+
+
+def format_duration(d: timedelta) -> str:
+    """A duration as care reads it: "15 min", "14 min 59 s", "45 s", "2 h 5 min"."""
+    total = round(d.total_seconds())
+    sign = "-" if total < 0 else ""
+    hours, rest = divmod(abs(total), 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [f"{hours} h"] if hours else []
+    if minutes:
+        parts.append(f"{minutes} min")
+    if seconds or not parts:
+        parts.append(f"{seconds} s")
+    return sign + " ".join(parts)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Threshold:
     condition: str  # stable key: alerts and per-patient overrides refer to it
@@ -67,7 +107,18 @@ class Threshold:
     hysteresis: float  # a reading must be this far back past the value to clear the alert
     family: str  # conditions of one family overlap; a reading triggers the most severe only
     rank: int  # severity inside the family (higher = more severe)
-    source: str  # where the value comes from
+    source: str  # where the value comes from (and the qualifiers, when set)
+    # "N in a row": a reading raises only when it and the confirm_count - 1 readings of the same
+    # subject and measure just before it (by effective time) all decisively meet the condition.
+    # An absent or questionable reading (or one in another unit) between them breaks the run.
+    confirm_count: int = 1
+    # "for N minutes": a reading raises only when the run of meeting readings that ends at it
+    # began at least confirm_for before it, with no two consecutive readings of the run more
+    # than max_gap apart (a longer silence breaks the run: nobody knows what happened in it).
+    # With both qualifiers set, one run must satisfy both. max_gap only matters for confirm_for:
+    # "N in a row" counts readings, however far apart (a daily spot check may confirm itself).
+    confirm_for: timedelta = timedelta(0)
+    max_gap: timedelta = DEFAULT_MAX_GAP
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.value) or not math.isfinite(self.hysteresis):
@@ -76,13 +127,49 @@ class Threshold:
             raise RuleError(f"{self.condition}: hysteresis must not be negative")
         if self.comparator not in ("<", "<=", ">", ">="):
             raise RuleError(f"{self.condition}: unknown comparator {self.comparator!r}")
+        if (
+            isinstance(self.confirm_count, bool)
+            or not isinstance(self.confirm_count, int)
+            or self.confirm_count < 1
+        ):
+            raise RuleError(
+                f"{self.condition}: confirm_count (readings in a row) must be a whole number "
+                f">= 1, got {self.confirm_count!r}"
+            )
+        if not isinstance(self.confirm_for, timedelta) or self.confirm_for < timedelta(0):
+            raise RuleError(
+                f"{self.condition}: confirm_for (how long the condition must hold) must be a "
+                f"timedelta >= 0, got {self.confirm_for!r}"
+            )
+        if not isinstance(self.max_gap, timedelta) or self.max_gap <= timedelta(0):
+            raise RuleError(
+                f"{self.condition}: max_gap (the longest gap between readings of a run) must be "
+                f"a timedelta > 0, got {self.max_gap!r}"
+            )
 
     @property
     def is_low(self) -> bool:
         return self.comparator in ("<", "<=")
 
+    @property
+    def is_qualified(self) -> bool:
+        """Raising waits for a run of readings (see ``confirm_count`` and ``confirm_for``)."""
+        return self.confirm_count > 1 or self.confirm_for > timedelta(0)
+
     def describe(self) -> str:
         return f"{self.comparator} {_fmt(self.value)} {self.unit}"
+
+    def describe_qualifier(self) -> str:
+        """How long the condition must hold before it raises, in words ("" when immediate)."""
+        parts: list[str] = []
+        if self.confirm_count > 1:
+            parts.append(f"for {self.confirm_count} readings in a row")
+        if self.confirm_for > timedelta(0):
+            parts.append(
+                f"continuously for at least {format_duration(self.confirm_for)} (readings no "
+                f"more than {format_duration(self.max_gap)} apart)"
+            )
+        return " and ".join(parts)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,10 +254,18 @@ DEFAULT_THRESHOLDS: Final[tuple[Threshold, ...]] = (
         "(edge_agent.cgm_stream); hysteresis 1 mg/dL/min (0.056 mmol/L/min), remon default, "
         "configurable",
     ),
+    # Level 1 low is split by source. A meter's capillary reading is a spot check: there is no
+    # series to confirm it with (the next check may be hours away), so it raises at once. A CGM
+    # reports every few minutes and DOMAIN.md §2 counts a low event only after >= 15
+    # consecutive minutes, so the CGM level 1 low waits for that: one noisy or compression-low
+    # sample does not page the care team. Level 2 and the CGM urgent low above stay immediate
+    # (patient safety: they are the states that need an immediate response, DOMAIN.md §5 high
+    # priority, and the urgent low is not disableable, §2); a level 2 reading raises level 2 at
+    # once even while the CGM level 1 run is still accumulating.
     Threshold(
         condition="glucose-low-l1",
         title="Glucose below the level 1 low threshold",
-        measures=_GLUCOSE,
+        measures=frozenset({"glucose.capillary"}),
         comparator="<",
         value=3.9,
         unit="mmol/L",
@@ -180,6 +275,23 @@ DEFAULT_THRESHOLDS: Final[tuple[Threshold, ...]] = (
         rank=1,
         source="DOMAIN.md §2: level 1 low glucose < 3.9 mmol/L (< 70 mg/dL), "
         "Battelino 2019 consensus; " + _HYST_NOTE,
+    ),
+    Threshold(
+        condition="cgm-low-l1",
+        title="CGM glucose below the level 1 low threshold for at least 15 minutes",
+        measures=frozenset({"glucose.cgm"}),
+        comparator="<",
+        value=3.9,
+        unit="mmol/L",
+        priority=Priority.MEDIUM,
+        hysteresis=0.2,
+        family="glucose-low",
+        rank=1,
+        confirm_for=timedelta(minutes=HYPO_EVENT_MIN.value),
+        source="DOMAIN.md §2: level 1 low glucose < 3.9 mmol/L (< 70 mg/dL), "
+        "Battelino 2019 consensus; a low glucose event needs >= 15 consecutive minutes "
+        f"(readings at most {format_duration(DEFAULT_MAX_GAP)} apart: remon default); "
+        + _HYST_NOTE,
     ),
     Threshold(
         condition="glucose-high-l2",
@@ -341,6 +453,7 @@ OVERRIDE_RANGES: Final[Mapping[str, tuple[float, float]]] = {
     "cgm-urgent-low-soon": (3.1, 4.4),
     "cgm-falling-fast": (-0.3, -0.111),  # 5.4 to 2 mg/dL/min
     "glucose-low-l1": (3.0, 6.0),
+    "cgm-low-l1": (3.0, 6.0),
     "glucose-high-l2": (8.0, 25.0),
     "bp-systolic-grade3": (140.0, 200.0),
     "bp-diastolic-grade3": (90.0, 120.0),
@@ -378,7 +491,12 @@ def check_override(
 
 
 def apply_override(default: Threshold, override: ThresholdOverride | None) -> Threshold:
-    """The threshold in effect for one patient: the default, or its value replaced."""
+    """The threshold in effect for one patient: the default, or its value replaced.
+
+    Only the value (and the source that says so) changes: the qualifiers (``confirm_count``,
+    ``confirm_for``, ``max_gap``), the unit, the comparator and the family stay the default's,
+    so a patient-specific level 1 low still waits for its 15 minutes.
+    """
     if override is None:
         return default
     try:

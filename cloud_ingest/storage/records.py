@@ -212,7 +212,7 @@ class AlertRecord:
     resolved_note: str | None
     cleared_at: datetime | None
     cleared_by_obs_id: str | None
-    kind: str = "threshold"  # threshold | event | silence
+    kind: str = "threshold"  # threshold | event | silence | reading (cloud_ingest.findings)
     audience: str = "clinician"  # clinician | home_care
     team_id: str | None = None
     assigned_to: str | None = None

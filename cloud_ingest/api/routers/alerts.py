@@ -51,7 +51,7 @@ def list_alerts(
     subject: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
     priority: PriorityName | None = None,
     condition: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
-    kind: Annotated[str | None, Query(pattern="^(threshold|event|silence)$")] = None,
+    kind: Annotated[str | None, Query(pattern="^(threshold|event|silence|reading)$")] = None,
     assigned_to: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     team: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     include_snoozed: bool = True,
