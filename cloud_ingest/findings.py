@@ -68,9 +68,15 @@ def open_finding(a: AlertRecord) -> OpenFinding:
 
 
 def finding_columns(
-    action: FindingAction, now: datetime, *, kind: str, team_id: str | None
+    action: FindingAction,
+    now: datetime,
+    *,
+    kind: str,
+    team_id: str | None,
+    audience: str | None = None,
 ) -> dict[str, Any]:
-    """Columns of the alert row for ``action`` (a new row when its state has no id)."""
+    """Columns of the alert row for ``action`` (a new row when its state has no id);
+    ``audience`` replaces the rule's when the routing decided another (a site's alerts)."""
     s = action.state
     cols: dict[str, Any] = {
         "explanation": s.explanation,
@@ -100,7 +106,7 @@ def finding_columns(
         "last_comparator": None,
         "raised_at": now,
         "kind": kind,
-        "audience": s.audience,
+        "audience": audience or s.audience,
         "team_id": team_id,
         "escalation_level": 0,
     }

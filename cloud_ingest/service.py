@@ -703,17 +703,37 @@ class IngestService:
         return self._store_findings(tx, actions, now, kind=EVENT_KIND)
 
     def _store_findings(
-        self, tx: WriteTx, actions: Sequence[FindingAction], now: datetime, *, kind: str
+        self,
+        tx: WriteTx,
+        actions: Sequence[FindingAction],
+        now: datetime,
+        *,
+        kind: str,
+        sites: bool = False,
     ) -> tuple[int, int]:
+        """Store finding actions; a new alert is routed by its subject, or with ``sites`` (the
+        subject is a hub or kiosk) by the one patient whose devices report there."""
         raises = [a for a in actions if a.state.alert_id is None]
         updates = [a for a in actions if a.state.alert_id is not None]
-        routing = tx.routing(a.state.subject_ref for a in raises) if raises else {}
-        new_ids = tx.insert_alerts(
-            [
+        if sites and raises:
+            routes = _site_routes(tx, {a.state.subject_ref for a in raises})
+            rows = [
+                finding_columns(
+                    a,
+                    now,
+                    kind=kind,
+                    team_id=routes.get(a.state.subject_ref, (None, None))[0],
+                    audience=routes.get(a.state.subject_ref, (None, None))[1],
+                )
+                for a in raises
+            ]
+        else:
+            routing = tx.routing(a.state.subject_ref for a in raises) if raises else {}
+            rows = [
                 finding_columns(a, now, kind=kind, team_id=_audience_team(routing, a.state))
                 for a in raises
             ]
-        )
+        new_ids = tx.insert_alerts(rows)
         tx.update_alerts([finding_columns(a, now, kind=kind, team_id=None) for a in updates])
         events: list[AlertEventIn] = []
         for i, a in enumerate(raises):
@@ -988,7 +1008,7 @@ class IngestService:
                 if s.state in ("online", "offline")
             ]
             actions = evaluate_site_status(statuses, open_alerts=site_open, now=now)
-            r2, u2 = self._store_findings(tx, actions, now, kind=SILENCE_KIND)
+            r2, u2 = self._store_findings(tx, actions, now, kind=SILENCE_KIND, sites=True)
             r3, u3 = self._check_pef_diaries(tx, now)
         return r1 + u1 + r2 + u2 + r3 + u3
 
@@ -1317,6 +1337,27 @@ def _assign_note(values: Mapping[str, Any], note: str | None) -> str:
 
 def _minutes_text(span: timedelta) -> str:
     return f"{span.total_seconds() / 60:.0f} min"
+
+
+def _site_routes(tx: WriteTx, sites: set[str]) -> dict[str, tuple[str, str]]:
+    """Where a site's alerts go: a home hub serving one patient reaches that patient's
+    home-care team when the patient is a dispenser client (the dispenser is their tool),
+    else the patient's care team. A kiosk or a hub of several patients is routed to no team
+    (admins see it)."""
+    subjects = tx.site_subjects(sites)
+    routing = tx.routing({s for refs in subjects.values() for s in refs})
+    out: dict[str, tuple[str, str]] = {}
+    for site, refs in subjects.items():
+        if len(refs) != 1:
+            continue
+        r = routing.get(next(iter(refs)))
+        if r is None:
+            continue
+        if r.home_care_team_id is not None:
+            out[site] = (r.home_care_team_id, Audience.HOME_CARE.value)
+        elif r.team_id is not None:
+            out[site] = (r.team_id, Audience.CLINICIAN.value)
+    return out
 
 
 def _audience_team(routing: Mapping[str, Routing], state: FindingState) -> str | None:

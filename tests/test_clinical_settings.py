@@ -27,7 +27,14 @@ from device_profiles.observation import (
     Provenance,
     QualityFlag,
 )
-from gateway.wire import Subject, WireError, decode_observations, encode_observations
+from gateway.wire import (
+    AgentStatus,
+    Subject,
+    WireError,
+    decode_observations,
+    encode_observations,
+    encode_status,
+)
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 ADMIN = {"Authorization": "Bearer tok-admin"}
@@ -429,3 +436,34 @@ def test_pef_zones_against_the_personal_best_and_device_health_from_reading_flag
     assert batt["cleared_at"] is None
     w.service.ingest_batch(raw([reading(50, 6.1)], subject="p3", serial="SN3"))
     assert _alerts(w, "p3")[0]["cleared_at"] is not None
+
+
+def test_a_home_hub_offline_reaches_its_patients_team(w: World) -> None:
+    """The site-offline alert of a hub serving one patient goes to that patient's care team; a
+    kiosk serving several patients goes to no team (admins)."""
+    w.service.ingest_batch(raw([reading(1, 5.0)], subject="p1"))  # p1's hub: home-p1
+    kiosk = [
+        RawMessage(topic=m.topic, payload=m.payload, received_at=T0 + timedelta(hours=1))
+        for ref in ("p2", "p3")
+        for m in encode_observations(
+            site="kiosk-1",
+            device_id="cuff",
+            device=DeviceIdentity(manufacturer="Acme", model="K", serial=f"K-{ref}"),
+            subject=Subject(kind="patient", ref=ref),
+            observations=[reading(2, 5.0)],
+            created_at=T0,
+        )
+    ]
+    w.service.ingest_batch(kiosk)
+    for site in ("home-p1", "kiosk-1"):
+        st = encode_status(AgentStatus(site=site, state="offline", at=T0, agent_version="1"))
+        w.service.ingest_batch([RawMessage(topic=st.topic, payload=st.payload, received_at=T0)])
+    assert w.service.housekeeping() >= 2  # offline for an hour: past the 10 min grace
+    hub = _alerts(w, "home-p1")
+    assert [(a["condition"], a["team_id"], a["audience"]) for a in hub] == [
+        ("site-offline", "north", "clinician")
+    ]
+    north = w.client.get("/api/v1/alerts", params={"kind": "silence"}, headers=w.north).json()
+    assert [a["subject_ref"] for a in north] == ["home-p1"]
+    (k,) = _alerts(w, "kiosk-1")
+    assert k["team_id"] is None

@@ -313,6 +313,16 @@ class WriteTx:
             out.update({ref: tz for ref, tz in self.conn.execute(stmt)})
         return out
 
+    def site_subjects(self, sites: Iterable[str]) -> dict[str, set[str]]:
+        """The subjects whose devices have reported from each site."""
+        ds = t.device_subjects
+        out: dict[str, set[str]] = {}
+        for part in _chunks(sorted(set(sites))):
+            stmt = sa.select(ds.c.site, ds.c.subject_ref).where(ds.c.site.in_(part)).distinct()
+            for site, ref in self.conn.execute(stmt):
+                out.setdefault(site, set()).add(ref)
+        return out
+
     def escalation_candidates(self, priorities: Iterable[str], *, limit: int) -> list[AlertRecord]:
         """Open, uncleared alerts of these priorities, oldest first, locked until commit.
 
