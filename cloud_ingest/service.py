@@ -832,10 +832,7 @@ class IngestService:
         return alert
 
     def get_alert(self, alert_id: int, *, principal: Principal | None = None) -> AlertWithEvents:
-        self._visible(alert_id, principal)
-        alert = self.storage.get_alert(alert_id)
-        if alert is None:
-            raise AlertNotFoundError(alert_id)
+        alert = self._visible(alert_id, principal)
         return AlertWithEvents(alert=alert, events=self.storage.alert_events(alert_id))
 
     def acknowledge(
