@@ -66,7 +66,7 @@ from cloud_ingest.rules.dispenser import (
     FindingState,
     evaluate_events,
 )
-from cloud_ingest.rules.engine import needs_evaluation
+from cloud_ingest.rules.engine import HistoryWindow, history_needed, needs_evaluation
 from cloud_ingest.rules.lifecycle import (
     DEFAULT_POLICY,
     LifecyclePolicy,
@@ -583,8 +583,19 @@ class IngestService:
             return 0, 0
         quality: dict[frozenset[QualityFlag], frozenset[str]] = {}
         readings = [_reading(candidates[i], quality) for i in selected]
+        # "for N minutes" / "N in a row" conditions (e.g. cgm-low-l1) need the stored readings
+        # before this batch; usually none are needed
+        windows = history_needed(
+            readings, open_alerts=active, overrides=overrides, thresholds=self._thresholds
+        )
+        history = {key: _history(tx, key, w) for key, w in windows.items()}
         actions = evaluate(
-            readings, open_alerts=active, now=now, overrides=overrides, thresholds=self._thresholds
+            readings,
+            open_alerts=active,
+            now=now,
+            overrides=overrides,
+            thresholds=self._thresholds,
+            history=history,
         )
         raises = [a for a in actions if a.kind == "raise"]
         updates = [a for a in actions if a.kind == "update"]
@@ -1424,6 +1435,34 @@ _HEALTH_FLAGS: Final = frozenset(
 #: How far back stored PEF blows are read as the session context of new ones (a session is a
 #: run of blows at most 10 min apart; more context is harmless).
 PEF_CONTEXT: Final = timedelta(hours=2)
+
+
+def _history(tx: WriteTx, key: tuple[str, str], w: HistoryWindow) -> list[Reading]:
+    """The stored readings a qualified condition needs (:class:`HistoryWindow`): the window,
+    inclusive at both ends, and the last ``w.last_n`` before it. Readings the screening flagged
+    take no part in the rules, in history either."""
+    subject, measure = key
+    rows = tx.readings_of(
+        subject, measure, since=w.since, until=w.until + timedelta(microseconds=1)
+    )
+    if w.last_n:
+        rows = tx.readings_before(subject, measure, before=w.since, n=w.last_n) + rows
+    untrusted = {q.value for q in CLOUD_ONLY_FLAGS}
+    return [_record_reading(o) for o in rows if not untrusted & set(o.quality)]
+
+
+def _record_reading(o: ObservationRecord) -> Reading:
+    return Reading(
+        obs_id=o.obs_id,
+        subject_ref=o.subject_ref,
+        measure=o.measure,
+        unit=o.unit,
+        effective_time=o.effective_time,
+        value=o.value,
+        comparator=o.comparator,
+        absent_reason=o.absent_reason,
+        quality=frozenset(o.quality),
+    )
 
 
 def _health_relevant(r: StoredReading) -> bool:

@@ -467,3 +467,22 @@ def test_a_home_hub_offline_reaches_its_patients_team(w: World) -> None:
     assert [a["subject_ref"] for a in north] == ["home-p1"]
     (k,) = _alerts(w, "kiosk-1")
     assert k["team_id"] is None
+
+
+def test_a_cgm_level_1_low_is_raised_once_it_has_lasted_15_minutes(w: World) -> None:
+    """DOMAIN.md §2: a hypoglycaemia event needs >= 15 consecutive minutes; each 5-min CGM
+    reading arrives in its own batch, so the run is found in the stored history."""
+
+    def cgm(n: int, value: float) -> Observation:
+        return reading(n, value, measure="glucose.cgm")
+
+    for n in (0, 5, 10):
+        w.service.ingest_batch(raw([cgm(n, 3.5)], subject="p1", serial="CGM1"))
+    assert _alerts(w, "p1") == []  # 10 min below 3.9: not yet
+    w.service.ingest_batch(raw([cgm(15, 3.6)], subject="p1", serial="CGM1"))
+    (a,) = _alerts(w, "p1")
+    assert (a["condition"], a["priority"], a["trigger_count"]) == ("cgm-low-l1", "medium", 4)
+    assert "15 min" in str(a["explanation"])
+    # a level 2 value is raised at once, whatever the run
+    w.service.ingest_batch(raw([cgm(40, 2.9)], subject="p2", serial="CGM2"))
+    assert [x["condition"] for x in _alerts(w, "p2")] == ["glucose-low-l2"]

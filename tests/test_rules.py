@@ -100,7 +100,8 @@ BOUNDARIES = [
     ("glucose.cgm", 3.0, None, {"cgm-urgent-low"}),
     ("glucose.cgm", 3.1, None, {"cgm-urgent-low"}),
     ("glucose.cgm", 3.11, None, {"cgm-urgent-low"}),  # reads 3.1
-    ("glucose.cgm", 3.16, None, {"glucose-low-l1"}),  # reads 3.2
+    # reads 3.2: level 1 low on a CGM (cgm-low-l1) waits for 15 min (test_rules_sustained.py)
+    ("glucose.cgm", 3.16, None, set()),
     ("glucose.cgm", 14.0, None, {"glucose-high-l2"}),
     # device LO / HI readings: trigger only when the bound is decisive
     ("glucose.capillary", 1.1, "<", {"glucose-low-l2"}),

@@ -16,6 +16,18 @@ Theory of operation (DOMAIN.md §5, alarm fatigue):
   resolve. A later triggering reading un-clears it.
 - Readings are processed in effective-time order. A late (backfilled) reading older than the
   alert's last trigger adds to the count but neither clears it nor replaces the latest reading.
+- Qualified thresholds ("N in a row", "for N minutes"; see :class:`Threshold`) gate *raising*:
+  with no alert of the condition yet, a meeting reading raises it only when the run of meeting
+  readings that ends at it is long enough. The run is read from the subject's readings of that
+  measure: the ``history`` the caller passes (readings stored before this batch, see
+  :func:`history_needed`) and this batch's own readings. A non-meeting, absent or questionable
+  reading breaks a run, and for "for N minutes" so does a gap longer than ``max_gap``. The run
+  the alert reports is the shortest one that qualifies (the ``confirm_count`` readings, or the
+  span back to the latest reading at least ``confirm_for`` before), so the answer never depends
+  on how much history beyond :func:`history_needed`'s window was passed; it starts the alert
+  (first evidence, trigger count, simulated). A late reading is judged by the run that ends at
+  it, in effective-time order: it does not re-judge readings stored after it (the next meeting
+  reading, whose run now includes it, does).
 - Every alert explains itself: the rule, the threshold with unit and source, the triggering
   readings, LO/HI device readings and simulated data are named. No wording states a diagnosis.
 """
@@ -24,9 +36,11 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Final, Literal, Protocol
 
 from cloud_ingest.rules.thresholds import (
@@ -37,6 +51,7 @@ from cloud_ingest.rules.thresholds import (
     ThresholdComparator,
     ThresholdOverride,
     apply_override,
+    format_duration,
     threshold_index,
 )
 from device_profiles.codes import MEASURES
@@ -62,6 +77,12 @@ class Reading:
     comparator: str | None = None
     absent_reason: str | None = None
     quality: frozenset[str] = frozenset()
+
+
+#: Readings of one (subject_ref, measure) stored before the batch, in any order (see
+#: :func:`evaluate` and :func:`history_needed`).
+HistoryMap = Mapping[tuple[str, str], Sequence[Reading]]
+_NO_HISTORY: Final[HistoryMap] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -259,13 +280,30 @@ def describe_reading(
     return f"{text} at {_time(time)}"
 
 
-def explain(state: AlertState, threshold: Threshold) -> str:
-    """The alert's self-explanation: rule, threshold, unit, source, triggering readings."""
+def explain(state: AlertState, threshold: Threshold, *, raised_by_run: bool = False) -> str:
+    """The alert's self-explanation: rule, threshold, unit, source, triggering readings.
+
+    ``raised_by_run``: ``state`` is the alert just raised by a qualified threshold's run (first
+    evidence = the run's first reading, last = the reading that completed it, trigger count =
+    its length); the explanation then says how long the run was. Later updates keep the rule's
+    qualifier and the first reading of the run (the audit event of the raise keeps the figures).
+    """
+    qualifier = threshold.describe_qualifier()
     parts = [
         f"{threshold.title}. Rule {threshold.condition} ({state.priority.value} priority): "
         f"a reading {state.threshold_comparator} "
         f"{_num(state.threshold_value, state.threshold_unit)} "
-        f"{state.threshold_unit} triggers it. Source: {state.threshold_source}.",
+        f"{state.threshold_unit} triggers it"
+        + (f" once the condition has held {qualifier}" if qualifier else "")
+        + f". Source: {state.threshold_source}.",
+    ]
+    if qualifier:
+        parts.append(
+            _run_sentence(state, threshold)
+            if raised_by_run
+            else "The first triggering reading is the first of the run that raised it."
+        )
+    parts += [
         "First triggering reading: "
         + describe_reading(
             state.measure,
@@ -301,6 +339,21 @@ def explain(state: AlertState, threshold: Threshold) -> str:
     return " ".join(parts)
 
 
+def _run_sentence(state: AlertState, threshold: Threshold) -> str:
+    """How the qualifying run met the rule ("met continuously for 17 min (from ...)")."""
+    first = f"first reading of the run: observation {state.first.obs_id}"
+    if threshold.confirm_for > timedelta(0):
+        span = format_duration(state.last.time - state.first.time)
+        return (
+            f"Raised when met continuously for {span} (from {_time(state.first.time)}) "
+            f"by {state.trigger_count} readings in a row; {first}."
+        )
+    return (
+        f"Raised when met by {state.trigger_count} readings in a row "
+        f"(from {_time(state.first.time)}); {first}."
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # evaluation
 
@@ -315,15 +368,21 @@ def evaluate(
     now: datetime,
     overrides: OverrideMap | None = None,
     thresholds: Sequence[Threshold] = DEFAULT_THRESHOLDS,
+    history: HistoryMap = _NO_HISTORY,
 ) -> list[AlertAction]:
     """Alert actions for newly stored ``readings`` given the currently open alerts.
 
-    ``overrides`` maps (subject_ref, condition) to a patient-specific value. Returns one action
-    per alert raised or changed, in a stable order; unchanged alerts are not returned.
+    ``overrides`` maps (subject_ref, condition) to a patient-specific value. ``history`` maps
+    (subject_ref, measure) to readings stored before this batch, in any order, for the runs of
+    qualified thresholds (:func:`history_needed` says which and how far back; a reading also in
+    ``readings``, by obs_id, counts once, as the batch has it). History only ever completes or
+    breaks a run: it raises, updates and clears nothing by itself. Returns one action per alert
+    raised or changed, in a stable order; unchanged alerts are not returned.
     """
     by_condition = threshold_index(thresholds)
     by_measure = _by_measure(thresholds)
     effective = _Effective(overrides)
+    _check_history(history)
 
     states: dict[tuple[str, str], AlertState] = {}
     for a in open_alerts:
@@ -344,6 +403,7 @@ def evaluate(
             events[key].append(event)
 
     ordered = sorted(readings, key=_time_order)
+    runs = _Runs(ordered, history)
     for r in ordered:
         value = at_resolution(r.value, r.unit)
         if value is None or r.absent_reason is not None or QUESTIONABLE_FLAG in r.quality:
@@ -351,15 +411,23 @@ def evaluate(
         applicable = by_measure.get(r.measure)
         if not applicable:
             continue
-        # 1. which condition (most severe per family) does this reading trigger?
+        # 1. which condition (most severe per family) does this reading trigger? A qualified
+        # condition with no alert yet triggers only once its run is complete.
         triggered: dict[str, Threshold] = {}
+        raising_runs: dict[str, _Run] = {}
         for default in applicable:
             t = effective(r.subject_ref, default)
             if r.unit != t.unit or not _meets_value(value, r.comparator, t.comparator, t.value):
                 continue
             best = triggered.get(t.family)
-            if best is None or _severity(t) > _severity(best):
-                triggered[t.family] = t
+            if best is not None and _severity(t) <= _severity(best):
+                continue
+            if t.is_qualified and (r.subject_ref, t.condition) not in states:
+                run = runs.qualifying(r, t)
+                if run is None:
+                    continue  # met, not yet long enough: neither raises nor blocks a lesser one
+                raising_runs[t.condition] = run
+            triggered[t.family] = t
         if not triggered and not states:
             continue  # nothing to raise, update or clear
         simulated = SIMULATED_FLAG in r.quality
@@ -373,6 +441,7 @@ def evaluate(
             key = (r.subject_ref, t.condition)
             cur = states.get(key)
             if cur is None:
+                run = raising_runs.get(t.condition)
                 new = AlertState(
                     id=None,
                     subject_ref=r.subject_ref,
@@ -385,22 +454,28 @@ def evaluate(
                     threshold_comparator=t.comparator,
                     threshold_source=t.source,
                     explanation="",
-                    first=evidence,
+                    first=evidence if run is None else run.first,
                     last=evidence,
-                    trigger_count=1,
-                    simulated=simulated,
+                    trigger_count=1 if run is None else len(run.readings),
+                    simulated=simulated if run is None else run.simulated,
                 )
-                new = replace(new, explanation=explain(new, by_condition[t.condition]))
-                touch(
-                    key,
+                new = replace(
                     new,
-                    AlertEvent(
-                        action="raised",
-                        at=now,
-                        note=f"raised by observation {r.obs_id} "
-                        f"({_num(value, r.unit)} {r.unit} {t.describe()})",
+                    explanation=explain(
+                        new, by_condition[t.condition], raised_by_run=run is not None
                     ),
                 )
+                note = (
+                    f"raised by observation {r.obs_id} "
+                    f"({_num(value, r.unit)} {r.unit} {t.describe()})"
+                )
+                if run is not None:
+                    note += (
+                        f", completing a run of {len(run.readings)} readings over "
+                        f"{format_duration(r.effective_time - run.first.time)} from observation "
+                        f"{run.first.obs_id}"
+                    )
+                touch(key, new, AlertEvent(action="raised", at=now, note=note))
                 continue
             newer = r.effective_time >= cur.last.time
             uncleared = cur.cleared_at is not None and r.effective_time > cur.cleared_at
@@ -468,6 +543,233 @@ def evaluate(
 
 def _severity(t: Threshold) -> tuple[int, int]:
     return (t.rank, PRIORITY_ORDER[t.priority])
+
+
+# --------------------------------------------------------------------------------------------
+# runs of qualified thresholds: history + batch, per (subject, measure)
+
+
+def decisively_meets(reading: Reading, threshold: Threshold) -> bool:
+    """The reading counts as meeting ``threshold`` in a run: it has a value in the threshold's
+    unit, no absent reason, is not questionable, and decisively meets it (LO/HI aware)."""
+    if (
+        reading.absent_reason is not None
+        or QUESTIONABLE_FLAG in reading.quality
+        or reading.unit != threshold.unit
+    ):
+        return False
+    v = at_resolution(reading.value, reading.unit)
+    return v is not None and _meets_value(
+        v, reading.comparator, threshold.comparator, threshold.value
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """Meeting readings in a row, in effective-time order; the last one completes the run."""
+
+    readings: tuple[Reading, ...]
+
+    @property
+    def first(self) -> Evidence:
+        r = self.readings[0]
+        value = at_resolution(r.value, r.unit)
+        assert value is not None  # a run holds meeting readings only
+        return Evidence(
+            obs_id=r.obs_id, value=value, comparator=r.comparator, time=r.effective_time
+        )
+
+    @property
+    def simulated(self) -> bool:
+        return any(SIMULATED_FLAG in r.quality for r in self.readings)
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    """One (subject, measure)'s readings, history and batch, in :func:`evaluate`'s order."""
+
+    readings: list[Reading]
+    times: list[datetime]
+    index: dict[Reading, int]
+
+
+def _check_history(history: HistoryMap) -> None:
+    for key, rs in history.items():
+        if not (isinstance(key, tuple) and len(key) == 2):
+            raise ValueError(f"history key {key!r} must be a (subject_ref, measure) pair")
+        for x in rs:
+            if (x.subject_ref, x.measure) != key:
+                raise ValueError(
+                    f"history[{key!r}] holds observation {x.obs_id} of "
+                    f"({x.subject_ref!r}, {x.measure!r})"
+                )
+
+
+class _Runs:
+    """Answers "is the run ending at this reading long enough?", building what it needs lazily:
+    most batches meet no qualified threshold and pay nothing."""
+
+    __slots__ = ("_batch", "_grouped", "_history", "_lines", "_starts")
+
+    def __init__(self, batch: Sequence[Reading], history: HistoryMap) -> None:
+        self._batch = batch  # in evaluate's order
+        self._history = history
+        self._grouped: dict[tuple[str, str], list[Reading]] | None = None
+        self._lines: dict[tuple[str, str], _Line] = {}
+        self._starts: dict[tuple[str, str, str], list[int]] = {}
+
+    def _line(self, subject: str, measure: str) -> _Line:
+        key = (subject, measure)
+        line = self._lines.get(key)
+        if line is not None:
+            return line
+        if self._grouped is None:
+            self._grouped = {}
+            for r in self._batch:
+                self._grouped.setdefault((r.subject_ref, r.measure), []).append(r)
+        mine = self._grouped.get(key, [])
+        ids = {r.obs_id for r in mine}
+        merged = sorted(
+            [*mine, *(x for x in self._history.get(key, ()) if x.obs_id not in ids)],
+            key=_time_order,
+        )
+        line = _Line(
+            merged, [x.effective_time for x in merged], {x: i for i, x in enumerate(merged)}
+        )
+        self._lines[key] = line
+        return line
+
+    def _run_starts(self, line: _Line, subject: str, measure: str, t: Threshold) -> list[int]:
+        """For each reading of the line, where the run of readings meeting ``t`` that ends at
+        it starts (-1: the reading does not meet ``t``)."""
+        key = (subject, measure, t.condition)
+        starts = self._starts.get(key)
+        if starts is not None:
+            return starts
+        gaps_break = t.confirm_for > timedelta(0)
+        starts = []
+        for i, x in enumerate(line.readings):
+            if not decisively_meets(x, t):
+                starts.append(-1)
+            elif (
+                i > 0
+                and starts[i - 1] >= 0
+                and not (gaps_break and line.times[i] - line.times[i - 1] > t.max_gap)
+            ):
+                starts.append(starts[i - 1])
+            else:
+                starts.append(i)
+        self._starts[key] = starts
+        return starts
+
+    def qualifying(self, r: Reading, t: Threshold) -> _Run | None:
+        """The shortest run ending at ``r`` that satisfies ``t``'s qualifiers, or None."""
+        line = self._line(r.subject_ref, r.measure)
+        idx = line.index[r]
+        start = self._run_starts(line, r.subject_ref, r.measure, t)[idx]
+        if start < 0:
+            return None
+        first = idx - t.confirm_count + 1
+        if t.confirm_for > timedelta(0):
+            # the latest reading at least confirm_for before r
+            latest = bisect_right(line.times, r.effective_time - t.confirm_for, 0, idx + 1) - 1
+            first = min(first, latest)
+        if first < start:
+            return None
+        return _Run(tuple(line.readings[first : idx + 1]))
+
+
+# --------------------------------------------------------------------------------------------
+# which stored readings evaluate() needs as history
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryWindow:
+    """The stored readings of one (subject, measure) that :func:`evaluate` needs as history.
+
+    Every stored reading with ``since <= effective_time <= until``, plus the ``last_n`` stored
+    readings just before ``since`` (the latest effective times; ties broken by obs_id, the
+    order :func:`evaluate` uses). *Every* reading, absent and questionable ones included: they
+    break runs, and leaving them out could join two runs into one that raises. More history
+    than this never changes :func:`evaluate`'s answer; less can miss a run.
+    :meth:`select` is the reference for the query.
+    """
+
+    since: datetime
+    until: datetime
+    last_n: int = 0
+
+    def merge(self, other: HistoryWindow) -> HistoryWindow:
+        return HistoryWindow(
+            since=min(self.since, other.since),
+            until=max(self.until, other.until),
+            last_n=max(self.last_n, other.last_n),
+        )
+
+    def select(self, stored: Iterable[Reading]) -> list[Reading]:
+        """The window's readings out of ``stored`` (all stored readings of its key)."""
+        inside: list[Reading] = []
+        before: list[Reading] = []
+        for x in stored:
+            if x.effective_time < self.since:
+                before.append(x)
+            elif x.effective_time <= self.until:
+                inside.append(x)
+        before.sort(key=_time_order)
+        kept = before[len(before) - self.last_n :] if self.last_n > 0 else []
+        return kept + sorted(inside, key=_time_order)
+
+
+def history_needed(
+    readings: Iterable[Reading],
+    *,
+    open_alerts: Iterable[AlertState] = (),
+    overrides: OverrideMap | None = None,
+    thresholds: Sequence[Threshold] = DEFAULT_THRESHOLDS,
+) -> dict[tuple[str, str], HistoryWindow]:
+    """Which stored readings :func:`evaluate` needs as ``history`` for these ``readings``.
+
+    Only readings that could *raise* a qualified condition ask for history: the reading meets it
+    decisively, no alert of (subject, condition) is open in ``open_alerts``, and the reading
+    meets no more severe immediate condition of its family (that one wins). Such a reading
+    needs the ``confirm_count - 1`` readings just before it and, for ``confirm_for``, every
+    reading back to ``confirm_for + max_gap`` before it (a run reaching back ``confirm_for``
+    has a reading in that last ``max_gap``, as no gap of the run is longer). The windows of one
+    (subject, measure) are merged into one. Call it with the readings that will be passed to
+    :func:`evaluate` (after :func:`needs_evaluation`) and the same alerts, overrides and
+    thresholds; most batches need no history at all (an empty dict).
+    """
+    qualified = _by_measure(t for t in thresholds if t.is_qualified)
+    if not qualified:
+        return {}
+    by_measure = _by_measure(thresholds)
+    effective = _Effective(overrides)
+    open_keys = {(a.subject_ref, a.condition) for a in open_alerts}
+    out: dict[tuple[str, str], HistoryWindow] = {}
+    for r in readings:
+        candidates = qualified.get(r.measure)
+        if not candidates or r.absent_reason is not None or QUESTIONABLE_FLAG in r.quality:
+            continue
+        value = at_resolution(r.value, r.unit)
+        if value is None:
+            continue
+        for default in candidates:
+            if (r.subject_ref, default.condition) in open_keys:
+                continue
+            t = effective(r.subject_ref, default)
+            if (
+                r.unit != t.unit
+                or not _meets_value(value, r.comparator, t.comparator, t.value)
+                or _outranked(r.subject_ref, value, r, t, by_measure[r.measure], effective)
+            ):
+                continue
+            at = r.effective_time
+            since = at - t.confirm_for - t.max_gap if t.confirm_for > timedelta(0) else at
+            w = HistoryWindow(since=since, until=at, last_n=t.confirm_count - 1)
+            key = (r.subject_ref, r.measure)
+            cur = out.get(key)
+            out[key] = w if cur is None else cur.merge(w)
+    return out
 
 
 def _time_order(r: Reading) -> tuple[datetime, str]:
@@ -552,16 +854,26 @@ def needs_evaluation(
     possible trigger so far, same unit, back past the state's threshold by the hysteresis).
     A reading that meets nothing while no state of its conditions may be live is a no-op inside
     :func:`evaluate` (as are readings without a value, with an absent reason, or of a measure
-    without thresholds), so leaving it out cannot change what the kept readings see. This costs
-    no object per reading; most readings are far from every threshold and are dropped.
+    without thresholds), so leaving it out cannot change what the kept readings see.
+
+    Qualified thresholds also read runs, and a dropped reading that breaks a run could let two
+    runs join. So for a reading that may raise a qualified condition (it meets it, no alert of
+    it is open, and it meets no more severe immediate condition of the family, which would
+    win), the latest reading before it that does not meet the condition (absent, questionable,
+    another unit included) is kept: that reading is where its run starts, and every reading
+    after it meets the condition and is kept anyway. This costs no object per reading; most
+    readings are far from every threshold and are dropped.
     """
     by_measure = _by_measure(thresholds)
+    qualified = _by_measure(t for t in thresholds if t.is_qualified)
     effective = _Effective(overrides)
     tracks: dict[tuple[str, str], _Track] = {}
+    open_keys: set[tuple[str, str]] = set()
     for a in open_alerts:
         key = (a.subject_ref, a.condition)
         if key in tracks:
             raise ValueError(f"two open alerts for {key}")
+        open_keys.add(key)
         tracks[key] = _Track(
             a.cleared_at is None,
             a.last.time,
@@ -573,10 +885,28 @@ def needs_evaluation(
         range(len(readings)), key=lambda i: (readings[i][2].effective_time, readings[i][1])
     )
     keep: list[int] = []
+    breakers: dict[tuple[str, str], int] = {}  # (subject, condition): latest non-meeting reading
     for i in order:
         subject, _, r = readings[i]
         value = at_resolution(r.value, r.unit)
-        # (a questionable reading is kept here: evaluate() skips it, keeping it is only safe)
+        for default in qualified.get(r.measure, ()):
+            key = (subject, default.condition)
+            if key in open_keys:
+                continue  # an open alert is updated by any reading: no run is read
+            t = effective(subject, default)
+            if (
+                value is None
+                or r.absent_reason is not None
+                or r.unit != t.unit
+                or not _meets_value(value, r.comparator, t.comparator, t.value)
+            ):
+                breakers[key] = i
+            elif key in breakers and not _outranked(
+                subject, value, r, t, by_measure[r.measure], effective
+            ):
+                keep.append(breakers.pop(key))
+        # (a questionable reading is kept here: evaluate() skips it, keeping it is only safe;
+        # it never ends a track, see _may_be_questionable)
         if value is None or r.absent_reason is not None:
             continue
         applicable = by_measure.get(r.measure)
@@ -600,6 +930,7 @@ def needs_evaluation(
                 if (
                     at > tr.last
                     and r.unit == tr.unit
+                    and not _may_be_questionable(r)
                     and _clears_value(
                         value, r.comparator, tr.comparator, tr.value, default.hysteresis
                     )
@@ -607,8 +938,38 @@ def needs_evaluation(
                     tr.live = False
         if needed:
             keep.append(i)
-    keep.sort()
-    return keep
+    return sorted(set(keep))
+
+
+def _may_be_questionable(r: ReadingFacts) -> bool:
+    """A questionable reading clears nothing in :func:`evaluate`, so it must not end a track
+    here (else the reading that does clear would be dropped). :class:`ReadingFacts` need not
+    carry quality flags: without them, assume it may be."""
+    quality: Collection[str] | None = getattr(r, "quality", None)
+    return quality is None or QUESTIONABLE_FLAG in quality
+
+
+def _outranked(
+    subject: str,
+    value: float,
+    r: ReadingFacts,
+    t: Threshold,
+    applicable: Iterable[Threshold],
+    effective: _Effective,
+) -> bool:
+    """The reading meets an immediate condition of ``t``'s family that is more severe than
+    ``t``: it triggers that one, so it cannot raise ``t`` (see :func:`evaluate`)."""
+    for default in applicable:
+        if default.family != t.family or default.is_qualified:
+            continue
+        o = effective(subject, default)
+        if (
+            _severity(o) > _severity(t)
+            and r.unit == o.unit
+            and _meets_value(value, r.comparator, o.comparator, o.value)
+        ):
+            return True
+    return False
 
 
 def _clears_value(

@@ -473,6 +473,21 @@ class WriteTx:
         )
         return [_row(ObservationRecord, r) for r in self.conn.execute(stmt)]
 
+    def readings_before(
+        self, subject_ref: str, measure: str, *, before: datetime, n: int
+    ) -> list[ObservationRecord]:
+        """The ``n`` readings of one subject and measure just before ``before``, oldest first."""
+        c = t.observations.c
+        cols = [col for col in t.observations.columns if col.name != "id"]
+        stmt = (
+            sa.select(*cols)
+            .where(c.subject_ref == subject_ref, c.measure == measure, c.effective_time < before)
+            .order_by(c.effective_time.desc(), c.obs_id.desc())
+            .limit(n)
+        )
+        rows = [_row(ObservationRecord, r) for r in self.conn.execute(stmt)]
+        return rows[::-1]
+
     def resolved_evidence_until(
         self, condition: str, subject_refs: Iterable[str]
     ) -> dict[str, datetime]:
