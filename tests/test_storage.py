@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from cloud_ingest.storage import (
+    AlertFilter,
     DeadLetterIn,
     OverrideRecord,
     current_revision,
@@ -239,3 +240,65 @@ def test_store_envelopes_twice_in_one_transaction(db_url: str) -> None:
     assert got[0].quality == []
     assert got[0].provenance == {"source": "t"}
     s.close()
+
+
+def test_upgrade_from_0002_keeps_alerts_and_carries_level_1_values_to_cgm(db_url: str) -> None:
+    """A database with 0002 data upgrades in place: existing alerts become threshold alerts for
+    clinicians (no team yet), and a patient's level 1 value also applies to CGM readings."""
+    from cloud_ingest.storage.engine import create_engine, migrate
+
+    engine = create_engine(db_url)
+    try:
+        migrate(engine, revision="0002")
+        now = datetime(2026, 1, 1, tzinfo=UTC)
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO patient_thresholds (subject_ref, condition, value, unit, set_by,"
+                    " set_at) VALUES ('p1', 'glucose-low-l1', 4.5, 'mmol/L', 'dr', :t)"
+                ),
+                {"t": now},
+            )
+            conn.execute(
+                sa.insert(metadata.tables["alerts"]).values(
+                    subject_ref="p1",
+                    condition="glucose-low-l2",
+                    measure="glucose.capillary",
+                    priority="high",
+                    state="open",
+                    rule="r",
+                    threshold_value=3.0,
+                    threshold_unit="mmol/L",
+                    threshold_comparator="<",
+                    threshold_source="s",
+                    explanation="e",
+                    first_obs_id="a" * 32,
+                    first_value=2.5,
+                    first_time=now,
+                    last_obs_id="a" * 32,
+                    last_value=2.5,
+                    last_time=now,
+                    trigger_count=1,
+                    simulated=False,
+                    raised_at=now,
+                    updated_at=now,
+                )
+            )
+        migrate(engine)
+        assert current_revision(engine) == "0003"
+    finally:
+        engine.dispose()
+    s = open_storage(db_url)
+    try:
+        (a,) = s.list_alerts(AlertFilter())
+        assert (a.kind, a.audience, a.team_id, a.escalation_level) == (
+            "threshold",
+            "clinician",
+            None,
+            0,
+        )
+        carried = s.get_override("p1", "cgm-low-l1")
+        assert carried is not None
+        assert (carried.value, carried.set_by) == (4.5, "dr")
+    finally:
+        s.close()

@@ -184,11 +184,19 @@ def upgrade() -> None:
         postgresql_where=sa.text(_ACTIVE),
     )
     op.create_index("ix_alerts_team_state", "alerts", ["team_id", "state"])
+    # CGM readings have their own level 1 condition now (cgm-low-l1, raised after 15 min): a
+    # clinician's patient-specific level 1 value keeps applying to the patient's CGM readings
+    op.execute(
+        "INSERT INTO patient_thresholds (subject_ref, condition, value, unit, set_by, set_at)"
+        " SELECT subject_ref, 'cgm-low-l1', value, unit, set_by, set_at"
+        " FROM patient_thresholds WHERE condition = 'glucose-low-l1'"
+    )
 
 
 def downgrade() -> None:
     op.drop_index("ix_alerts_team_state", table_name="alerts")
     op.drop_index("uq_alerts_active_subject_condition", table_name="alerts")
+    op.execute("DELETE FROM patient_thresholds WHERE condition = 'cgm-low-l1'")
     op.execute(
         "DELETE FROM alert_events"
         " WHERE alert_id IN (SELECT id FROM alerts WHERE kind <> 'threshold')"
