@@ -29,7 +29,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from cloud_ingest.service import IngestResult, IngestService, RawMessage
+from cloud_ingest.service import ConflictError, IngestResult, IngestService, RawMessage
 from gateway.wire import EVENT_SUBSCRIPTION, OBS_SUBSCRIPTION, STATUS_SUBSCRIPTION
 
 log = logging.getLogger("remon.ingest.consumer")
@@ -273,8 +273,13 @@ class Consumer:
             return float("inf")
         try:
             self.service.housekeeping()
+        except ConflictError as exc:
+            # another worker changed the same alert at the same moment: its change stands
+            log.info(
+                "housekeeping lost a race with another worker (%s); next in %.0f s", exc, every
+            )
         except Exception:
-            log.exception("housekeeping (escalation) failed; retrying in %.0f s", every)
+            log.exception("housekeeping (time-driven rules) failed; retrying in %.0f s", every)
         return now + every
 
     def _work(self) -> None:

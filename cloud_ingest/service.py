@@ -340,7 +340,10 @@ class IngestService:
             try:
                 result, stored = self._store(decoded)
                 if self._timeseries is not None and (stored or decoded.statuses):
-                    self._copy_to_timeseries(stored, decoded.statuses)
+                    try:
+                        self._copy_to_timeseries(stored, decoded.statuses)
+                    except Exception:  # the batch is committed: the copy must never fail it
+                        log.exception("time-series copy of a committed batch failed")
                 return result
             except ConflictError:
                 if attempt == MAX_ATTEMPTS:

@@ -606,3 +606,29 @@ def test_duplicated_input_does_not_double_count(events: list[DispenserEvent]) ->
     once = run(events)
     assert run(events + events) == once
     assert run(list(reversed(events)) + events) == once
+
+
+def test_every_finding_rule_names_its_source_in_domain_md() -> None:
+    """Traceability (every criterion and priority from DOMAIN.md, or a remon default that says
+    which DOMAIN.md section it rests on): the alert text carries the source."""
+    from cloud_ingest.rules.device_health import DEFAULT_DEVICE_HEALTH_RULES
+    from cloud_ingest.rules.pef_zones import PefZonePolicy, pef_zone_rules
+    from cloud_ingest.rules.silence import (
+        CgmSilencePolicy,
+        PefSchedulePolicy,
+        SiteStatusPolicy,
+        cgm_rules,
+        pef_rules,
+        site_rules,
+    )
+
+    rules = [
+        *DEFAULT_DISPENSER_RULES,
+        *DEFAULT_DEVICE_HEALTH_RULES,
+        *cgm_rules(CgmSilencePolicy()).values(),
+        *pef_rules(PefSchedulePolicy()).values(),
+        *site_rules(SiteStatusPolicy()).values(),
+        *pef_zone_rules(PefZonePolicy()).values(),
+    ]
+    missing = [r.condition for r in rules if "DOMAIN.md" not in r.source]
+    assert missing == []

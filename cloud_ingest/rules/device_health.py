@@ -206,8 +206,8 @@ DEFAULT_DEVICE_HEALTH_RULES: Final[tuple[DeviceHealthRule, ...]] = (
         priority=Priority.LOW,
         audience="clinician",
         source="remon default, low: the device still measures and its readings are valid, so "
-        "awareness, a new battery at the next contact; a device that then stops shows up as "
-        "missing data. " + _CARE_TEAM,
+        "awareness, a new battery at the next contact (IEC 60601-1-8 low, DOMAIN.md §5); a "
+        "device that then stops shows up as missing data. " + _CARE_TEAM,
     ),
     DeviceHealthRule(
         condition=DEVICE_SENSOR_FAULT,
@@ -239,8 +239,8 @@ DEFAULT_DEVICE_HEALTH_RULES: Final[tuple[DeviceHealthRule, ...]] = (
         audience="clinician",
         source="remon default, low: the edge measured the offset and stored the corrected "
         "time, so the readings stay usable; awareness, set the clock at the next contact "
-        "(the device's own display and records made before a clock change can be off). "
-        + _CARE_TEAM,
+        "(the device's own display and records made before a clock change can be off; "
+        "IEC 60601-1-8 low, DOMAIN.md §5). " + _CARE_TEAM,
     ),
 )
 

@@ -576,7 +576,8 @@ DEFAULT_DISPENSER_RULES: Final[tuple[DispenserRule, ...]] = (
         priority=Priority.LOW,
         audience="home_care",
         source="remon default: doses remain (doses_left says how many), so a refill at a "
-        "planned visit is awareness; an empty roll is the separate high-priority roll-empty",
+        "planned visit is awareness (IEC 60601-1-8 low, DOMAIN.md §5; low_stock: DOMAIN.md §4); "
+        "an empty roll is the separate high-priority roll-empty",
     ),
     DispenserRule(
         condition="power-lost",
@@ -585,8 +586,9 @@ DEFAULT_DISPENSER_RULES: Final[tuple[DispenserRule, ...]] = (
         cleared_by=frozenset({EventKind.POWER_RESTORED}),
         priority=Priority.LOW,
         audience="home_care",
-        source="remon default: it keeps dispensing on its battery, so awareness; a low battery "
-        "is the separate medium-priority low-battery",
+        source="remon default: it keeps dispensing on its battery, so awareness (IEC 60601-1-8 "
+        "low, DOMAIN.md §5; power_lost: DOMAIN.md §4); a low battery is the separate "
+        "medium-priority low-battery",
     ),
     DispenserRule(
         condition="dose-taken-late",
