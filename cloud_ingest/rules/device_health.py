@@ -49,6 +49,7 @@ from cloud_ingest.rules.dispenser import (
     check_rule_facts,
     require_text,
     require_utc,
+    unique_by_id,
     utc_text,
 )
 from cloud_ingest.rules.thresholds import Priority, RuleError
@@ -302,15 +303,9 @@ def unique_readings(readings: Iterable[DeviceReading]) -> list[DeviceReading]:
     The same id twice is the same reading delivered twice and counts once; the same id with
     other content is a fault upstream and is refused, not guessed at.
     """
-    by_id: dict[str, DeviceReading] = {}
-    for r in readings:
-        if not isinstance(r, DeviceReading):
-            raise RuleInputError(f"readings holds {type(r).__name__}, not DeviceReading")
-        seen = by_id.get(r.obs_id)
-        if seen is None:
-            by_id[r.obs_id] = r
-        elif seen != r:
-            raise RuleInputError(f"reading {r.obs_id!r} given twice with different content")
+    by_id = unique_by_id(
+        readings, DeviceReading, lambda r: r.obs_id, holder="readings", label="reading"
+    )
     return sorted(by_id.values(), key=lambda r: (r.effective_time, r.obs_id))
 
 

@@ -31,11 +31,11 @@ The types at the top of this module (:class:`FindingEvidence`, :class:`OpenFindi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Final, Literal, Protocol
+from typing import Final, Literal, Protocol, TypeVar
 
 from cloud_ingest.rules.engine import AlertEvent
 from cloud_ingest.rules.thresholds import Priority, RuleError
@@ -47,6 +47,7 @@ AUDIENCE_WORDS: Final[Mapping[str, str]] = {
     "home_care": "home-care staff",
     "clinician": "clinicians",
 }
+T = TypeVar("T")
 FindingActionKind = Literal["raise", "update", "clear"]
 
 
@@ -640,21 +641,38 @@ def evidence_of(e: DispenserEvent) -> FindingEvidence:
     )
 
 
-def unique_events(events: Iterable[DispenserEvent]) -> list[DispenserEvent]:
-    """The events in processing order (time, then id), each id once.
+def unique_by_id(
+    items: Iterable[object],
+    cls: type[T],
+    id_of: Callable[[T], str],
+    *,
+    holder: str,
+    label: str,
+) -> dict[str, T]:
+    """``items`` by id, each id once; every rule family's inputs go through here.
 
-    The same id twice is the same event delivered twice and counts once; the same id with
-    other content is a fault upstream (ids are content-derived) and is refused, not guessed at.
+    The same id twice is the same input delivered twice and counts once; the same id with other
+    content is a fault upstream (ids are content-derived) and is refused, not guessed at.
+    ``holder`` names the argument and ``label`` the kind of input in the messages.
     """
-    by_id: dict[str, DispenserEvent] = {}
-    for e in events:
-        if not isinstance(e, DispenserEvent):
-            raise RuleInputError(f"events holds {type(e).__name__}, not DispenserEvent")
-        seen = by_id.get(e.event_id)
+    by_id: dict[str, T] = {}
+    for x in items:
+        if not isinstance(x, cls):
+            raise RuleInputError(f"{holder} holds {type(x).__name__}, not {cls.__name__}")
+        key = id_of(x)
+        seen = by_id.get(key)
         if seen is None:
-            by_id[e.event_id] = e
-        elif seen != e:
-            raise RuleInputError(f"event id {e.event_id!r} given twice with different content")
+            by_id[key] = x
+        elif seen != x:
+            raise RuleInputError(f"{label} {key!r} given twice with different content")
+    return by_id
+
+
+def unique_events(events: Iterable[DispenserEvent]) -> list[DispenserEvent]:
+    """The events in processing order (time, then id), each id once (:func:`unique_by_id`)."""
+    by_id = unique_by_id(
+        events, DispenserEvent, lambda e: e.event_id, holder="events", label="event id"
+    )
     return sorted(by_id.values(), key=lambda e: (e.event_time, e.event_id))
 
 

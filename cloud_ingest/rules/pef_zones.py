@@ -62,6 +62,7 @@ from cloud_ingest.rules.dispenser import (
     check_rule_facts,
     require_text,
     require_utc,
+    unique_by_id,
     utc_text,
 )
 from cloud_ingest.rules.thresholds import Priority, RuleError
@@ -426,16 +427,7 @@ def _evidence(r: PefReading, pb: Fraction, s: _Session) -> FindingEvidence:
 
 
 def _unique(readings: Iterable[PefReading], name: str) -> dict[str, PefReading]:
-    by_id: dict[str, PefReading] = {}
-    for r in readings:
-        if not isinstance(r, PefReading):
-            raise RuleInputError(f"{name} holds {type(r).__name__}, not PefReading")
-        seen = by_id.get(r.obs_id)
-        if seen is None:
-            by_id[r.obs_id] = r
-        elif seen != r:
-            raise RuleInputError(f"PEF reading {r.obs_id!r} given twice with different content")
-    return by_id
+    return unique_by_id(readings, PefReading, lambda r: r.obs_id, holder=name, label="PEF reading")
 
 
 def evaluate_pef_zones(

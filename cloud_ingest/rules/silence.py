@@ -45,6 +45,7 @@ from cloud_ingest.rules.dispenser import (
     check_rule_facts,
     require_aware,
     require_text,
+    unique_by_id,
     utc_text,
 )
 from cloud_ingest.rules.thresholds import Priority, RuleError
@@ -430,15 +431,9 @@ def pef_rules(policy: PefSchedulePolicy) -> dict[str, SilenceRule]:
 
 
 def _unique_readings(readings: Iterable[PefReadingTime]) -> dict[str, list[PefReadingTime]]:
-    by_id: dict[str, PefReadingTime] = {}
-    for r in readings:
-        if not isinstance(r, PefReadingTime):
-            raise RuleInputError(f"readings holds {type(r).__name__}, not PefReadingTime")
-        seen = by_id.get(r.obs_id)
-        if seen is None:
-            by_id[r.obs_id] = r
-        elif seen != r:
-            raise RuleInputError(f"PEF reading {r.obs_id!r} given twice with different content")
+    by_id = unique_by_id(
+        readings, PefReadingTime, lambda r: r.obs_id, holder="readings", label="PEF reading"
+    )
     out: dict[str, list[PefReadingTime]] = {}
     for r in sorted(by_id.values(), key=lambda r: (r.effective_time, r.obs_id)):
         out.setdefault(r.subject_ref, []).append(r)
