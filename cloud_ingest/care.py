@@ -103,6 +103,15 @@ class Principal:
             raise ForbiddenError(f"{what} needs the admin role; {self.id} is {self.role.value}")
 
 
+def audit_entry(
+    who: Principal, now: datetime, action: str, kind: str, obj: str, **detail: object
+) -> AuditIn:
+    """One audit-log row: who did what to which object, with the details of the change."""
+    return AuditIn(
+        at=now, actor=who.actor, action=action, object_kind=kind, object_id=obj, detail=detail
+    )
+
+
 def token_sha256(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -141,13 +150,6 @@ class CareDirectory:
     def __init__(self, storage: Storage) -> None:
         self.directory = Directory(storage)
 
-    def _audit(
-        self, who: Principal, now: datetime, action: str, kind: str, obj: str, **detail: object
-    ) -> AuditIn:
-        return AuditIn(
-            at=now, actor=who.actor, action=action, object_kind=kind, object_id=obj, detail=detail
-        )
-
     def _require_teams(self, team_ids: Sequence[str]) -> None:
         missing = self.directory.missing_teams(team_ids)
         if missing:
@@ -160,7 +162,7 @@ class CareDirectory:
         _check_id("team", team_id)
         if not name.strip():
             raise DirectoryError("a care team needs a name")
-        audit = self._audit(who, now, "team.put", "team", team_id, name=name)
+        audit = audit_entry(who, now, "team.put", "team", team_id, name=name)
         return self.directory.put_team(team_id, name.strip(), audit=audit)
 
     def list_teams(self, who: Principal) -> list[TeamRecord]:
@@ -191,7 +193,7 @@ class CareDirectory:
         self._require_teams(team_ids)
         existing = self.directory.get_staff(staff_id)
         token = new_token() if issue_token or existing is None else None
-        audit = self._audit(
+        audit = audit_entry(
             who,
             now,
             "staff.put",
@@ -235,7 +237,7 @@ class CareDirectory:
             raise DirectoryError("a subject ref is 1-128 characters")
         check_time_zone(time_zone)
         self._require_teams([team_id])
-        audit = self._audit(
+        audit = audit_entry(
             who, now, "patient.put", "patient", subject_ref, team=team_id, time_zone=time_zone
         )
         return self.directory.put_patient(
@@ -279,7 +281,7 @@ class CareDirectory:
         if bad:
             raise DirectoryError(f"dose times are local HH:MM (00:00-23:59): not {bad}")
         times = sorted(set(dose_times))
-        audit = self._audit(
+        audit = audit_entry(
             who,
             now,
             "dispenser_client.put",
@@ -329,7 +331,7 @@ class CareDirectory:
         self, who: Principal, action: str, kind: str, obj: str, *, now: datetime, **detail: object
     ) -> None:
         """Record an action made elsewhere (e.g. a threshold override) in the audit log."""
-        self.directory.write_audit([self._audit(who, now, action, kind, obj, **detail)])
+        self.directory.write_audit([audit_entry(who, now, action, kind, obj, **detail)])
 
     def list_audit(
         self,

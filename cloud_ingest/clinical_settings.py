@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Final
 
-from cloud_ingest.care import ForbiddenError, Principal, Role
+from cloud_ingest.care import ForbiddenError, Principal, Role, audit_entry
 from cloud_ingest.rules.pef_zones import PERSONAL_BEST_PARAMETER
 from cloud_ingest.rules.thresholds import (
     DEFAULTS_BY_CONDITION,
@@ -21,22 +21,17 @@ from cloud_ingest.rules.thresholds import (
     check_override,
 )
 from cloud_ingest.storage import (
-    AuditIn,
     Directory,
     ParameterRecord,
     PefDiaryRecord,
     Storage,
     TeamThresholdRecord,
 )
-from device_profiles.clinical import Figure
+from device_profiles.clinical import PEF_METER_MAX_L_MIN, PEF_METER_MIN_L_MIN
 
 #: DOMAIN.md §1: the PEF personal best is entered by the clinician; meters read 50-900 L/min,
 #: so a personal best outside that range cannot have been measured.
 PEF_PERSONAL_BEST: Final = PERSONAL_BEST_PARAMETER
-PEF_METER_RANGE: Final = (
-    Figure(50.0, "L/min", "DOMAIN.md §1 meter range"),
-    Figure(900.0, "L/min", "DOMAIN.md §1 meter range"),
-)
 #: DOMAIN.md §1: a diary runs 2 weeks (diagnosis) or 1 week (follow-up); remon accepts up to 4
 #: weeks so a repeated or extended diary fits, and refuses longer periods as likely typos.
 PEF_DIARY_MAX_DAYS: Final = 28
@@ -59,14 +54,6 @@ class ClinicalSettings:
                 f"unknown condition {condition!r}; known: {sorted(self.thresholds)}"
             )
         return t
-
-    @staticmethod
-    def _audit(
-        who: Principal, now: datetime, action: str, kind: str, obj: str, **kw: object
-    ) -> AuditIn:
-        return AuditIn(
-            at=now, actor=who.actor, action=action, object_kind=kind, object_id=obj, detail=kw
-        )
 
     @staticmethod
     def _may_set_for_team(who: Principal, team_id: str) -> None:
@@ -102,7 +89,7 @@ class ClinicalSettings:
             set_by=who.actor,
             set_at=now,
         )
-        audit = self._audit(
+        audit = audit_entry(
             who, now, "team_threshold.put", "team", team_id, condition=condition, value=value
         )
         self.storage.put_team_threshold(rec, audit=audit)
@@ -113,7 +100,7 @@ class ClinicalSettings:
     ) -> bool:
         self._may_set_for_team(who, team_id)
         self._default(condition)
-        audit = self._audit(who, now, "team_threshold.delete", "team", team_id, condition=condition)
+        audit = audit_entry(who, now, "team_threshold.delete", "team", team_id, condition=condition)
         return self.storage.delete_team_threshold(team_id, condition, audit=audit)
 
     def list_team_thresholds(self, who: Principal, team_id: str) -> list[TeamThresholdRecord]:
@@ -123,7 +110,9 @@ class ClinicalSettings:
 
     # -- PEF personal best and diary -----------------------------------------------------------
 
-    def _may_set_for_patient(self, who: Principal, subject_ref: str, what: str) -> None:
+    def require_patient_clinician(self, who: Principal, subject_ref: str, what: str) -> None:
+        """Patient-level clinical settings (thresholds, PEF): admins, or a clinician of the
+        patient's care team."""
         if who.is_admin:
             return
         entry = self.directory.get_patient(subject_ref)
@@ -133,8 +122,8 @@ class ClinicalSettings:
     def put_pef_personal_best(
         self, who: Principal, subject_ref: str, *, value: float, now: datetime
     ) -> ParameterRecord:
-        self._may_set_for_patient(who, subject_ref, "a PEF personal best")
-        lo, hi = PEF_METER_RANGE
+        self.require_patient_clinician(who, subject_ref, "a PEF personal best")
+        lo, hi = PEF_METER_MIN_L_MIN, PEF_METER_MAX_L_MIN
         if not lo.value <= value <= hi.value:
             raise SettingsError(
                 f"a PEF personal best must lie within {lo.value:g}-{hi.value:g} L/min "
@@ -148,14 +137,14 @@ class ClinicalSettings:
             set_by=who.actor,
             set_at=now,
         )
-        audit = self._audit(who, now, "pef_personal_best.put", "patient", subject_ref, value=value)
+        audit = audit_entry(who, now, "pef_personal_best.put", "patient", subject_ref, value=value)
         self.storage.put_parameter(rec, audit=audit)
         return rec
 
     def put_pef_diary(
         self, who: Principal, subject_ref: str, *, first_day: date, last_day: date, now: datetime
     ) -> PefDiaryRecord:
-        self._may_set_for_patient(who, subject_ref, "a PEF diary")
+        self.require_patient_clinician(who, subject_ref, "a PEF diary")
         if self.directory.get_patient(subject_ref) is None:
             raise SettingsError(
                 f"no patient {subject_ref!r}: the diary's days are in the patient's time zone, "
@@ -174,7 +163,7 @@ class ClinicalSettings:
             set_by=who.actor,
             set_at=now,
         )
-        audit = self._audit(
+        audit = audit_entry(
             who,
             now,
             "pef_diary.put",

@@ -466,8 +466,12 @@ class IngestService:
                 tx.insert_dead_letters(conflicts, now=now)
             raised = updated = 0
             if outcome is not None and outcome.new_readings:
-                raised, updated = self._apply_rules(tx, outcome.new_readings, now)
-                r, u = self._apply_reading_findings(tx, outcome.new_readings, now)
+                # one read (and lock) of the subjects' active alerts for both rule families
+                active = tx.active_alerts(
+                    x.inbound.envelope.subject.ref for x in outcome.new_readings
+                )
+                raised, updated = self._apply_rules(tx, outcome.new_readings, active, now)
+                r, u = self._apply_reading_findings(tx, outcome.new_readings, active, now)
                 raised += r
                 updated += u
                 tx.upsert_last_seen(_cgm_last_seen(outcome.new_readings))
@@ -554,7 +558,11 @@ class IngestService:
         return _id_conflicts(d, mine, stored, "event_id", _event_facts, same_event)
 
     def _apply_rules(
-        self, tx: WriteTx, new: Sequence[StoredReading], now: datetime
+        self,
+        tx: WriteTx,
+        new: Sequence[StoredReading],
+        active_alerts: Sequence[AlertRecord],
+        now: datetime,
     ) -> tuple[int, int]:
         measures = self._measures
         candidates = [
@@ -567,7 +575,9 @@ class IngestService:
             return 0, 0
         subjects = {r.inbound.envelope.subject.ref for r in candidates}
         active = [
-            _alert_state(a) for a in tx.active_alerts(subjects) if a.condition in self._by_condition
+            _alert_state(a)
+            for a in active_alerts
+            if a.condition in self._by_condition and a.subject_ref in subjects
         ]
         overrides = self._team_overrides(tx, subjects)
         overrides |= {(o.subject_ref, o.condition): _override(o) for o in tx.overrides(subjects)}
@@ -619,15 +629,18 @@ class IngestService:
         return len(raises), len(updates)
 
     def _apply_reading_findings(
-        self, tx: WriteTx, new: Sequence[StoredReading], now: datetime
+        self,
+        tx: WriteTx,
+        new: Sequence[StoredReading],
+        active_alerts: Sequence[AlertRecord],
+        now: datetime,
     ) -> tuple[int, int]:
         """Device health (battery, sensor, clock) and PEF zones on the newly stored readings.
 
         Only readings that can matter are turned into rule inputs: flagged ones, PEF blows, and
         the readings of subjects with an open device-health alert (a clean reading clears it).
         """
-        subjects = {r.inbound.envelope.subject.ref for r in new}
-        active = tx.active_alerts(subjects, conditions=_READING_FINDINGS)
+        active = [a for a in active_alerts if a.condition in _READING_FINDINGS]
         health_open = {a.subject_ref for a in active if a.condition in _HEALTH_CONDITIONS}
         health = [
             _device_reading(r)

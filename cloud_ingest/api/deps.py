@@ -13,6 +13,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cloud_ingest.care import CareDirectory, Principal, Role
+from cloud_ingest.clinical_settings import ClinicalSettings
 from cloud_ingest.service import IngestService
 from cloud_ingest.settings import IngestSettings
 
@@ -32,6 +33,11 @@ def get_settings(request: Request) -> IngestSettings:
 def get_care(request: Request) -> CareDirectory:
     care: CareDirectory = request.app.state.care
     return care
+
+
+def get_clinical(request: Request) -> ClinicalSettings:
+    clinical: ClinicalSettings = request.app.state.clinical
+    return clinical
 
 
 def get_principal(
@@ -74,3 +80,4 @@ ServiceDep = Annotated[IngestService, Depends(get_service)]
 ActorDep = Annotated[str, Depends(get_actor)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 CareDep = Annotated[CareDirectory, Depends(get_care)]
+ClinicalDep = Annotated[ClinicalSettings, Depends(get_clinical)]

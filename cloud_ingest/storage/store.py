@@ -257,14 +257,10 @@ class WriteTx:
 
     # -- alerts --------------------------------------------------------------------------------
 
-    def active_alerts(
-        self, subject_refs: Iterable[str], *, conditions: Iterable[str] | None = None
-    ) -> list[AlertRecord]:
-        """Open/acknowledged alerts of these subjects (of these conditions, if given), locked
-        until commit (PostgreSQL)."""
+    def active_alerts(self, subject_refs: Iterable[str]) -> list[AlertRecord]:
+        """Open/acknowledged alerts of these subjects, locked until commit (PostgreSQL)."""
         refs = sorted(set(subject_refs))
         out: list[AlertRecord] = []
-        only = sorted(set(conditions)) if conditions is not None else None
         for part in _chunks(refs):
             stmt = (
                 sa.select(t.alerts)
@@ -272,8 +268,6 @@ class WriteTx:
                 .order_by(t.alerts.c.id)
                 .with_for_update()
             )
-            if only is not None:
-                stmt = stmt.where(t.alerts.c.condition.in_(only))
             out.extend(_row(AlertRecord, r) for r in self.conn.execute(stmt))
         return out
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 
-from cloud_ingest.api.deps import CareDep, PrincipalDep, ServiceDep
+from cloud_ingest.api.deps import CareDep, ClinicalDep, PrincipalDep, ServiceDep
 from cloud_ingest.api.schemas import (
     DeviceSubjectOut,
     ErrorOut,
@@ -21,7 +21,7 @@ from cloud_ingest.api.schemas import (
     UnroutedOut,
 )
 from cloud_ingest.care import UnknownEntryError
-from cloud_ingest.clinical_settings import PEF_PERSONAL_BEST, ClinicalSettings
+from cloud_ingest.clinical_settings import PEF_PERSONAL_BEST
 
 router = APIRouter(tags=["clinical settings"])
 
@@ -35,11 +35,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _settings(request: Request) -> ClinicalSettings:
-    s: ClinicalSettings = request.app.state.clinical
-    return s
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -50,12 +45,12 @@ def put_team_threshold(
     condition: Condition,
     body: TeamThresholdIn,
     who: PrincipalDep,
-    request: Request,
+    clinical: ClinicalDep,
 ) -> TeamThresholdOut:
     """A care team's value for a condition: it applies to the team's patients who have no
     value of their own (same unit and safety bounds as a patient's value). The team's clinicians
     and admins; audited."""
-    rec = _settings(request).put_team_threshold(
+    rec = clinical.put_team_threshold(
         who, team_id, condition, value=body.value, unit=body.unit, now=_now()
     )
     return TeamThresholdOut.model_validate(rec)
@@ -63,28 +58,26 @@ def put_team_threshold(
 
 @router.delete("/teams/{team_id}/thresholds/{condition}", responses=_ERRORS)
 def delete_team_threshold(
-    team_id: TeamId, condition: Condition, who: PrincipalDep, request: Request
+    team_id: TeamId, condition: Condition, who: PrincipalDep, clinical: ClinicalDep
 ) -> dict[str, bool]:
     """Remove a team's value: the default applies again to its patients without their own."""
-    return {
-        "deleted": _settings(request).delete_team_threshold(who, team_id, condition, now=_now())
-    }
+    return {"deleted": clinical.delete_team_threshold(who, team_id, condition, now=_now())}
 
 
 @router.get("/teams/{team_id}/thresholds", responses=_ERRORS)
 def list_team_thresholds(
-    team_id: TeamId, who: PrincipalDep, request: Request
+    team_id: TeamId, who: PrincipalDep, clinical: ClinicalDep
 ) -> list[TeamThresholdOut]:
-    rows = _settings(request).list_team_thresholds(who, team_id)
+    rows = clinical.list_team_thresholds(who, team_id)
     return [TeamThresholdOut.model_validate(r) for r in rows]
 
 
 @router.put("/patients/{subject}/pef-personal-best", responses=_ERRORS)
 def put_pef_personal_best(
-    subject: Subject, body: PersonalBestIn, who: PrincipalDep, request: Request
+    subject: Subject, body: PersonalBestIn, who: PrincipalDep, clinical: ClinicalDep
 ) -> ParameterOut:
     """The patient's PEF personal best (L/min) that the PEF zone alerts compare against."""
-    rec = _settings(request).put_pef_personal_best(who, subject, value=body.value, now=_now())
+    rec = clinical.put_pef_personal_best(who, subject, value=body.value, now=_now())
     return ParameterOut.model_validate(rec)
 
 
@@ -101,11 +94,11 @@ def get_pef_personal_best(
 
 @router.put("/patients/{subject}/pef-diary", responses=_ERRORS)
 def put_pef_diary(
-    subject: Subject, body: PefDiaryIn, who: PrincipalDep, request: Request
+    subject: Subject, body: PefDiaryIn, who: PrincipalDep, clinical: ClinicalDep
 ) -> PefDiaryOut:
     """The patient's PEF diary period (local days): a session window that ends without a
     reading raises ``pef-session-missed`` for the care team."""
-    rec = _settings(request).put_pef_diary(
+    rec = clinical.put_pef_diary(
         who, subject, first_day=body.first_day, last_day=body.last_day, now=_now()
     )
     return PefDiaryOut.model_validate(rec)

@@ -5,9 +5,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from cloud_ingest.api.deps import CareDep, PrincipalDep, ServiceDep
+from cloud_ingest.api.deps import CareDep, ClinicalDep, PrincipalDep, ServiceDep
 from cloud_ingest.api.schemas import ErrorOut, ThresholdIn, ThresholdOut
-from cloud_ingest.care import ForbiddenError, Principal, Role
 
 router = APIRouter(prefix="/patients", tags=["patient thresholds"])
 
@@ -35,10 +34,12 @@ def put_threshold(
     service: ServiceDep,
     who: PrincipalDep,
     care: CareDep,
+    clinical: ClinicalDep,
 ) -> ThresholdOut:
     """Set a patient-specific value (same unit as the default); the caller is recorded on the
     threshold and in the audit log. Clinicians of the patient's team and admins only."""
-    _may_set_thresholds(who, care, subject)
+    care.require_subject(who, subject)  # another team's patient: 404, as for every read
+    clinical.require_patient_clinician(who, subject, "a patient's threshold")
     view = service.put_threshold(
         subject, condition, value=body.value, unit=body.unit, actor=who.actor
     )
@@ -53,9 +54,3 @@ def put_threshold(
         unit=body.unit,
     )
     return ThresholdOut.of(view)
-
-
-def _may_set_thresholds(who: Principal, care: CareDep, subject: str) -> None:
-    care.require_subject(who, subject)
-    if who.role not in (Role.CLINICIAN, Role.ADMIN):
-        raise ForbiddenError(f"thresholds are set by clinicians; {who.id} is {who.role.value}")
