@@ -30,7 +30,12 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud_ingest.service import ConflictError, IngestResult, IngestService, RawMessage
-from gateway.wire import EVENT_SUBSCRIPTION, OBS_SUBSCRIPTION, STATUS_SUBSCRIPTION
+from gateway.wire import (
+    EVENT_SUBSCRIPTION,
+    OBS_SUBSCRIPTION,
+    STATUS_SUBSCRIPTION,
+    TELEMETRY_SUBSCRIPTION,
+)
 
 log = logging.getLogger("remon.ingest.consumer")
 
@@ -202,7 +207,7 @@ class Consumer:
             return
         with self._lock:
             self._generation += 1
-        data = [OBS_SUBSCRIPTION, EVENT_SUBSCRIPTION]
+        data = [OBS_SUBSCRIPTION, EVENT_SUBSCRIPTION, TELEMETRY_SUBSCRIPTION]
         if self.config.shared and self.stats.protocol == "5":
             data = [f"$share/{SHARE_GROUP}/{topic}" for topic in data]
         elif self.config.shared:

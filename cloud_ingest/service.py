@@ -122,6 +122,7 @@ from cloud_ingest.storage import (
     StorageError,
     StoredEvent,
     StoredReading,
+    TelemetryIn,
     WriteTx,
     same_event,
     same_reading,
@@ -138,6 +139,7 @@ from gateway.wire import (
     decode_events,
     decode_observations,
     decode_status,
+    decode_telemetry,
 )
 
 __all__ = [
@@ -211,6 +213,7 @@ class IngestResult:
     statuses: int = 0
     events_stored: int = 0
     events_duplicate: int = 0  # already stored, or twice in the batch
+    telemetry_samples: int = 0  # device telemetry samples taken (battery, RSSI, link, clock)
 
 
 Stats = Counts
@@ -280,6 +283,10 @@ def _is_event_topic(topic: str) -> bool:
     return topic.endswith("/event")  # decode_events checks the rest of the topic
 
 
+def _is_telemetry_topic(topic: str) -> bool:
+    return topic.endswith("/telemetry")  # decode_telemetry checks the rest of the topic
+
+
 def _is_status_topic(topic: str) -> bool:
     parts = topic.split("/")
     return (
@@ -296,6 +303,7 @@ class _Decoded:
     statuses: list[StatusIn]
     dead: list[DeadLetterIn]
     events: list[InboundEvents] = field(default_factory=list)
+    telemetry: list[TelemetryIn] = field(default_factory=list)
     # id(InboundEnvelope) or id(InboundEvents) -> the raw message
     payloads: dict[int, RawMessage] = field(default_factory=dict)
 
@@ -339,9 +347,11 @@ class IngestService:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 result, stored = self._store(decoded)
-                if self._timeseries is not None and (stored or decoded.statuses):
+                if self._timeseries is not None and (
+                    stored or decoded.statuses or decoded.telemetry
+                ):
                     try:
-                        self._copy_to_timeseries(stored, decoded.statuses)
+                        self._copy_to_timeseries(stored, decoded.statuses, decoded.telemetry)
                     except Exception:  # the batch is committed: the copy must never fail it
                         log.exception("time-series copy of a committed batch failed")
                 return result
@@ -360,6 +370,13 @@ class IngestService:
                     out.statuses.append(
                         StatusIn(
                             status=decode_status(m.topic, m.payload), received_at=m.received_at
+                        )
+                    )
+                elif _is_telemetry_topic(m.topic):
+                    out.telemetry.append(
+                        TelemetryIn(
+                            envelope=decode_telemetry(m.topic, m.payload),
+                            received_at=m.received_at,
                         )
                     )
                 elif _is_event_topic(m.topic):
@@ -398,11 +415,15 @@ class IngestService:
             )
 
     def _copy_to_timeseries(
-        self, stored: Sequence[StoredReading], statuses: Sequence[StatusIn] = ()
+        self,
+        stored: Sequence[StoredReading],
+        statuses: Sequence[StatusIn] = (),
+        telemetry: Sequence[TelemetryIn] = (),
     ) -> None:
-        """After the commit: the new readings, each device's newest clock offset and the hubs'
-        link state (their online/offline status, as device ``hub``) to the time-series store.
-        Its writer queues and never raises (SQL is the record)."""
+        """After the commit: the new readings, each device's newest clock offset, the devices'
+        telemetry samples (battery, RSSI, link) and the hubs' link state (their online/offline
+        status, as device ``hub``) to the time-series store. Its writer queues and never raises
+        (SQL is the record)."""
         sink = self._timeseries
         assert sink is not None
         points: list[ObservationPoint] = []
@@ -448,14 +469,28 @@ class IngestService:
             )
             for st in statuses
         ]
+        samples = [
+            TelemetryPoint(
+                site=tin.envelope.site,
+                device_id=tin.envelope.device_id,
+                time=w.telemetry.at,
+                battery_pct=w.telemetry.battery_pct,
+                rssi_dbm=w.telemetry.rssi_dbm,
+                link_state=w.telemetry.link.value if w.telemetry.link else None,
+                clock_offset_s=w.telemetry.clock_offset_s,
+            )
+            for tin in telemetry
+            for w in tin.envelope.samples
+        ]
         sink.write_observations(points)
-        sink.write_telemetry([*clocks.values(), *links])
+        sink.write_telemetry([*clocks.values(), *links, *samples])
 
     def _store(self, d: _Decoded) -> tuple[IngestResult, Sequence[StoredReading]]:
         now = self._clock()
         with self.storage.write() as tx:
             tx.insert_dead_letters(d.dead, now=now)
             tx.upsert_statuses(d.statuses)
+            tx.upsert_telemetry(d.telemetry)
             tx.upsert_device_subjects(_device_subjects(d))
             outcome = tx.store_envelopes(d.envelopes) if d.envelopes else None
             conflicts: list[DeadLetterIn] = []
@@ -495,6 +530,7 @@ class IngestService:
             statuses=len(d.statuses),
             events_stored=len(events.new_events) if events else 0,
             events_duplicate=events.duplicates if events else 0,
+            telemetry_samples=sum(len(x.envelope.samples) for x in d.telemetry),
         )
         return result, (outcome.new_readings if outcome else ())
 

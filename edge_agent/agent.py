@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from device_profiles.events import DeviceEvent
 from device_profiles.observation import DeviceIdentity, Observation
+from device_profiles.telemetry import DeviceTelemetry
 from edge_agent.ble import BleConnector, BleSettings
 from edge_agent.ble_sources import BleDeviceSpec, BleSource, build_ble_source
 from edge_agent.config import BLE_KINDS, SERIAL_KINDS, AgentConfig, DeviceSection
@@ -37,7 +38,7 @@ from edge_agent.simulators import SIMULATORS, SimSettings, SimulatedDevice, sim_
 from edge_agent.sources import BoundDevice, DeviceSource, DeviceUnavailable
 from gateway.outbox import Outbox
 from gateway.relay import Relay, RelayConfig, RelayStats
-from gateway.wire import Subject, encode_events, encode_observations
+from gateway.wire import Subject, encode_events, encode_observations, encode_telemetry
 
 log = logging.getLogger("remon.agent")
 
@@ -52,6 +53,7 @@ SHUTDOWN_GRACE_S = 10.0
 class AgentStats:
     observations_queued: int = 0
     events_queued: int = 0
+    telemetry_queued: int = 0  # device telemetry samples (battery, RSSI, link state)
     messages_queued: int = 0
     session_errors: int = 0
     rejects: int = 0  # device data kept aside (malformed, unmappable), see Outbox.rejects()
@@ -169,6 +171,7 @@ class Agent:
             registry=self._registry,
             reject=self._reject,
             tz=self._tz,
+            telemetry=self._telemetry_sink,
         )
         self.ble_sources.append(src)
         return src
@@ -395,6 +398,22 @@ class Agent:
         )
         await asyncio.to_thread(self._outbox.put_many, msgs)
         self.stats.events_queued += len(events)
+        self.stats.messages_queued += len(msgs)
+        self._relay.wake()
+
+    async def _telemetry_sink(self, device: BoundDevice, sample: DeviceTelemetry) -> None:
+        assert self._outbox is not None
+        assert self._relay is not None
+        msgs = encode_telemetry(
+            site=self.config.agent.site,
+            device_id=device.device_id,
+            device=device.identity,
+            subject=device.subject,
+            samples=[sample],
+            created_at=self._clock(),
+        )
+        await asyncio.to_thread(self._outbox.put_many, msgs)
+        self.stats.telemetry_queued += 1
         self.stats.messages_queued += len(msgs)
         self._relay.wake()
 

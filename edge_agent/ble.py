@@ -36,6 +36,7 @@ from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 from bleak_retry_connector import BleakClientWithServiceCache, establish_connection
 
+from device_profiles.telemetry import RSSI_MAX_DBM, RSSI_MIN_DBM
 from edge_agent.gatt_driver import LinkError, LinkLost, ValueHandler
 from edge_agent.sources import DeviceUnavailable
 
@@ -83,11 +84,21 @@ class Seen:
     rssi: int | None
 
 
+def usable_rssi(value: int | None) -> int | None:
+    """An RSSI as telemetry: Bluetooth reports -127..+20 dBm and 127 for "not available";
+    anything else is not a measurement and becomes None (never clamped)."""
+    if value is None or not RSSI_MIN_DBM <= value <= RSSI_MAX_DBM:
+        return None
+    return value
+
+
 class BleakLink:
     """A connected bleak client as a :class:`~edge_agent.gatt_driver.GattLink`."""
 
-    def __init__(self, client: BleakClient) -> None:
+    def __init__(self, client: BleakClient, *, rssi: int | None = None) -> None:
         self._client = client
+        #: Signal strength (dBm) of the advertisement the link was made from; None: unknown.
+        self.rssi = rssi
         self._chars: dict[int, BleakGATTCharacteristic] = {}
         for service in client.services:
             for char in service.characteristics:
@@ -211,12 +222,20 @@ class BleConnector:
         return sorted(found.values(), key=lambda s: s.address)
 
     async def find(self, address: str, *, service_uuid: int | None = None) -> BLEDevice:
+        return (await self._find(address, service_uuid))[0]
+
+    async def _find(self, address: str, service_uuid: int | None) -> tuple[BLEDevice, int | None]:
+        """The advertising device and the RSSI (dBm) of the advertisement that matched."""
         want = address.upper()
+        rssi: list[int | None] = [None]
 
         def match(device: BLEDevice, ad: AdvertisementData) -> bool:
             if device.address.upper() != want:
                 return False
-            return service_uuid is None or uuid16(service_uuid) in ad.service_uuids
+            if service_uuid is not None and uuid16(service_uuid) not in ad.service_uuids:
+                return False
+            rssi[0] = ad.rssi
+            return True
 
         device = await BleakScanner.find_device_by_filter(
             match, timeout=self.settings.scan_timeout_s, **self._scanner_kwargs()
@@ -227,7 +246,7 @@ class BleConnector:
                 + (f" service {service_uuid:#06x}" if service_uuid is not None else "")
                 + f" within {self.settings.scan_timeout_s:g} s"
             )
-        return device
+        return device, usable_rssi(rssi[0])
 
     @contextlib.asynccontextmanager
     async def connect(
@@ -247,7 +266,7 @@ class BleConnector:
     async def _establish(
         self, address: str, service_uuid: int | None
     ) -> tuple[BleakClient, BleakLink]:
-        device = await self.find(address, service_uuid=service_uuid)
+        device, rssi = await self._find(address, service_uuid)
         holder: list[BleakLink] = []
 
         def on_disconnect(_client: BleakClient) -> None:
@@ -268,6 +287,6 @@ class BleConnector:
             )
         except (BleakError, TimeoutError, EOFError, OSError) as exc:
             raise ConnectFailed(f"{address}: {exc}") from exc
-        link = BleakLink(client)
+        link = BleakLink(client, rssi=rssi)
         holder.append(link)
         return client, link

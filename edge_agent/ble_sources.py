@@ -52,8 +52,13 @@ from device_profiles.gatt.observations import (
     local_to_utc,
 )
 from device_profiles.gatt.observations import vitals_observations as vitals_obs
-from device_profiles.gatt.vitals import decode_current_time, decode_dis_string
+from device_profiles.gatt.vitals import (
+    decode_battery_level,
+    decode_current_time,
+    decode_dis_string,
+)
 from device_profiles.gatt.vitals_session import (
+    BATTERY_LEVEL_UUID,
     DIS_UUIDS,
     Measurement,
     SessionEnded,
@@ -63,6 +68,7 @@ from device_profiles.gatt.vitals_session import (
     VitalsSession,
 )
 from device_profiles.observation import DeviceIdentity, Observation, QualityFlag
+from device_profiles.telemetry import DeviceTelemetry, LinkState
 from edge_agent.ble import BleConnector
 from edge_agent.config import BleKind
 from edge_agent.gatt_driver import (
@@ -74,7 +80,7 @@ from edge_agent.gatt_driver import (
     drive,
 )
 from edge_agent.registry import DeviceRegistry
-from edge_agent.sources import BoundDevice, RejectSink, Sink
+from edge_agent.sources import BoundDevice, RejectSink, Sink, TelemetrySink
 
 log = logging.getLogger("remon.agent.ble")
 
@@ -131,8 +137,10 @@ class BleSource:
         reject: RejectSink,
         tz: tzinfo,
         clock: Callable[[], datetime] | None = None,
+        telemetry: TelemetrySink | None = None,
     ) -> None:
         self.spec = spec
+        self._telemetry = telemetry
         self.connector = connector
         self.registry = registry
         self._reject = reject
@@ -161,14 +169,65 @@ class BleSource:
 
     async def run_session(self, sink: Sink, cursor: str | None) -> None:
         spec = self.spec
-        async with self.connector.connect(spec.address, service_uuid=SERVICE[spec.kind]) as link:
-            self.stats.sessions += 1
-            self.registry.seen(spec.address)
-            await self._identify(link)
-            finished = await self.session(link, sink, cursor)
-            self.registry.seen(spec.address, read=finished)
+        connected = False
+        try:
+            async with self.connector.connect(
+                spec.address, service_uuid=SERVICE[spec.kind]
+            ) as link:
+                self.stats.sessions += 1
+                self.registry.seen(spec.address)
+                await self._identify(link)
+                connected = True
+                await self._report(
+                    link=LinkState.CONNECTED,
+                    battery_pct=await self._battery(link),
+                    rssi_dbm=link.rssi,
+                )
+                finished = await self.session(link, sink, cursor)
+                self.registry.seen(spec.address, read=finished)
+        except asyncio.CancelledError:
+            raise  # the agent is stopping: its own status says so
+        except BaseException:
+            if connected:
+                await self._report(link=LinkState.DISCONNECTED)
+            raise
+        await self._report(link=LinkState.DISCONNECTED)
         if finished:
             await asyncio.sleep(spec.poll_interval_s)
+
+    async def _battery(self, link: GattLink) -> int | None:
+        """Battery Level (percent) when the device has the Battery Service; None otherwise."""
+        if BATTERY_LEVEL_UUID not in link.available:
+            return None
+        try:
+            raw = await link.read(BATTERY_LEVEL_UUID)
+        except LinkError as exc:
+            log.info("device %s: battery level unreadable: %s", self.spec.device_id, exc)
+            return None
+        try:
+            return decode_battery_level(raw)
+        except DecodeError as exc:
+            self.reject("ble:0x2A19", f"Battery Level: {exc}", raw)
+            return None
+
+    async def _report(
+        self,
+        *,
+        link: LinkState,
+        battery_pct: int | None = None,
+        rssi_dbm: int | None = None,
+    ) -> None:
+        """Queue a telemetry sample (the hub's clock); a failure to queue it is logged only:
+        telemetry must never end a session that is reading a patient's data."""
+        if self._telemetry is None:
+            return
+        sample = DeviceTelemetry(
+            at=self._clock(), link=link, battery_pct=battery_pct, rssi_dbm=rssi_dbm
+        )
+        try:
+            await self._telemetry(self._device, sample)
+        except Exception as exc:
+            log.warning("device %s: telemetry not queued: %r", self.spec.device_id, exc)
 
     async def session(self, link: GattLink, sink: Sink, cursor: str | None) -> bool:
         """One connection's work; True when it ended normally (not cut off)."""
@@ -391,6 +450,7 @@ def build_ble_source(
     registry: DeviceRegistry,
     reject: RejectSink,
     tz: tzinfo,
+    telemetry: TelemetrySink | None = None,
 ) -> BleSource:
     cls: type[BleSource]
     if spec.kind == "ble.glucose-meter":
@@ -399,4 +459,6 @@ def build_ble_source(
         cls = CgmSource
     else:
         cls = VitalsSource
-    return cls(spec, connector=connector, registry=registry, reject=reject, tz=tz)
+    return cls(
+        spec, connector=connector, registry=registry, reject=reject, tz=tz, telemetry=telemetry
+    )

@@ -114,6 +114,10 @@ class VirtualDeviceSection(_Strict):
     # CGM: the trace falls to this value (mmol/L) at the end of the backlog (a low in the making)
     cgm_fall_to_mmol_l: Annotated[float, Field(ge=2.2, le=22.2)] | None = None
     seed: int = 0
+    # BLE: the Battery Service's level (0x2A19, percent); None: the peripheral has no battery
+    # service. It drops one percent every battery_drain_every connections (0: never).
+    battery_pct: Annotated[int, Field(ge=0, le=100)] | None = 90
+    battery_drain_every: Annotated[int, Field(ge=0)] = 10
     # serial simulators (``[serial] backend = "virtual"``); faults count frames or lines
     noise_every: Annotated[int, Field(ge=1)] | None = None  # junk bytes between frames
     drop_byte_every: Annotated[int, Field(ge=1)] | None = None

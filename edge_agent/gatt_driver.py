@@ -73,6 +73,11 @@ class GattLink(Protocol):
 
     async def disconnect(self) -> None: ...
 
+    @property
+    def rssi(self) -> int | None:
+        """Signal strength (dBm) the peripheral was found with; None when not known."""
+        ...
+
 
 class Procedure(Protocol):
     @property

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from device_profiles.events import DeviceEvent
 from device_profiles.observation import DeviceIdentity, Observation
+from device_profiles.telemetry import DeviceTelemetry
 from gateway.wire import Subject
 
 
@@ -45,6 +46,8 @@ class BoundDevice:
 Sink = Callable[[BoundDevice, Sequence[Observation], str | None], Awaitable[None]]
 #: Durably queue device events (a dispenser's dose_missed...); returns when committed.
 EventSink = Callable[[BoundDevice, Sequence[DeviceEvent]], Awaitable[None]]
+#: Durably queue a device's telemetry sample (battery, RSSI, link state); returns when committed.
+TelemetrySink = Callable[[BoundDevice, DeviceTelemetry], Awaitable[None]]
 #: Keep a reject on the hub: (device_id, source, reason, raw bytes or None).
 RejectSink = Callable[[str, str, str, bytes | None], None]
 

@@ -55,7 +55,18 @@ from device_profiles.gatt.ieee11073 import DateTime
 from device_profiles.gatt.sim_cgm_sensor import VirtualCgmSensor
 from device_profiles.gatt.sim_glucose_meter import Disconnected, MeterFaults, VirtualGlucoseMeter
 from device_profiles.gatt.sim_vitals_device import VirtualVitalsDevice
-from device_profiles.gatt.vitals import CurrentTime, encode_current_time, encode_dis_string
+from device_profiles.gatt.vitals import (
+    CurrentTime,
+    encode_battery_level,
+    encode_current_time,
+    encode_dis_string,
+)
+from device_profiles.gatt.vitals_session import (
+    BATTERY_LEVEL_UUID as BATTERY_LEVEL,
+)
+from device_profiles.gatt.vitals_session import (
+    BATTERY_SERVICE_UUID as BATTERY_SERVICE,
+)
 from device_profiles.gatt.vitals_session import measurement_uuids
 
 log = logging.getLogger("remon.virtual_ble")
@@ -436,6 +447,8 @@ class VirtualPeripheral:
         self._tasks: set[asyncio.Task[None]] = set()
         self._chars: dict[int, Characteristic[Any]] = {}
         self._services: list[Service] = []
+        self.battery_pct: int | None = None
+        self.battery_drain_every = 0
         self.device.on(Device.EVENT_CONNECTION, self._on_connection)
         self.device.advertising_data = bytes(
             AdvertisingData(
@@ -494,6 +507,17 @@ class VirtualPeripheral:
         service = Service(BumbleUUID.from_16_bits(uuid), built)
         self._services.append(service)
 
+    def add_battery(self, percent: int, *, drain_every: int = 0) -> None:
+        """Serve the Battery Service (0x180F) with its level ``percent``; before :meth:`start`.
+
+        The level drops by one every ``drain_every`` connections (0: it stays), down to 0.
+        """
+        if not 0 <= percent <= 100:
+            raise ValueError(f"battery level {percent} is not 0-100")
+        self.battery_pct = percent
+        self.battery_drain_every = drain_every
+        self._add_service(BATTERY_SERVICE, [(BATTERY_LEVEL, "read")])
+
     def device_clock(self, now: datetime) -> datetime:
         """The device's local wall clock (naive) at hub time ``now``."""
         local = now.astimezone(UTC) + self.utc_offset + timedelta(seconds=self.clock_offset_s or 0)
@@ -505,6 +529,10 @@ class VirtualPeripheral:
             return encode_dis_string(
                 (i.manufacturer, i.model, i.serial, i.firmware)[_DIS.index(uuid)]
             )
+        if uuid == BATTERY_LEVEL and self.battery_pct is not None:
+            if self.battery_pct > 100:  # a fault set by a test: a device breaking the rules
+                return bytes([self.battery_pct])
+            return encode_battery_level(self.battery_pct)
         if uuid == _CURRENT_TIME:
             clock = self.device_clock(datetime.now(UTC))
             return encode_current_time(
@@ -568,6 +596,9 @@ class VirtualPeripheral:
     def _on_connection(self, connection: Connection) -> None:
         self.connection = connection
         self.connections += 1
+        every = self.battery_drain_every
+        if self.battery_pct and every and self.connections % every == 0:
+            self.battery_pct -= 1
         self.connected(self.connections)
 
         def gone(*_: object) -> None:

@@ -162,6 +162,8 @@ def build_peripheral(
             faults_by_connection=faults,
         )
 
+        _battery(periph, v)
+
         def start() -> asyncio.Task[None] | None:
             if v.record_every_s is None:
                 return None
@@ -188,6 +190,7 @@ def build_peripheral(
             minute_s=v.minute_s,
             backlog_min=v.backlog_min,
         )
+        _battery(cgm, v)
         return cgm, lambda: None
     kind = VITALS_KIND[dev.kind]
     identity = _identity(dev, f"VV-{kind[:2].upper()}")
@@ -214,7 +217,13 @@ def build_peripheral(
         clock_offset_s=v.clock_offset_s,
         utc_offset=utc_offset,
     )
+    _battery(vitals, v)
     return vitals, lambda: None
+
+
+def _battery(periph: VirtualPeripheral, v: VirtualDeviceSection) -> None:
+    if v.battery_pct is not None:
+        periph.add_battery(v.battery_pct, drain_every=v.battery_drain_every)
 
 
 async def _keep_measuring(

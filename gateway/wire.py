@@ -7,17 +7,20 @@ Topics (no personal data in any of them)::
 
     remon/v1/<site>/<device>/obs        observations (remon.obs/1), QoS 1, never retained
     remon/v1/<site>/<device>/event      device events (remon.event/1), QoS 1, never retained
+    remon/v1/<site>/<device>/telemetry  device telemetry (remon.telemetry/1), QoS 1, never retained
     remon/v1/<site>/_agent/status       agent online/offline, QoS 1, retained, set by last will
 
-Both envelopes share their routing fields (schema, msg_id, site, device_id, device, subject,
-created_at), size bounds and splitting; they differ in the array they carry: ``observations``
-(:class:`~device_profiles.observation.Observation`) or ``events``
-(:class:`~device_profiles.events.DeviceEvent`, e.g. a dispenser's ``dose_missed``).
+The three envelopes share their routing fields (schema, msg_id, site, device_id, device,
+subject, created_at), size bounds and splitting; they differ in the array they carry:
+``observations`` (:class:`~device_profiles.observation.Observation`), ``events``
+(:class:`~device_profiles.events.DeviceEvent`, e.g. a dispenser's ``dose_missed``) or
+``samples`` (:class:`~device_profiles.telemetry.DeviceTelemetry`: battery, RSSI, link, clock).
 
 Ids. ``obs_id`` = first 32 hex digits of SHA-256 over the device identity key, the device's own
 record key and the measure: the same reading read twice gets the same id. ``event_id`` is the
 same digest over another domain word ("event"), the device key, the record key and the event
-kind, so it never equals an observation's id. ``msg_id`` is derived the same way from the
+kind, so it never equals an observation's id; a telemetry sample's ``sample_id`` covers
+"telemetry", the device key and the sample's instant. ``msg_id`` is derived the same way from the
 envelope's routing fields and its items' ids, so a redelivery or a replay from the outbox
 carries the same id and ingest drops it. Decoding recomputes all of them and refuses a message
 whose ids do not match its content (a reused id would otherwise make ingest discard a different
@@ -58,6 +61,7 @@ from device_profiles.observation import (
     Provenance,
     QualityFlag,
 )
+from device_profiles.telemetry import RSSI_MAX_DBM, RSSI_MIN_DBM, DeviceTelemetry, LinkState
 
 SCHEMA_OBS_V1: Final = "remon.obs/1"
 SCHEMA_EVENT_V1: Final = "remon.event/1"
@@ -65,6 +69,8 @@ SCHEMA_EVENT_V1: Final = "remon.event/1"
 ACCEPTED_SCHEMAS: Final[frozenset[str]] = frozenset({SCHEMA_OBS_V1})
 ACCEPTED_EVENT_SCHEMAS: Final[frozenset[str]] = frozenset({SCHEMA_EVENT_V1})
 SCHEMA_STATUS_V1: Final = "remon.status/1"
+SCHEMA_TELEMETRY_V1: Final = "remon.telemetry/1"
+ACCEPTED_TELEMETRY_SCHEMAS: Final[frozenset[str]] = frozenset({SCHEMA_TELEMETRY_V1})
 
 TOPIC_ROOT: Final = "remon/v1"
 #: Largest payload either side will produce or accept (bytes). Mosquitto's default is far larger.
@@ -72,6 +78,7 @@ MAX_PAYLOAD_BYTES: Final = 256 * 1024
 #: Most observations (events) one envelope may carry; encoders split longer batches.
 MAX_OBSERVATIONS: Final = 500
 MAX_EVENTS: Final = 500
+MAX_SAMPLES: Final = 500
 MAX_TEXT: Final = 128
 _TOKEN_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _HEX32_RE: Final = re.compile(r"^[0-9a-f]{32}$")
@@ -93,6 +100,7 @@ class WireErrorCode(StrEnum):
     ID_MISMATCH = "id-mismatch"
     DUPLICATE_OBSERVATION = "duplicate-observation"
     DUPLICATE_EVENT = "duplicate-event"
+    DUPLICATE_SAMPLE = "duplicate-sample"
 
 
 class WireError(ValueError):
@@ -154,6 +162,24 @@ class EventEnvelope:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WireTelemetry:
+    sample_id: str
+    telemetry: DeviceTelemetry
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TelemetryEnvelope:
+    schema: str
+    msg_id: str
+    site: str
+    device_id: str
+    device: DeviceIdentity
+    subject: Subject
+    created_at: datetime
+    samples: tuple[WireTelemetry, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OutboundMessage:
     """What the outbox stores and the relay publishes: bytes, ready to go."""
 
@@ -200,6 +226,10 @@ def event_topic(site: str, device_id: str) -> str:
     return _device_topic(site, device_id, "event")
 
 
+def telemetry_topic(site: str, device_id: str) -> str:
+    return _device_topic(site, device_id, "telemetry")
+
+
 def status_topic(site: str) -> str:
     _check_token("site", site)
     return f"{TOPIC_ROOT}/{site}/_agent/status"
@@ -208,6 +238,7 @@ def status_topic(site: str) -> str:
 #: Subscription filters for the cloud side.
 OBS_SUBSCRIPTION: Final = f"{TOPIC_ROOT}/+/+/obs"
 EVENT_SUBSCRIPTION: Final = f"{TOPIC_ROOT}/+/+/event"
+TELEMETRY_SUBSCRIPTION: Final = f"{TOPIC_ROOT}/+/+/telemetry"
 STATUS_SUBSCRIPTION: Final = f"{TOPIC_ROOT}/+/_agent/status"
 
 
@@ -234,6 +265,11 @@ def parse_event_topic(topic: str) -> tuple[str, str]:
     return _parse_device_topic(topic, "event", "an event")
 
 
+def parse_telemetry_topic(topic: str) -> tuple[str, str]:
+    """Return (site, device_id) of a telemetry topic or raise ``WireError(BAD_TOPIC)``."""
+    return _parse_device_topic(topic, "telemetry", "a telemetry")
+
+
 # --------------------------------------------------------------------------------------------
 # ids
 
@@ -250,6 +286,11 @@ def observation_id(device: DeviceIdentity, record_key: str, measure: str) -> str
 
 def event_id(device: DeviceIdentity, record_key: str, kind: EventKind) -> str:
     return _digest("event", device.key, record_key, kind.value)
+
+
+def telemetry_id(device: DeviceIdentity, at: datetime) -> str:
+    """A sample is the device's state at one instant: the same sample resent has the same id."""
+    return _digest("telemetry", device.key, _iso(at))
 
 
 class _Route(NamedTuple):
@@ -293,16 +334,16 @@ def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-_T = TypeVar("_T", Observation, DeviceEvent)
+_T = TypeVar("_T", Observation, DeviceEvent, DeviceTelemetry)
 
 
 @dataclass(frozen=True, slots=True)
 class _Items(Generic[_T]):
     """What differs between the envelope kinds: the array's key, its bound and its items."""
 
-    key: str  # "observations" | "events"
+    key: str  # "observations" | "events" | "samples"
     limit: int  # most items per envelope
-    noun: str  # "reading" | "event", for messages
+    noun: str  # "reading" | "event" | "telemetry sample", for messages
     item_id: Callable[[DeviceIdentity, _T], str]
     to_json: Callable[[str, _T], dict[str, Any]]
 
@@ -365,6 +406,19 @@ def _event_to_json(eid: str, e: DeviceEvent) -> dict[str, Any]:
     return d
 
 
+def _telemetry_to_json(sid: str, t: DeviceTelemetry) -> dict[str, Any]:
+    d: dict[str, Any] = {"sample_id": sid, "at": _iso(t.at)}
+    if t.battery_pct is not None:
+        d["battery_pct"] = t.battery_pct
+    if t.rssi_dbm is not None:
+        d["rssi_dbm"] = t.rssi_dbm
+    if t.link is not None:
+        d["link"] = t.link.value
+    if t.clock_offset_s is not None:
+        d["clock_offset_s"] = t.clock_offset_s
+    return d
+
+
 _OBS_ITEMS: Final[_Items[Observation]] = _Items(
     key="observations",
     limit=MAX_OBSERVATIONS,
@@ -378,6 +432,13 @@ _EVENT_ITEMS: Final[_Items[DeviceEvent]] = _Items(
     noun="event",
     item_id=lambda dev, e: event_id(dev, e.record_key, e.kind),
     to_json=_event_to_json,
+)
+_TELEMETRY_ITEMS: Final[_Items[DeviceTelemetry]] = _Items(
+    key="samples",
+    limit=MAX_SAMPLES,
+    noun="telemetry sample",
+    item_id=lambda dev, t: telemetry_id(dev, t.at),
+    to_json=_telemetry_to_json,
 )
 
 
@@ -421,6 +482,21 @@ def encode_events(
     topic = event_topic(site, device_id)
     route = _Route(SCHEMA_EVENT_V1, site, device_id, device, subject)
     return _encode(topic, route, created_at, events, _EVENT_ITEMS)
+
+
+def encode_telemetry(
+    *,
+    site: str,
+    device_id: str,
+    device: DeviceIdentity,
+    subject: Subject,
+    samples: Sequence[DeviceTelemetry],
+    created_at: datetime,
+) -> list[OutboundMessage]:
+    """Encode telemetry samples into as many envelopes as the size bounds require."""
+    topic = telemetry_topic(site, device_id)
+    route = _Route(SCHEMA_TELEMETRY_V1, site, device_id, device, subject)
+    return _encode(topic, route, created_at, samples, _TELEMETRY_ITEMS)
 
 
 def _encode(
@@ -671,6 +747,29 @@ def decode_events(topic: str, payload: bytes) -> EventEnvelope:
         subject=r.subject,
         created_at=created_at,
         events=events,
+    )
+
+
+def decode_telemetry(topic: str, payload: bytes) -> TelemetryEnvelope:
+    """Decode and validate one telemetry message; raise :class:`WireError` on any defect."""
+    site_t, device_t = parse_telemetry_topic(topic)
+    doc = load_json(payload)
+    _check_schema(doc, ACCEPTED_TELEMETRY_SCHEMAS)
+    r, msg_id, created_at, items = _decode_head(
+        SCHEMA_TELEMETRY_V1, site_t, device_t, doc, _TELEMETRY_ITEMS
+    )
+    samples = tuple(_decode_sample(r.device, raw, f"samples[{i}]") for i, raw in enumerate(items))
+    ids = [s.sample_id for s in samples]
+    _check_ids(r, msg_id, ids, _TELEMETRY_ITEMS, WireErrorCode.DUPLICATE_SAMPLE)
+    return TelemetryEnvelope(
+        schema=r.schema,
+        msg_id=msg_id,
+        site=r.site,
+        device_id=r.device_id,
+        device=r.device,
+        subject=r.subject,
+        created_at=created_at,
+        samples=samples,
     )
 
 
@@ -1015,6 +1114,55 @@ def _decode_details(o: Mapping[str, Any], path: str) -> dict[str, DetailValue]:
                 f"expected a string, number or boolean, got {_tname(v)}",
             )
     return raw
+
+
+_LINK: Final[Mapping[str, LinkState]] = {s.value: s for s in LinkState}
+
+
+def _whole(o: Mapping[str, Any], key: str, path: str, lo: int, hi: int) -> int | None:
+    """An optional whole number within lo..hi (1.0 is accepted as 1; 1.5 is not)."""
+    v = _num(o, key, path, optional=True)
+    if v is None:
+        return None
+    if not v.is_integer() or not lo <= v <= hi:
+        raise _fail(
+            WireErrorCode.INVALID_VALUE, _join(path, key), f"must be a whole number {lo}..{hi}"
+        )
+    return int(v)
+
+
+def _decode_sample(device: DeviceIdentity, raw: Any, path: str) -> WireTelemetry:
+    o = _obj(raw, path)
+    sid = _req_str(o, "sample_id", path, max_len=32)
+    at = _time(o, "at", path)
+    link_text = _str(o, "link", path, optional=True)
+    link = None
+    if link_text is not None:
+        link = _LINK.get(link_text)
+        if link is None:
+            raise _fail(
+                WireErrorCode.INVALID_VALUE,
+                _join(path, "link"),
+                f"{link_text!r} is not one of {sorted(_LINK)}",
+            )
+    try:
+        t = DeviceTelemetry(
+            at=at,
+            battery_pct=_whole(o, "battery_pct", path, 0, 100),
+            rssi_dbm=_whole(o, "rssi_dbm", path, RSSI_MIN_DBM, RSSI_MAX_DBM),
+            link=link,
+            clock_offset_s=_num(o, "clock_offset_s", path, optional=True),
+        )
+    except ObservationError as exc:
+        raise _fail(WireErrorCode.INVALID_VALUE, path, str(exc)) from None
+    expected = telemetry_id(device, at)
+    if sid != expected:
+        raise _fail(
+            WireErrorCode.ID_MISMATCH,
+            _join(path, "sample_id"),
+            f"does not match the content (expected {expected})",
+        )
+    return WireTelemetry(sample_id=sid, telemetry=t)
 
 
 def decode_status(topic: str, payload: bytes) -> AgentStatus:

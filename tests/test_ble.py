@@ -30,6 +30,7 @@ from device_profiles.gatt.sim_cgm_sensor import CgmFaults, VirtualCgmSensor
 from device_profiles.gatt.sim_glucose_meter import MeterFaults, VirtualGlucoseMeter, make_records
 from device_profiles.gatt.sim_vitals_device import VirtualVitalsDevice, VitalsFaults
 from device_profiles.observation import DeviceIdentity, Observation, QualityFlag
+from device_profiles.telemetry import RSSI_MAX_DBM, RSSI_MIN_DBM, DeviceTelemetry, LinkState
 from edge_agent.ble import BleConnector, BleSettings, DeviceNotFound
 from edge_agent.ble_sources import (
     BleDeviceSpec,
@@ -82,6 +83,7 @@ class Captured:
         self.observations: list[Observation] = []
         self.cursors: list[str | None] = []
         self.rejects: list[tuple[str, str, str, bytes | None]] = []
+        self.telemetry: list[DeviceTelemetry] = []
 
     async def sink(
         self, device: BoundDevice, observations: Sequence[Observation], cursor: str | None
@@ -91,6 +93,9 @@ class Captured:
 
     def reject(self, device_id: str, source: str, reason: str, raw: bytes | None) -> None:
         self.rejects.append((device_id, source, reason, raw))
+
+    async def telemetry_sink(self, device: BoundDevice, sample: DeviceTelemetry) -> None:
+        self.telemetry.append(sample)
 
 
 def spec(kind: str, address: str, **kw: Any) -> BleDeviceSpec:
@@ -256,7 +261,12 @@ def test_download_cut_twice_over_gatt_resumes_to_exactly_the_stored_records() ->
 
 
 def read_meter_once(
-    tmp_path: Path, meter: VirtualGlucoseMeter, cap: Captured, **periph: Any
+    tmp_path: Path,
+    meter: VirtualGlucoseMeter,
+    cap: Captured,
+    *,
+    battery: int | None = None,
+    **periph: Any,
 ) -> GlucoseMeterSource:
     """One production session of a GlucoseMeterSource against a virtual meter."""
     s = spec("ble.glucose-meter", METER, poll_interval_s=0)
@@ -264,11 +274,20 @@ def read_meter_once(
     async def scenario() -> GlucoseMeterSource:
         radio = VirtualRadio()
         try:
-            await VirtualGlucoseMeterPeripheral(radio, meter, address=METER, **periph).start()
+            p = VirtualGlucoseMeterPeripheral(radio, meter, address=METER, **periph)
+            if battery is not None:
+                p.add_battery(min(battery, 100))
+                p.battery_pct = battery  # past 100: a device breaking the Battery Level rules
+            await p.start()
             reg = registry_for(tmp_path, s)
             try:
                 src = GlucoseMeterSource(
-                    s, connector=connector(radio), registry=reg, reject=cap.reject, tz=HELSINKI
+                    s,
+                    connector=connector(radio),
+                    registry=reg,
+                    reject=cap.reject,
+                    tz=HELSINKI,
+                    telemetry=cap.telemetry_sink,
                 )
                 await src.run_session(cap.sink, None)
                 return src
@@ -308,6 +327,43 @@ def test_meter_clock_offset_is_measured_flagged_and_corrected(tmp_path: Path) ->
     assert stored.identity is not None
     assert stored.identity.manufacturer == "remon virtual"
     assert stored.last_read is not None
+
+
+def test_a_session_reports_battery_signal_and_link_state_as_telemetry(tmp_path: Path) -> None:
+    """Battery Level (0x2A19) and the advertisement's RSSI when connected; the link state at
+    both ends of the session, on the hub's clock."""
+    cap = Captured()
+    before = datetime.now(UTC)
+    read_meter_once(tmp_path, VirtualGlucoseMeter(make_records(3)), cap, battery=57)
+    after = datetime.now(UTC)
+    assert [t.link for t in cap.telemetry] == [LinkState.CONNECTED, LinkState.DISCONNECTED]
+    up, down = cap.telemetry
+    assert up.battery_pct == 57
+    assert up.rssi_dbm is not None
+    assert RSSI_MIN_DBM <= up.rssi_dbm <= RSSI_MAX_DBM
+    assert (down.battery_pct, down.rssi_dbm) == (None, None)
+    assert before <= up.at <= down.at <= after
+    assert len(cap.observations) == 3  # telemetry is beside the readings, not instead of them
+    assert cap.rejects == []
+
+
+def test_a_battery_level_past_100_is_kept_as_a_reject_not_clamped(tmp_path: Path) -> None:
+    cap = Captured()
+    read_meter_once(tmp_path, VirtualGlucoseMeter(make_records(2)), cap, battery=180)
+    up = cap.telemetry[0]
+    assert up.link is LinkState.CONNECTED
+    assert up.battery_pct is None  # unknown, never 100
+    ((device_id, source, reason, raw),) = cap.rejects
+    assert (device_id, source, raw) == ("d1", "ble:0x2A19", bytes([180]))
+    assert "battery level 0-100 %, got 180" in reason
+    assert len(cap.observations) == 2
+
+
+def test_a_device_without_a_battery_service_reports_link_and_signal_only(tmp_path: Path) -> None:
+    cap = Captured()
+    read_meter_once(tmp_path, VirtualGlucoseMeter(make_records(1)), cap)
+    assert [t.battery_pct for t in cap.telemetry] == [None, None]
+    assert cap.telemetry[0].rssi_dbm is not None
 
 
 def test_malformed_notifications_are_kept_as_rejects_and_the_download_completes(
@@ -465,6 +521,20 @@ def test_virtual_meter_cut_twice_lands_exactly_500_readings_at_the_cloud(
         src = running.agent.ble_sources[0]
         assert src.stats.sessions == 3  # two cut-offs, then the complete download
         assert running.agent.stats.rejects == 0
+
+        def telemetry_landed() -> bool:
+            devs = service.storage.device_subjects(subject_ref="p-ble")
+            return bool(devs) and devs[0].link == "disconnected"
+
+        # each session: "connected" with battery and RSSI, then "disconnected"
+        wait_until(lambda: running.agent.stats.telemetry_queued == 6, 20, "6 telemetry samples")
+        wait_until(telemetry_landed, 20, "the meter's telemetry at the cloud")
+    (dev,) = service.storage.device_subjects(subject_ref="p-ble")
+    assert dev.battery_pct == 90  # the virtual meter's level: it drains 1 % per 10 connections
+    assert dev.rssi_dbm is not None
+    assert dev.battery_at is not None
+    assert dev.link_at is not None
+    assert dev.link_at > dev.battery_at  # the link state of the last session's end
     ids = stored_obs_ids(url)
     assert len(ids) == len(set(ids)) == 500
     with Outbox(cfg.outbox_path) as ob:

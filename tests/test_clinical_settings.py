@@ -27,6 +27,7 @@ from device_profiles.observation import (
     Provenance,
     QualityFlag,
 )
+from device_profiles.telemetry import DeviceTelemetry, LinkState
 from gateway.wire import (
     AgentStatus,
     Subject,
@@ -34,6 +35,7 @@ from gateway.wire import (
     decode_observations,
     encode_observations,
     encode_status,
+    encode_telemetry,
 )
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
@@ -230,6 +232,59 @@ def test_device_bindings_over_time_and_unrouted_subjects(w: World) -> None:
     # entered: no longer unrouted
     assert w.client.put("/api/v1/patients/p-new", json={"team_id": "north"}, headers=ADMIN)
     assert w.client.get("/api/v1/unrouted", headers=ADMIN).json() == []
+
+
+def telemetry(samples: list[DeviceTelemetry], *, subject: str = "p1") -> list[RawMessage]:
+    msgs = encode_telemetry(
+        site=f"home-{subject}",
+        device_id="meter-1",
+        device=DeviceIdentity(manufacturer="Acme", model="G1", serial="SN1"),
+        subject=Subject(kind="patient", ref=subject),
+        samples=samples,
+        created_at=T0,
+    )
+    return [RawMessage(topic=m.topic, payload=m.payload, received_at=T0) for m in msgs]
+
+
+def test_device_telemetry_keeps_the_newest_of_each_value_whatever_the_arrival_order(
+    w: World,
+) -> None:
+    """Battery, signal and link each keep their newest value: a later link-only sample does not
+    erase the battery, an older sample arriving late changes nothing, a resent one neither."""
+    w.service.ingest_batch(raw([reading(1, 5.0)], subject="p1"))
+    t = [T0 + timedelta(minutes=m) for m in range(4)]
+    newest = telemetry([DeviceTelemetry(at=t[2], link=LinkState.CONNECTED, battery_pct=41)])
+    assert w.service.ingest_batch(newest).telemetry_samples == 1
+    w.service.ingest_batch(telemetry([DeviceTelemetry(at=t[3], link=LinkState.DISCONNECTED)]))
+    late = telemetry(
+        [DeviceTelemetry(at=t[0], link=LinkState.CONNECTED, battery_pct=90, rssi_dbm=-80)]
+    )
+    w.service.ingest_batch(late)  # older: only its RSSI is news
+    w.service.ingest_batch(newest)  # redelivered
+    (row,) = w.client.get("/api/v1/devices", params={"subject": "p1"}, headers=w.north).json()
+    got = {k: row[k] for k in ("battery_pct", "rssi_dbm", "link")}
+    assert got == {"battery_pct": 41, "rssi_dbm": -80, "link": "disconnected"}
+    assert row["battery_at"][:16] == "2026-03-01T08:02"
+    assert row["rssi_at"][:16] == "2026-03-01T08:00"
+    assert row["link_at"][:16] == "2026-03-01T08:03"
+    # the other team sees none of it (not even that the patient exists)
+    r = w.client.get("/api/v1/devices", params={"subject": "p1"}, headers=w.south)
+    assert r.status_code == 404
+
+
+def test_bad_telemetry_is_dead_lettered_with_its_path_and_the_batch_goes_on(w: World) -> None:
+    good = telemetry([DeviceTelemetry(at=T0, link=LinkState.CONNECTED, battery_pct=55)])
+    body = json.loads(good[0].payload)
+    body["samples"][0]["battery_pct"] = 140
+    bad = RawMessage(topic=good[0].topic, payload=json.dumps(body).encode(), received_at=T0)
+    w.service.ingest_batch(raw([reading(1, 5.0)], subject="p1"))
+    result = w.service.ingest_batch([bad, *good])
+    assert (result.dead_letters, result.telemetry_samples) == (1, 1)
+    (dl,) = w.client.get("/api/v1/dead-letters", headers=ADMIN).json()
+    assert (dl["code"], dl["path"]) == ("invalid-value", "samples[0].battery_pct")
+    assert dl["topic"] == good[0].topic
+    (row,) = w.client.get("/api/v1/devices", params={"subject": "p1"}, headers=w.north).json()
+    assert row["battery_pct"] == 55  # never 100, never 140
 
 
 # -- screening on arrival ----------------------------------------------------------------------

@@ -16,11 +16,13 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cloud_ingest.service import IngestService, RawMessage
 from cloud_ingest.storage import open_storage
+from cloud_ingest.storage.schema import device_telemetry
 from cloud_ingest.timeseries import (
     SKIP_BUFFER_FULL,
     SKIP_CLOSED,
@@ -34,7 +36,14 @@ from cloud_ingest.timeseries import (
     telemetry_lines,
 )
 from device_profiles.observation import DeviceIdentity, Observation, Provenance
-from gateway.wire import AgentStatus, Subject, encode_observations, encode_status
+from device_profiles.telemetry import DeviceTelemetry, LinkState
+from gateway.wire import (
+    AgentStatus,
+    Subject,
+    encode_observations,
+    encode_status,
+    encode_telemetry,
+)
 from remon.brokers import free_port
 from tests.vm_server import VictoriaMetricsProcess
 
@@ -603,6 +612,58 @@ def test_ingest_copies_new_readings_and_clock_offsets_after_the_commit(
         assert link[0]["metric"]["device"] == "hub"
         assert samples(link[0]) == [(epoch_ms(T0 + timedelta(minutes=5)), 1.0)]
         assert writer.stats.points_written == 4
+    finally:
+        writer.close()
+        storage.close()
+
+
+def test_ingest_copies_device_telemetry_battery_rssi_and_link(
+    vm: VictoriaMetricsProcess, sqlite_url: str
+) -> None:
+    """A hub's telemetry message: each sample to the time-series store (battery and RSSI on the
+    numeric series, the link state on its own), and the device's last known state in SQL."""
+    site = "svc-telemetry"
+    device = DeviceIdentity(manufacturer="Acme", model="CGM 7", serial="T1", transport="ble")
+    samples_ = [
+        DeviceTelemetry(at=T0, link=LinkState.CONNECTED, battery_pct=64, rssi_dbm=-71),
+        DeviceTelemetry(at=T0 + timedelta(minutes=30), link=LinkState.DISCONNECTED),
+    ]
+    [m] = encode_telemetry(
+        site=site,
+        device_id="cgm-9",
+        device=device,
+        subject=Subject(kind="patient", ref="p-tel"),
+        samples=samples_,
+        created_at=T0,
+    )
+    storage = open_storage(sqlite_url)
+    writer = TimeSeriesWriter(TimeSeriesSettings(url=vm.url, flush_interval_ms=100))
+    try:
+        service = IngestService(storage, timeseries=writer)
+        result = service.ingest_batch(
+            [RawMessage(topic=m.topic, payload=m.payload, received_at=T0)]
+        )
+        assert (result.telemetry_samples, result.dead_letters) == (2, 0)
+        writer.flush()
+        battery = wait_for_samples(
+            vm, f'{{__name__="device_telemetry_battery_pct",site="{site}"}}', 1
+        )
+        assert battery[0]["metric"]["device"] == "cgm-9"
+        assert samples(battery[0]) == [(epoch_ms(T0), 64.0)]
+        rssi = wait_for_samples(vm, f'{{__name__="device_telemetry_rssi_dbm",site="{site}"}}', 1)
+        assert samples(rssi[0]) == [(epoch_ms(T0), -71.0)]
+        links = wait_for_samples(vm, f'{{__name__="device_telemetry_link",site="{site}"}}', 2)
+        by_state = {s["metric"]["link_state"]: samples(s) for s in links}
+        assert by_state == {
+            "connected": [(epoch_ms(T0), 1.0)],
+            "disconnected": [(epoch_ms(T0 + timedelta(minutes=30)), 1.0)],
+        }
+        with storage.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(device_telemetry).where(device_telemetry.c.device_key == device.key)
+            ).one()
+        assert (row.battery_pct, row.rssi_dbm, row.link) == (64, -71, "disconnected")
+        assert (row.battery_at, row.link_at) == (T0, T0 + timedelta(minutes=30))
     finally:
         writer.close()
         storage.close()

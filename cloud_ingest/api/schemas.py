@@ -413,6 +413,14 @@ class DeviceSubjectOut(_Out):
     device_id: str
     first_seen: datetime
     last_seen: datetime
+    battery_pct: int | None = Field(
+        None, description="last Battery Level the device reported (percent)"
+    )
+    battery_at: datetime | None = None
+    rssi_dbm: int | None = Field(None, description="signal strength the hub last saw (dBm)")
+    rssi_at: datetime | None = None
+    link: str | None = Field(None, description="the hub's link to it: connected / disconnected")
+    link_at: datetime | None = None
 
 
 class UnroutedOut(_Out):

@@ -6,7 +6,14 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
-from gateway.wire import AgentStatus, Envelope, EventEnvelope, WireEvent, WireObservation
+from gateway.wire import (
+    AgentStatus,
+    Envelope,
+    EventEnvelope,
+    TelemetryEnvelope,
+    WireEvent,
+    WireObservation,
+)
 
 
 class StorageError(RuntimeError):
@@ -128,6 +135,14 @@ class DeadLetterIn:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StatusIn:
     status: AgentStatus
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TelemetryIn:
+    """A decoded device-telemetry message and when it arrived."""
+
+    envelope: TelemetryEnvelope
     received_at: datetime
 
 
@@ -404,6 +419,13 @@ class DeviceSubjectRecord:
     device_id: str
     first_seen: datetime
     last_seen: datetime
+    # the device's last known telemetry (remon.telemetry/1), each value with its own time
+    battery_pct: int | None = None
+    battery_at: datetime | None = None
+    rssi_dbm: int | None = None
+    rssi_at: datetime | None = None
+    link: str | None = None
+    link_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

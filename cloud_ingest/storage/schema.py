@@ -392,3 +392,21 @@ device_subjects = sa.Table(
     sa.Column("last_seen", UTCDateTime(), nullable=False),
     sa.Index("ix_device_subjects_subject", "subject_ref"),
 )
+
+#: Each device's last known state (``remon.telemetry/1``); each value keeps its own time.
+device_telemetry = sa.Table(
+    "device_telemetry",
+    metadata,
+    sa.Column("device_key", sa.String(400), primary_key=True),
+    sa.Column("site", sa.String(63), nullable=False),
+    sa.Column("device_id", sa.String(63), nullable=False),
+    sa.Column("battery_pct", sa.SmallInteger(), nullable=True),
+    sa.Column("battery_at", UTCDateTime(), nullable=True),
+    sa.Column("rssi_dbm", sa.SmallInteger(), nullable=True),
+    sa.Column("rssi_at", UTCDateTime(), nullable=True),
+    sa.Column("link", sa.String(16), nullable=True),
+    sa.Column("link_at", UTCDateTime(), nullable=True),
+    sa.Column("clock_offset_s", sa.Float(), nullable=True),
+    sa.Column("clock_at", UTCDateTime(), nullable=True),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+)

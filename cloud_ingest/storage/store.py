@@ -65,6 +65,7 @@ from cloud_ingest.storage.records import (
     StoredReading,
     StoreOutcome,
     TeamThresholdRecord,
+    TelemetryIn,
     UnroutedSubject,
 )
 
@@ -72,6 +73,15 @@ from cloud_ingest.storage.records import (
 IN_CHUNK: Final = 900
 _ACTIVE: Final = ("open", "acknowledged")
 _RETRIABLE_SQLSTATES: Final = frozenset({"40001", "40P01", "23505"})
+#: device_telemetry: each value column and the column of its time.
+_TELEMETRY_VALUES: Final = {
+    "battery_pct": "battery_at",
+    "rssi_dbm": "rssi_at",
+    "link": "link_at",
+    "clock_offset_s": "clock_at",
+}
+#: The telemetry listed beside a device's bindings.
+_LISTED_TELEMETRY: Final = ("battery_pct", "battery_at", "rssi_dbm", "rssi_at", "link", "link_at")
 
 R = TypeVar("R")
 
@@ -221,6 +231,55 @@ class WriteTx:
             where=t.sites.c.at <= ins.excluded.at,
         )
         self.conn.execute(stmt, [latest[k] for k in sorted(latest)])
+
+    def upsert_telemetry(self, rows: Sequence[TelemetryIn]) -> None:
+        """Each device's last known battery, RSSI, link and clock offset.
+
+        Each value is replaced only by a newer one (by the sample's hub time), so samples that
+        arrive out of order, twice, or from concurrent workers leave the newest of each.
+        """
+        latest: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            env = r.envelope
+            key = env.device.key
+            row = latest.setdefault(
+                key,
+                {"device_key": key, **dict.fromkeys(_TELEMETRY_VALUES.values()), "at": None},
+            )
+            for w in env.samples:
+                s = w.telemetry
+                if row["at"] is None or s.at >= row["at"]:
+                    row["at"] = s.at
+                    row["site"], row["device_id"] = env.site, env.device_id
+                for name, at_col in _TELEMETRY_VALUES.items():
+                    value = getattr(s, name)
+                    if value is not None and (row[at_col] is None or s.at >= row[at_col]):
+                        row[name] = value.value if name == "link" else value
+                        row[at_col] = s.at
+            row["received_at"] = r.received_at
+        if not latest:
+            return
+        tbl = t.device_telemetry
+        ins = self._insert(tbl)
+        newer = {
+            at_col: sa.and_(
+                ins.excluded[at_col].is_not(None),
+                sa.or_(tbl.c[at_col].is_(None), ins.excluded[at_col] >= tbl.c[at_col]),
+            )
+            for at_col in _TELEMETRY_VALUES.values()
+        }
+        set_: dict[str, Any] = {"received_at": ins.excluded.received_at}
+        for name, at_col in _TELEMETRY_VALUES.items():
+            for col in (name, at_col):
+                set_[col] = sa.case((newer[at_col], ins.excluded[col]), else_=tbl.c[col])
+        # the site and topic id follow the link state (a device reported by another hub)
+        for col in ("site", "device_id"):
+            set_[col] = sa.case((newer["link_at"], ins.excluded[col]), else_=tbl.c[col])
+        stmt = ins.on_conflict_do_update(index_elements=["device_key"], set_=set_)
+        self.conn.execute(
+            stmt,
+            [{k: v for k, v in latest[key].items() if k != "at"} for key in sorted(latest)],
+        )
 
     def stored_facts(self, obs_ids: Iterable[str]) -> dict[str, ReadingFacts]:
         """What is stored for these reading ids: time, value, comparator, absent reason."""
@@ -871,8 +930,11 @@ class Storage:
     def device_subjects(
         self, *, subject_ref: str | None = None, device_key: str | None = None, limit: int = 100
     ) -> list[DeviceSubjectRecord]:
-        ds = t.device_subjects
-        stmt = sa.select(ds)
+        """Devices per subject, each with its last known telemetry (None when none came)."""
+        ds, dt = t.device_subjects, t.device_telemetry
+        stmt = sa.select(ds, *(dt.c[c] for c in _LISTED_TELEMETRY)).outerjoin(
+            dt, dt.c.device_key == ds.c.device_key
+        )
         if subject_ref is not None:
             stmt = stmt.where(ds.c.subject_ref == subject_ref)
         if device_key is not None:

@@ -59,6 +59,7 @@ CHARACTERISTICS: Final[Mapping[int, Characteristic]] = {
         Characteristic(0x2A5F, "PLX Continuous Measurement", _V, "decode_plx_continuous"),
         Characteristic(0x2A60, "PLX Features", _V, "decode_plx_features"),
         Characteristic(0x2A2B, "Current Time", _V, "decode_current_time"),
+        Characteristic(0x2A19, "Battery Level", _V, "decode_battery_level"),
         Characteristic(0x2A29, "Manufacturer Name String", _V, "decode_dis_string"),
         Characteristic(0x2A24, "Model Number String", _V, "decode_dis_string"),
         Characteristic(0x2A25, "Serial Number String", _V, "decode_dis_string"),

@@ -62,6 +62,7 @@ __all__ = [
     "WeightMeasurement",
     "WeightScaleFeature",
     "WeightScaleFeatureBit",
+    "decode_battery_level",
     "decode_blood_pressure",
     "decode_body_composition",
     "decode_current_time",
@@ -73,6 +74,7 @@ __all__ = [
     "decode_temperature",
     "decode_weight",
     "decode_weight_scale_feature",
+    "encode_battery_level",
     "encode_blood_pressure",
     "encode_body_composition",
     "encode_current_time",
@@ -1176,6 +1178,28 @@ def encode_current_time(value: CurrentTime) -> bytes:
     adjust |= _reserved(value.reserved_adjust_reason_bits, _ADJUST_DEFINED, 1, "reserved bits")
     w.uint(adjust, 1, "adjust reason")
     return w.bytes()
+
+
+# --- Battery Level 0x2A19 (Battery Service 0x180F) -------------------------------------------
+
+
+def decode_battery_level(data: bytes) -> int:
+    """Battery charge in percent: one uint8, 0-100 (Battery Service 1.0, Battery Level).
+
+    101-255 are not a percentage; they are refused, not clamped to 100.
+    """
+    r = Reader(data)
+    level = r.u8("battery level")
+    if level > 100:
+        raise DecodeError(0, f"battery level 0-100 %, got {level}", field="battery level")
+    r.end()
+    return level
+
+
+def encode_battery_level(percent: int) -> bytes:
+    if not 0 <= percent <= 100:
+        raise EncodeError(f"battery level {percent} is not 0-100")
+    return bytes([percent])
 
 
 # --- Device Information 0x180A strings --------------------------------------------------------

@@ -78,6 +78,8 @@ from device_profiles.gatt.vitals import (
 from device_profiles.observation import CLOCK_OFFSET_FLAG_LIMIT
 
 __all__ = [
+    "BATTERY_LEVEL_UUID",
+    "BATTERY_SERVICE_UUID",
     "BLOOD_PRESSURE_UUID",
     "BODY_COMPOSITION_UUID",
     "CUFF_PRESSURE_UUID",
@@ -120,6 +122,9 @@ SERIAL_UUID: Final = 0x2A25
 FIRMWARE_UUID: Final = 0x2A26
 DIS_UUIDS: Final = (MANUFACTURER_UUID, MODEL_UUID, SERIAL_UUID, FIRMWARE_UUID)
 CURRENT_TIME_UUID: Final = 0x2A2B
+#: Battery Service and its Battery Level (percent), read by every BLE source when present.
+BATTERY_SERVICE_UUID: Final = 0x180F
+BATTERY_LEVEL_UUID: Final = 0x2A19
 BLOOD_PRESSURE_UUID: Final = 0x2A35
 CUFF_PRESSURE_UUID: Final = 0x2A36
 TEMPERATURE_UUID: Final = 0x2A1C

@@ -124,7 +124,8 @@ def list_devices(
     device_key: Annotated[str | None, Query(min_length=1, max_length=400)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeviceSubjectOut]:
-    """Which devices reported for which subject, first and last seen (as the hubs bound them).
+    """Which devices reported for which subject, first and last seen (as the hubs bound them),
+    with each device's last known battery, signal strength and link state (device telemetry).
     Staff name a subject of their teams; admins may list all or follow one device."""
     if device_key is not None and subject is None:
         who.require_admin("following a device across subjects")
