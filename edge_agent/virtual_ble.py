@@ -794,6 +794,8 @@ class VirtualVitalsPeripheral(VirtualPeripheral):
         self.current = self.make_device(n)
 
     def read(self, uuid: int) -> bytes:
+        if uuid == BATTERY_LEVEL:
+            return super().read(uuid)  # the peripheral's battery, not the session's device
         dev = self.current
         if dev is None:
             raise _refused(uuid)

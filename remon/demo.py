@@ -501,6 +501,7 @@ def _print_summary(service: IngestService, agents: list[Agent], elapsed: float) 
     ble = [src.stats for a in agents for src in a.ble_sources]
     if ble:
         line += f" · BLE sessions {sum(b.sessions for b in ble)}"
+        line += f" · telemetry {sum(a.stats.telemetry_queued for a in agents)}"
     blows = sum(a.signal.stats.blows for a in agents)
     events = sum(a.stats.events_queued for a in agents)
     line += (
@@ -535,6 +536,17 @@ def _final_summary(service: IngestService, data_dir: Path, database: str, token:
     for e in missed[:3]:
         sched = e.scheduled_time.isoformat(timespec="minutes") if e.scheduled_time else "?"
         print(f"  [missed] {e.subject_ref}: dose {e.dose_id} scheduled {sched}", flush=True)
+    reporting = [d for d in service.storage.device_subjects(limit=1000) if d.link is not None]
+    if reporting:  # BLE devices: serial and simulated ones send no telemetry
+        print(f"  device telemetry from {len(reporting)} BLE devices, e.g.:", flush=True)
+    for dev in sorted(reporting, key=lambda d: (d.site, d.device_id))[:6]:
+        battery = f"battery {dev.battery_pct} %" if dev.battery_pct is not None else "no battery"
+        rssi = f"RSSI {dev.rssi_dbm} dBm" if dev.rssi_dbm is not None else "RSSI unknown"
+        print(
+            f"  [device] {dev.site}/{dev.device_id} ({dev.subject_ref}): {battery}, {rssi}, "
+            f"link {dev.link}",
+            flush=True,
+        )
     for d in service.list_dead_letters(limit=1):
         print(f"  dead letter from {d.topic}: {d.code} at {d.path}: {d.detail}", flush=True)
     if database.startswith("sqlite"):

@@ -272,6 +272,36 @@ def test_device_telemetry_keeps_the_newest_of_each_value_whatever_the_arrival_or
     assert r.status_code == 404
 
 
+def test_one_batch_with_telemetry_of_several_devices_in_different_shapes(w: World) -> None:
+    """A demo run found it: rows of one batch carry different fields (battery only, link only)."""
+    shapes = [
+        {"battery_pct": 12},
+        {"link": LinkState.DISCONNECTED},
+        {"rssi_dbm": -90, "clock_offset_s": 2.5},
+    ]
+    batch: list[RawMessage] = []
+    for i, fields in enumerate(shapes):
+        batch += raw([reading(1, 5.0)], subject="p1", serial=f"SN{i}")
+        msgs = encode_telemetry(
+            site="home-p1",
+            device_id=f"meter-{i}",
+            device=DeviceIdentity(manufacturer="Acme", model="G1", serial=f"SN{i}"),
+            subject=Subject(kind="patient", ref="p1"),
+            samples=[DeviceTelemetry(at=T0, **fields)],  # type: ignore[arg-type]
+            created_at=T0,
+        )
+        batch += [RawMessage(topic=m.topic, payload=m.payload, received_at=T0) for m in msgs]
+    result = w.service.ingest_batch(batch)
+    assert (result.telemetry_samples, result.dead_letters) == (3, 0)
+    rows = w.client.get("/api/v1/devices", params={"subject": "p1"}, headers=w.north).json()
+    got = {r["device_key"]: (r["battery_pct"], r["link"], r["rssi_dbm"]) for r in rows}
+    assert got == {
+        "Acme|G1|SN0": (12, None, None),
+        "Acme|G1|SN1": (None, "disconnected", None),
+        "Acme|G1|SN2": (None, None, -90),
+    }
+
+
 def test_bad_telemetry_is_dead_lettered_with_its_path_and_the_batch_goes_on(w: World) -> None:
     good = telemetry([DeviceTelemetry(at=T0, link=LinkState.CONNECTED, battery_pct=55)])
     body = json.loads(good[0].payload)

@@ -123,6 +123,13 @@ def test_demo_raises_alerts_visible_through_the_api(tmp_path: Path) -> None:
         assert str(a["subject_ref"]).startswith("demo-patient-")
     assert "private Mosquitto" in output
     assert "open alerts" in output
+    # device telemetry from the virtual BLE peripherals: battery, signal and link at the cloud
+    assert re.search(
+        r"\[device\] \S+ \(demo-patient-\d+\): battery \d+ %, RSSI -?\d+ dBm, "
+        r"link (connected|disconnected)",
+        output,
+    ), output
+    assert re.search(r"\[device\] \S+/ble-bp \(\S+\): battery \d+ %", output), output
     assert "Traceback" not in output
 
 

@@ -244,7 +244,12 @@ class WriteTx:
             key = env.device.key
             row = latest.setdefault(
                 key,
-                {"device_key": key, **dict.fromkeys(_TELEMETRY_VALUES.values()), "at": None},
+                {
+                    "device_key": key,
+                    **dict.fromkeys(_TELEMETRY_VALUES),  # every column, so rows share a shape
+                    **dict.fromkeys(_TELEMETRY_VALUES.values()),
+                    "at": None,
+                },
             )
             for w in env.samples:
                 s = w.telemetry
