@@ -31,7 +31,7 @@ from device_profiles.gatt.sim_glucose_meter import MeterFaults, VirtualGlucoseMe
 from device_profiles.gatt.sim_vitals_device import VirtualVitalsDevice, VitalsFaults
 from device_profiles.observation import DeviceIdentity, Observation, QualityFlag
 from device_profiles.telemetry import RSSI_MAX_DBM, RSSI_MIN_DBM, DeviceTelemetry, LinkState
-from edge_agent.ble import BleConnector, BleSettings, DeviceNotFound
+from edge_agent.ble import BleConnector, BleSettings, DeviceNotFound, usable_rssi
 from edge_agent.ble_sources import (
     BleDeviceSpec,
     CgmSource,
@@ -345,6 +345,16 @@ def test_a_session_reports_battery_signal_and_link_state_as_telemetry(tmp_path: 
     assert before <= up.at <= down.at <= after
     assert len(cap.observations) == 3  # telemetry is beside the readings, not instead of them
     assert cap.rejects == []
+
+
+@pytest.mark.parametrize(
+    ("said", "kept"),
+    [(None, None), (127, None), (21, None), (-128, None), (20, 20), (-127, -127), (-60, -60)],
+)
+def test_rssi_outside_bluetooths_range_is_unknown_not_clamped(
+    said: int | None, kept: int | None
+) -> None:
+    assert usable_rssi(said) == kept
 
 
 def test_a_battery_level_past_100_is_kept_as_a_reject_not_clamped(tmp_path: Path) -> None:
