@@ -38,7 +38,13 @@ from edge_agent.simulators import SIMULATORS, SimSettings, SimulatedDevice, sim_
 from edge_agent.sources import BoundDevice, DeviceSource, DeviceUnavailable
 from gateway.outbox import Outbox
 from gateway.relay import Relay, RelayConfig, RelayStats
-from gateway.wire import Subject, encode_events, encode_observations, encode_telemetry
+from gateway.wire import (
+    OutboundMessage,
+    Subject,
+    encode_events,
+    encode_observations,
+    encode_telemetry,
+)
 
 log = logging.getLogger("remon.agent")
 
@@ -368,8 +374,6 @@ class Agent:
     async def _sink(
         self, device: BoundDevice, observations: Sequence[Observation], cursor: str | None
     ) -> None:
-        assert self._outbox is not None
-        assert self._relay is not None
         observations = self.derived.process(device.device_id, observations)
         msgs = encode_observations(
             site=self.config.agent.site,
@@ -380,14 +384,10 @@ class Agent:
             created_at=self._clock(),
         )
         cursors = {cursor_key(device.device_id): cursor} if cursor is not None else None
-        await asyncio.to_thread(self._outbox.put_many, msgs, cursors=cursors)
+        await self._queue(msgs, cursors)
         self.stats.observations_queued += len(observations)
-        self.stats.messages_queued += len(msgs)
-        self._relay.wake()
 
     async def _event_sink(self, device: BoundDevice, events: Sequence[DeviceEvent]) -> None:
-        assert self._outbox is not None
-        assert self._relay is not None
         msgs = encode_events(
             site=self.config.agent.site,
             device_id=device.device_id,
@@ -396,14 +396,10 @@ class Agent:
             events=events,
             created_at=self._clock(),
         )
-        await asyncio.to_thread(self._outbox.put_many, msgs)
+        await self._queue(msgs)
         self.stats.events_queued += len(events)
-        self.stats.messages_queued += len(msgs)
-        self._relay.wake()
 
     async def _telemetry_sink(self, device: BoundDevice, sample: DeviceTelemetry) -> None:
-        assert self._outbox is not None
-        assert self._relay is not None
         msgs = encode_telemetry(
             site=self.config.agent.site,
             device_id=device.device_id,
@@ -412,8 +408,16 @@ class Agent:
             samples=[sample],
             created_at=self._clock(),
         )
-        await asyncio.to_thread(self._outbox.put_many, msgs)
+        await self._queue(msgs)
         self.stats.telemetry_queued += 1
+
+    async def _queue(
+        self, msgs: Sequence[OutboundMessage], cursors: dict[str, str] | None = None
+    ) -> None:
+        """Commit messages (and a source's cursor) to the outbox, then wake the relay."""
+        assert self._outbox is not None
+        assert self._relay is not None
+        await asyncio.to_thread(self._outbox.put_many, msgs, cursors=cursors)
         self.stats.messages_queued += len(msgs)
         self._relay.wake()
 
