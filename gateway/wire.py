@@ -835,10 +835,17 @@ def _check_ids(
 
 
 def _decode_obs_v1(site_t: str, device_t: str, doc: Mapping[str, Any]) -> Envelope:
-    r, msg_id, created_at, items = _decode_head(SCHEMA_OBS_V1, site_t, device_t, doc, _OBS_ITEMS)
+    head = _fast_obs_head(site_t, device_t, doc)
+    if head is None:
+        r, msg_id, created_at, items = _decode_head(
+            SCHEMA_OBS_V1, site_t, device_t, doc, _OBS_ITEMS
+        )
+        id_base = _obs_id_base(r.device)
+    else:
+        r, msg_id, created_at, items, id_base = head
     device = r.device
     observations = tuple(
-        _fast_obs(device, raw) or _decode_obs(device, raw, f"observations[{i}]")
+        _fast_obs(device, raw, id_base) or _decode_obs(device, raw, f"observations[{i}]")
         for i, raw in enumerate(items)
     )
     ids = [o.obs_id for o in observations]
@@ -853,6 +860,99 @@ def _decode_obs_v1(site_t: str, device_t: str, doc: Mapping[str, Any]) -> Envelo
         created_at=created_at,
         observations=observations,
     )
+
+
+#: Decoded devices (with the start of their readings' id digest) and subjects by their fields:
+#: a fleet sends the same few thousand again and again. Values are immutable; the caches are
+#: emptied when full.
+_CACHE_LIMIT: Final = 4096
+_DEVICES: dict[tuple[str, str, str, str | None, str], tuple[DeviceIdentity, Any]] = {}
+_SUBJECTS: dict[tuple[str, str], Subject] = {}
+
+
+def _obs_id_base(device: DeviceIdentity) -> Any:
+    """SHA-256 fed with what :func:`observation_id` hashes before the record key."""
+    return hashlib.sha256(f"obs\x1f{device.key}\x1f".encode())
+
+
+def _text(v: Any, max_len: int = MAX_TEXT) -> bool:
+    return type(v) is str and 0 < len(v) <= max_len
+
+
+def _fast_obs_head(
+    site_t: str, device_t: str, doc: Mapping[str, Any]
+) -> tuple[_Route, str, datetime, list[Any], Any] | None:
+    """:func:`_decode_head` for the common case, with cached devices and subjects; None sends
+    the message the careful way (which names the defect). Also returns the id digest base."""
+    g: Callable[[str], Any] = doc.get
+    msg_id, site, device_id, dev, subj = (
+        g("msg_id"),
+        g("site"),
+        g("device_id"),
+        g("device"),
+        g("subject"),
+    )
+    created, items = g("created_at"), g("observations")
+    if not (
+        type(msg_id) is str
+        and len(msg_id) == 32
+        and _HEX32_RE.match(msg_id)
+        and type(site) is str
+        and site == site_t
+        and type(device_id) is str
+        and device_id == device_t
+        and type(dev) is dict
+        and type(subj) is dict
+        and _text(created, 40)
+        and type(items) is list
+        and 1 <= len(items) <= MAX_OBSERVATIONS
+    ):
+        return None
+    dg: Callable[[str], Any] = dev.get
+    key = (dg("manufacturer"), dg("model"), dg("serial"), dg("firmware"), dg("transport"))
+    cached = _DEVICES.get(key) if all(type(v) is str or v is None for v in key) else None
+    if cached is None:
+        manufacturer, model, serial, firmware, transport = key
+        if not (
+            _text(manufacturer)
+            and _text(model)
+            and _text(serial)
+            and _opt_text(firmware)
+            and _text(transport)
+        ):
+            return None
+        device = DeviceIdentity(
+            manufacturer=manufacturer,
+            model=model,
+            serial=serial,
+            firmware=firmware,
+            transport=transport,
+        )
+        cached = (device, _obs_id_base(device))
+        if len(_DEVICES) >= _CACHE_LIMIT:
+            _DEVICES.clear()
+        _DEVICES[key] = cached
+    kind, ref = subj.get("kind"), subj.get("ref")
+    if not (type(kind) is str and type(ref) is str):
+        return None
+    subject = _SUBJECTS.get((kind, ref))
+    if subject is None:
+        if not (kind in SUBJECT_KINDS and _text(ref)):
+            return None
+        subject = Subject(kind=kind, ref=ref)  # type: ignore[arg-type]
+        if len(_SUBJECTS) >= _CACHE_LIMIT:
+            _SUBJECTS.clear()
+        _SUBJECTS[(kind, ref)] = subject
+    try:
+        t = datetime.fromisoformat(created)
+        if t.tzinfo is not UTC:
+            if t.tzinfo is None or t.utcoffset() is None:
+                return None
+            t = t.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+    route = _Route(SCHEMA_OBS_V1, site, device_id, cached[0], subject)
+    return route, msg_id, t, items, cached[1]
 
 
 _ABSENT: Final[Mapping[str, AbsentReason]] = {r.value: r for r in AbsentReason}
@@ -878,11 +978,12 @@ def _opt_number(v: Any) -> bool:
         return False
 
 
-def _fast_obs(device: DeviceIdentity, o: Any) -> WireObservation | None:
+def _fast_obs(device: DeviceIdentity, o: Any, id_base: Any = None) -> WireObservation | None:
     """The common case, checked with few calls; None sends the item to :func:`_decode_obs`.
 
     Accepts a subset of what :func:`_decode_obs` accepts and builds the same value (a test holds
     the two to that); anything unusual or wrong goes the careful way, which names the defect.
+    ``id_base`` is :func:`_obs_id_base` of ``device`` (computed here when not given).
     """
     if type(o) is not dict:
         return None
@@ -909,9 +1010,24 @@ def _fast_obs(device: DeviceIdentity, o: Any) -> WireObservation | None:
         and _opt_text(device_time, 40)
         and _opt_number(offset)
         and type(quality) is list
-        and all(type(q) is str and q in _QUALITY for q in quality)
     ):
         return None
+    if not quality:
+        flags = _NO_QUALITY
+    else:
+        qkey = tuple(quality)
+        if all(type(q) is str for q in qkey):
+            cached_flags = _QUALITY_SETS.get(qkey)
+            if cached_flags is None:
+                if not all(q in _QUALITY for q in qkey):
+                    return None
+                cached_flags = frozenset(_QUALITY[q] for q in qkey)
+                if len(_QUALITY_SETS) >= _CACHE_LIMIT:
+                    _QUALITY_SETS.clear()
+                _QUALITY_SETS[qkey] = cached_flags
+            flags = cached_flags
+        else:
+            return None
     pg = prov.get
     source, orig_value, orig_unit, raw = (
         pg("source"),
@@ -929,31 +1045,55 @@ def _fast_obs(device: DeviceIdentity, o: Any) -> WireObservation | None:
         return None
     try:
         t = datetime.fromisoformat(eff)
-        if t.tzinfo is None or t.utcoffset() is None:
-            return None
-        observation = Observation(
-            measure=measure,
-            unit=unit,
-            effective_time=t.astimezone(UTC),
-            record_key=record_key,
-            provenance=Provenance(
+        if t.tzinfo is not UTC:  # already UTC (a "Z" or "+00:00" time): nothing to convert
+            if t.tzinfo is None or t.utcoffset() is None:
+                return None
+            t = t.astimezone(UTC)
+        if orig_value is None and raw is None:
+            # the usual provenance (a source, perhaps the original unit): one shared value
+            pkey = (source, orig_unit)
+            provenance = _PROVENANCES.get(pkey)
+            if provenance is None:
+                provenance = Provenance(source=source, original_unit=orig_unit)
+                if len(_PROVENANCES) >= _CACHE_LIMIT:
+                    _PROVENANCES.clear()
+                _PROVENANCES[pkey] = provenance
+        else:
+            provenance = Provenance(
                 source=source,
                 original_value=None if orig_value is None else float(orig_value),
                 original_unit=orig_unit,
                 raw=raw,
-            ),
+            )
+        observation = Observation(
+            measure=measure,
+            unit=unit,
+            effective_time=t,
+            record_key=record_key,
+            provenance=provenance,
             value=None if value is None else float(value),
-            comparator=cast(Comparator | None, comparator),
+            comparator=cast("Comparator | None", comparator),
             absent_reason=None if absent is None else _ABSENT[absent],
             device_time=device_time,
             clock_offset_s=None if offset is None else float(offset),
-            quality=frozenset(_QUALITY[q] for q in quality),
+            quality=flags,
         )
     except (ValueError, OverflowError, ObservationError):
         return None
-    if obs_id != observation_id(device, record_key, measure):
-        return None
+    if id_base is None:
+        if obs_id != observation_id(device, record_key, measure):
+            return None
+    else:
+        h = id_base.copy()
+        h.update(f"{record_key}\x1f{measure}\x1f".encode())
+        if obs_id != h.hexdigest()[:32]:
+            return None
     return WireObservation(obs_id=obs_id, observation=observation)
+
+
+_NO_QUALITY: Final[frozenset[QualityFlag]] = frozenset()
+_QUALITY_SETS: dict[tuple[str, ...], frozenset[QualityFlag]] = {}
+_PROVENANCES: dict[tuple[str, str | None], Provenance] = {}
 
 
 def _decode_obs(device: DeviceIdentity, raw: Any, path: str) -> WireObservation:

@@ -372,3 +372,52 @@ def test_fast_path_agrees_with_the_careful_decoder(
         careful = None
     # same value when both accept; the fast path declines exactly what the careful one refuses
     assert fast == careful
+
+
+_HEAD_FIELDS = ["msg_id", "site", "device_id", "device", "subject", "created_at", "observations"]
+_DEVICE_FIELDS = ["manufacturer", "model", "serial", "firmware", "transport"]
+
+
+@given(
+    st.dictionaries(st.sampled_from(_HEAD_FIELDS), _ODD_VALUES, max_size=2),
+    st.dictionaries(st.sampled_from(_DEVICE_FIELDS), _ODD_VALUES, max_size=2),
+    st.dictionaries(st.sampled_from(["kind", "ref"]), _ODD_VALUES, max_size=1),
+    st.sampled_from(
+        ["2026-11-22T08:00:00Z", "2026-11-22T10:00:00+02:00", "2026-11-22T08:00:00", "x"]
+    ),
+)
+def test_fast_header_agrees_with_the_careful_decoder(
+    changes: dict[str, object],
+    dev_changes: dict[str, object],
+    subj_changes: dict[str, object],
+    created: str,
+) -> None:
+    """The cached header path accepts a subset of what the careful one accepts, with the same
+    routing fields, and its reading-id digest base gives the same ids."""
+    doc = json.loads(GOOD.payload)
+    doc["created_at"] = created
+    doc["device"].update(dev_changes)
+    doc["subject"].update(subj_changes)
+    doc.update(changes)
+    fast = wire._fast_obs_head("home-1", "gm1", doc)
+    try:
+        careful = wire._decode_head(wire.SCHEMA_OBS_V1, "home-1", "gm1", doc, wire._OBS_ITEMS)
+    except WireError:
+        careful = None
+    if fast is None:
+        return  # declined: the careful path decides (and names any defect)
+    assert careful is not None
+    route, msg_id, created_at, items, id_base = fast
+    assert (route, msg_id, created_at, items) == careful
+    for o in items:
+        if isinstance(o, dict) and isinstance(o.get("record_key"), str):
+            h = id_base.copy()
+            h.update(f"{o['record_key']}\x1f{o.get('measure')}\x1f".encode())
+            want = wire.observation_id(route.device, o["record_key"], str(o.get("measure")))
+            assert h.hexdigest()[:32] == want
+
+
+def test_the_fast_header_takes_an_ordinary_message() -> None:
+    head = wire._fast_obs_head("home-1", "gm1", json.loads(GOOD.payload))
+    assert head is not None
+    assert head[0].device == METER

@@ -105,6 +105,8 @@ TimeFn = Callable[[datetime], Any]
 
 
 def _check_aware(dt: datetime) -> datetime:
+    if dt.tzinfo is UTC:  # the usual case (the wire decoder normalises to UTC)
+        return dt
     if dt.utcoffset() is None:
         raise ValueError(f"naive datetime {dt.isoformat()} given to a UTC column")
     return dt

@@ -102,6 +102,41 @@ def _row(cls: type[R], row: Any) -> R:
     return cls(**row._asdict())
 
 
+def _utc_param(dt: datetime) -> datetime:
+    """A UTC column's parameter as :class:`~.schema.UTCDateTime` binds it on PostgreSQL."""
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise ValueError(f"naive datetime {dt.isoformat()} given to a UTC column")
+    return dt.astimezone(UTC)
+
+
+#: Side tables of the ingest hot path on PostgreSQL: one statement per batch, rows as arrays.
+_PG_UPSERT_DEVICE_SUBJECTS: Final = (
+    "INSERT INTO device_subjects (device_key, subject_ref, site, device_id, first_seen, last_seen) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], "
+    "%s::timestamptz[], %s::timestamptz[]) "
+    "ON CONFLICT (device_key, subject_ref) DO UPDATE SET "
+    "site = excluded.site, device_id = excluded.device_id, "
+    "first_seen = CASE WHEN excluded.first_seen < device_subjects.first_seen "
+    "THEN excluded.first_seen ELSE device_subjects.first_seen END, "
+    "last_seen = CASE WHEN excluded.last_seen > device_subjects.last_seen "
+    "THEN excluded.last_seen ELSE device_subjects.last_seen END"
+)
+_PG_INSERT_ALERT_EVENTS: Final = (
+    "INSERT INTO alert_events (alert_id, at, action, actor, note) "
+    "SELECT alert_id, at, action, actor, note "
+    "FROM unnest(%s::int8[], %s::timestamptz[], %s::text[], %s::text[], %s::text[]) "
+    "WITH ORDINALITY AS e(alert_id, at, action, actor, note, n) ORDER BY n"
+)
+_PG_UPSERT_LAST_SEEN: Final = (
+    "INSERT INTO stream_last_seen (subject_ref, stream, newest_time, newest_obs_id, simulated) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::bool[]) "
+    "ON CONFLICT (subject_ref, stream) DO UPDATE SET "
+    "newest_time = excluded.newest_time, newest_obs_id = excluded.newest_obs_id, "
+    "simulated = excluded.simulated "
+    "WHERE excluded.newest_time > stream_last_seen.newest_time"
+)
+
+
 class WriteTx:
     """One write transaction (see :meth:`Storage.write`)."""
 
@@ -404,6 +439,26 @@ class WriteTx:
         """Move each stream's newest reading forward (an older reading never moves it back)."""
         if not rows:
             return
+        ordered = sorted(rows, key=lambda r: (r.subject_ref, r.stream))
+        if self._dialect == "postgresql":
+            # One statement for the batch (not one per row). Rows applied one after another
+            # leave the first of a stream's newest rows: the same row is sent alone.
+            merged: dict[tuple[str, str], LastSeen] = {}
+            for r in ordered:
+                cur = merged.get((r.subject_ref, r.stream))
+                if cur is None or r.newest_time > cur.newest_time:
+                    merged[(r.subject_ref, r.stream)] = r
+            self.conn.exec_driver_sql(
+                _PG_UPSERT_LAST_SEEN,
+                (
+                    [r.subject_ref for r in merged.values()],
+                    [r.stream for r in merged.values()],
+                    [_utc_param(r.newest_time) for r in merged.values()],
+                    [r.newest_obs_id for r in merged.values()],
+                    [r.simulated for r in merged.values()],
+                ),
+            )
+            return
         tbl = t.stream_last_seen
         ins = self._insert(tbl)
         stmt = ins.on_conflict_do_update(
@@ -421,7 +476,7 @@ class WriteTx:
                     "newest_obs_id": r.newest_obs_id,
                     "simulated": r.simulated,
                 }
-                for r in sorted(rows, key=lambda r: (r.subject_ref, r.stream))
+                for r in ordered
             ],
         )
 
@@ -459,6 +514,29 @@ class WriteTx:
         """Widen each (device, subject) pair's first/last seen to cover these rows."""
         if not rows:
             return
+        ordered = sorted(rows, key=lambda r: (r.device_key, r.subject_ref))
+        if self._dialect == "postgresql":
+            # One statement for the batch (not one per row). Rows of one pair applied one after
+            # another widen its span and leave the last site and device id: so does their merge.
+            merged: dict[tuple[str, str], tuple[str, str, datetime, datetime]] = {}
+            for r in ordered:
+                first, last = _utc_param(r.first_seen), _utc_param(r.last_seen)
+                cur = merged.get((r.device_key, r.subject_ref))
+                if cur is not None:
+                    first, last = min(first, cur[2]), max(last, cur[3])
+                merged[(r.device_key, r.subject_ref)] = (r.site, r.device_id, first, last)
+            self.conn.exec_driver_sql(
+                _PG_UPSERT_DEVICE_SUBJECTS,
+                (
+                    [k[0] for k in merged],
+                    [k[1] for k in merged],
+                    [v[0] for v in merged.values()],
+                    [v[1] for v in merged.values()],
+                    [v[2] for v in merged.values()],
+                    [v[3] for v in merged.values()],
+                ),
+            )
+            return
         tbl = t.device_subjects
         ins = self._insert(tbl)
         stmt = ins.on_conflict_do_update(
@@ -487,7 +565,7 @@ class WriteTx:
                     "first_seen": r.first_seen,
                     "last_seen": r.last_seen,
                 }
-                for r in sorted(rows, key=lambda r: (r.device_key, r.subject_ref))
+                for r in ordered
             ],
         )
 
@@ -591,6 +669,12 @@ class WriteTx:
         """Update alerts by ``id``; every row must carry the same columns."""
         if not rows:
             return
+        if len(rows) > 1:
+            # Rules update one alert once per reading that touches it; applied in order, the
+            # last row of each alert is what stays, so only that one is sent.
+            last = {r["id"]: r for r in rows}
+            if len(last) < len(rows):
+                rows = list(last.values())
         cols = [c for c in rows[0] if c != "id"]
         stmt = (
             sa.update(t.alerts)
@@ -601,6 +685,22 @@ class WriteTx:
 
     def insert_alert_events(self, rows: Sequence[AlertEventIn], new_ids: Sequence[int]) -> None:
         if not rows:
+            return
+        if self._dialect == "postgresql":
+            # one statement for the batch; ids are drawn in row order, as one per row would
+            self.conn.exec_driver_sql(
+                _PG_INSERT_ALERT_EVENTS,
+                (
+                    [
+                        e.alert_id if e.alert_id is not None else new_ids[e.alert_index or 0]
+                        for e in rows
+                    ],
+                    [_utc_param(e.at) for e in rows],
+                    [e.action for e in rows],
+                    [e.actor for e in rows],
+                    [e.note for e in rows],
+                ),
+            )
             return
         values = []
         for e in rows:
