@@ -729,15 +729,11 @@ def decode_observations(topic: str, payload: bytes) -> Envelope:
 
 def decode_events(topic: str, payload: bytes) -> EventEnvelope:
     """Decode and validate one device-event message; raise :class:`WireError` on any defect."""
-    site_t, device_t = parse_event_topic(topic)
-    doc = load_json(payload)
-    _check_schema(doc, ACCEPTED_EVENT_SCHEMAS)
-    r, msg_id, created_at, items = _decode_head(
-        SCHEMA_EVENT_V1, site_t, device_t, doc, _EVENT_ITEMS
+    r, msg_id, created_at, items = _decode_items(
+        parse_event_topic(topic), payload, ACCEPTED_EVENT_SCHEMAS, SCHEMA_EVENT_V1, _EVENT_ITEMS
     )
     events = tuple(_decode_event(r.device, raw, f"events[{i}]") for i, raw in enumerate(items))
-    ids = [e.event_id for e in events]
-    _check_ids(r, msg_id, ids, _EVENT_ITEMS, WireErrorCode.DUPLICATE_EVENT)
+    _check_ids(r, msg_id, [e.event_id for e in events], _EVENT_ITEMS, WireErrorCode.DUPLICATE_EVENT)
     return EventEnvelope(
         schema=r.schema,
         msg_id=msg_id,
@@ -752,14 +748,15 @@ def decode_events(topic: str, payload: bytes) -> EventEnvelope:
 
 def decode_telemetry(topic: str, payload: bytes) -> TelemetryEnvelope:
     """Decode and validate one telemetry message; raise :class:`WireError` on any defect."""
-    site_t, device_t = parse_telemetry_topic(topic)
-    doc = load_json(payload)
-    _check_schema(doc, ACCEPTED_TELEMETRY_SCHEMAS)
-    r, msg_id, created_at, items = _decode_head(
-        SCHEMA_TELEMETRY_V1, site_t, device_t, doc, _TELEMETRY_ITEMS
+    r, msg_id, created_at, items = _decode_items(
+        parse_telemetry_topic(topic),
+        payload,
+        ACCEPTED_TELEMETRY_SCHEMAS,
+        SCHEMA_TELEMETRY_V1,
+        _TELEMETRY_ITEMS,
     )
     samples = tuple(_decode_sample(r.device, raw, f"samples[{i}]") for i, raw in enumerate(items))
-    ids = [s.sample_id for s in samples]
+    ids = [x.sample_id for x in samples]
     _check_ids(r, msg_id, ids, _TELEMETRY_ITEMS, WireErrorCode.DUPLICATE_SAMPLE)
     return TelemetryEnvelope(
         schema=r.schema,
@@ -771,6 +768,19 @@ def decode_telemetry(topic: str, payload: bytes) -> TelemetryEnvelope:
         created_at=created_at,
         samples=samples,
     )
+
+
+def _decode_items(
+    topic: tuple[str, str],
+    payload: bytes,
+    accepted: frozenset[str],
+    schema: str,
+    spec: _Items[Any],
+) -> tuple[_Route, str, datetime, list[Any]]:
+    """An event or telemetry message up to its unchecked items: JSON, schema, routing fields."""
+    doc = load_json(payload)
+    _check_schema(doc, accepted)
+    return _decode_head(schema, topic[0], topic[1], doc, spec)
 
 
 def _decode_head(
