@@ -219,6 +219,7 @@ class Agent:
             signal=self.signal,
             tz=self._tz,
             clock=self._clock,
+            telemetry=self._telemetry_sink,
         )
         self.serial_sources.append(src)
         return src

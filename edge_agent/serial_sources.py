@@ -44,11 +44,19 @@ from device_profiles.observation import (
     clock_quality,
 )
 from device_profiles.serial import astm, onetouch
+from device_profiles.telemetry import DeviceTelemetry, LinkState
 from edge_agent.pef_blow import BlowQuality
 from edge_agent.registry import DeviceRegistry
 from edge_agent.serial_port import LineSettings, PortLost, SerialLink, open_port
 from edge_agent.signal import Blow, BlowOutcome, BlowRejected, SignalStage
-from edge_agent.sources import BoundDevice, DeviceUnavailable, EventSink, RejectSink, Sink
+from edge_agent.sources import (
+    BoundDevice,
+    DeviceUnavailable,
+    EventSink,
+    RejectSink,
+    Sink,
+    TelemetrySink,
+)
 from firmware_bridges import host as bridge
 from firmware_bridges import messages as bridge_messages
 
@@ -165,8 +173,18 @@ class SerialSource:
         except PortLost as exc:
             self.stats.unplugs += 1
             log.warning("device %s: %s", self.spec.device_id, exc)
-        finally:
+        except asyncio.CancelledError:
             await link.close()
+            raise  # the agent is stopping: its own status says so
+        except BaseException:
+            await link.close()
+            await self._ended()
+            raise
+        await link.close()
+        await self._ended()
+
+    async def _ended(self) -> None:
+        """Hook: the session ended (not by the agent stopping)."""
 
     async def _converse(self, link: SerialLink, sink: Sink, cursor: str | None) -> None:
         raise NotImplementedError
@@ -391,13 +409,21 @@ def build_serial_source(
     signal: SignalStage,
     tz: ZoneInfo,
     clock: Callable[[], datetime] | None = None,
+    telemetry: TelemetrySink | None = None,
 ) -> SerialSource:
     if spec.kind == "serial.glucose-astm":
         return AstmMeterSource(spec, registry=registry, reject=reject, tz=tz, clock=clock)
     if spec.kind == "serial.glucose-onetouch":
         return OneTouchSource(spec, registry=registry, reject=reject, tz=tz, clock=clock)
     return BridgeSource(
-        spec, registry=registry, reject=reject, events=events, signal=signal, tz=tz, clock=clock
+        spec,
+        registry=registry,
+        reject=reject,
+        events=events,
+        signal=signal,
+        tz=tz,
+        clock=clock,
+        telemetry=telemetry,
     )
 
 
@@ -412,7 +438,7 @@ _BOARD_MODEL: Final[dict[bridge_messages.BoardKind, str]] = {
     bridge_messages.BoardKind.KIOSK_PERIPHERAL: "kiosk peripheral bridge",
 }
 
-Pending = Observation | DeviceEvent
+Pending = Observation | DeviceEvent | DeviceTelemetry
 
 
 def _ms(dt: datetime) -> int:
@@ -483,9 +509,11 @@ class BridgeSource(SerialSource):
         signal: SignalStage,
         tz: ZoneInfo,
         clock: Callable[[], datetime] | None = None,
+        telemetry: TelemetrySink | None = None,
     ) -> None:
         super().__init__(spec, registry=registry, reject=reject, tz=tz, clock=clock)
         self._events = events
+        self._telemetry = telemetry
         self._signal = signal
         self._kind = _BOARD_KIND[spec.kind]
         self._offset_ms: int | None = None
@@ -561,6 +589,10 @@ class BridgeSource(SerialSource):
             )
         )
         self._identified = True
+        telemetry = self._link(
+            LinkState.CONNECTED,
+            clock_offset_s=None if ev.rtc_offset_ms is None else ev.rtc_offset_ms / 1000,
+        )
         log.info(
             "device %s: board %s firmware %s, clock offset %s ms",
             self.spec.device_id,
@@ -568,7 +600,29 @@ class BridgeSource(SerialSource):
             ev.firmware,
             ev.rtc_offset_ms,
         )
-        return []
+        return list(telemetry)
+
+    def _link(
+        self, state: LinkState, *, clock_offset_s: float | None = None
+    ) -> list[DeviceTelemetry]:
+        """A telemetry sample of the board's link (and clock), when telemetry is wired."""
+        if self._telemetry is None:
+            return []
+        return [DeviceTelemetry(at=self._clock(), link=state, clock_offset_s=clock_offset_s)]
+
+    async def _ended(self) -> None:
+        if self._identified:
+            self._identified = False
+            for sample in self._link(LinkState.DISCONNECTED):
+                await self._send_telemetry(sample)
+
+    async def _send_telemetry(self, sample: DeviceTelemetry) -> None:
+        """Queue a sample; a failure is logged only (telemetry never ends a session)."""
+        assert self._telemetry is not None
+        try:
+            await self._telemetry(self._bound, sample)
+        except Exception as exc:
+            log.warning("device %s: telemetry not queued: %r", self.spec.device_id, exc)
 
     def _link_state(self, ev: bridge.BoardSilent | bridge.BoardBack) -> list[Pending]:
         """The hub noticed the board go silent / come back: an offline / online event."""
@@ -577,14 +631,16 @@ class BridgeSource(SerialSource):
             return []
         kind = EventKind.OFFLINE if isinstance(ev, bridge.BoardSilent) else EventKind.ONLINE
         log.warning("device %s: board %s", self.spec.device_id, kind.value)
+        state = LinkState.DISCONNECTED if kind is EventKind.OFFLINE else LinkState.CONNECTED
         return [
+            *self._link(state),
             DeviceEvent(
                 kind=kind,
                 event_time=now,
                 record_key=f"hub:{kind.value}@{_ms(now)}",
                 provenance=Provenance(source=f"{self.SOURCE}:hub"),
                 quality=self._quality(),
-            )
+            ),
         ]
 
     def _blow(self, ev: bridge.BlowCurve) -> list[Pending]:
@@ -703,4 +759,7 @@ class BridgeSource(SerialSource):
         if events:
             await self._events(self._bound, events)
             self.stats.events += len(events)
+        samples = [p for p in pending if isinstance(p, DeviceTelemetry)]
+        for sample in samples:
+            await self._send_telemetry(sample)
         pending.clear()

@@ -197,6 +197,13 @@ doses_left = 4
         assert isinstance(sim, DispenserSim)
         src = running.agent.serial_sources[0]
         time.sleep(0.5)
+        # the board's HELLO: its link state as device telemetry, beside its binding
+        (dev,) = service.storage.device_subjects(subject_ref="client-7")
+        assert (dev.device_key, dev.link) == (
+            "remon|medication dispenser bridge|DSP-00000",
+            "connected",
+        )
+        assert running.agent.stats.telemetry_queued >= 1
     missed = service.list_events(subject="client-7", kind="dose_missed")
     assert len(missed) == 1
     m = missed[0]
@@ -282,13 +289,22 @@ port = "usb-remon_height"
 [devices.virtual]
 record_every_s = 0.3
 records = 6
+unplug_after = 6        # frames: pulled out mid-visit and plugged back in
+replug_after_s = 0.5
 """,
         )
     )
-    with RunningAgent(cfg):
+    with RunningAgent(cfg) as running:
         wait_until(
             lambda: len(_obs(service, "body.height", "kiosk-lobby-1")) >= 6, 60, "six heights"
         )
+        src = running.agent.serial_sources[0]
+        # connected, disconnected by the unplug, connected again: each as device telemetry
+        wait_until(lambda: running.agent.stats.telemetry_queued >= 3, 20, "three link samples")
+        wait_until(_drained(running), 20, "the outbox drained")
+        assert src.stats.unplugs >= 1
+        (dev,) = service.storage.device_subjects(subject_ref="kiosk-lobby-1")
+        assert dev.link == "connected"
     stored = _obs(service, "body.height", "kiosk-lobby-1")
     assert len(stored) == 6
     assert {o.subject_kind for o in stored} == {"kiosk-session"}
