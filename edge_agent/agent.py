@@ -105,6 +105,7 @@ class Agent:
             key_file=str(m.key_file) if m.key_file else None,
             keepalive_s=m.keepalive_s,
             window=m.window,
+            status_every_s=m.status_every_s,
         )
 
     def build_source(self, dev: DeviceSection, outbox: Outbox) -> DeviceSource:

@@ -81,6 +81,9 @@ class MqttSection(_Strict):
     key_file: Path | None = None
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
     window: Annotated[int, Field(ge=1, le=10_000)] = 1000
+    #: the retained online status, with the outbox's depth, every this many seconds (0: only
+    #: after each connect)
+    status_every_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
 
     @field_validator("url")
     @classmethod

@@ -127,6 +127,9 @@ class RelayConfig:
     #: counts as a refusal (amqtt reads a v5 CONNECT that carries a will as garbage and never
     #: answers it).
     connack_timeout_s: float = 5.0
+    #: Publish the retained "online" status again this often, with the outbox's depth (what
+    #: support staff check first when a hub's data is late); 0: only after each connect.
+    status_every_s: float = 60.0
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> RelayError:
@@ -144,6 +147,8 @@ class RelayConfig:
             raise bad("need 0 < reject_retry_min_s <= reject_retry_max_s")
         if self.poll_s <= 0 or self.connack_timeout_s <= 0:
             raise bad("poll_s and connack_timeout_s must be positive")
+        if self.status_every_s < 0:
+            raise bad("status_every_s must be >= 0 (0: status only after each connect)")
         if not self.client_id:
             raise bad("client_id must not be empty")
         parse_url(self.url)
@@ -226,6 +231,7 @@ class Relay:
         self._confirmed_since = 0.0
         self._held: dict[int, _Held] = {}  # rejected records waiting for their retry
         self._next_due = float("inf")
+        self._next_status = 0.0  # monotonic time of the next periodic status
         self._cursor = 0
         self._more_rows = True
         self._leased_seq = -1
@@ -384,6 +390,7 @@ class Relay:
         online = self._status("online", at=datetime.now(UTC))
         client.publish(online.topic, online.payload, qos=1, retain=True)
         self._connected = True
+        self._next_status = 0.0  # the worker follows with the outbox's depth
         log.info("MQTT connected to %s (MQTT %s)", self.config.url, self._protocol)
         self._kick.set()
 
@@ -457,6 +464,8 @@ class Relay:
             if self._connected:
                 self._release_held(now)
                 self._fill_window()
+                if self.config.status_every_s > 0 and now >= self._next_status:
+                    self._publish_status(now)
             timeout = self.config.poll_s
             if self._confirmed:
                 timeout = min(timeout, max(0.0, self._confirmed_since + ACK_FLUSH_S - now))
@@ -465,6 +474,28 @@ class Relay:
             if self._connect_started and self._may_fall_back() and not self._ever_connected:
                 deadline = self._connect_started + self.config.connack_timeout_s
                 timeout = min(timeout, max(0.01, deadline - now))
+
+    def _publish_status(self, now: float) -> None:
+        """The retained online status with the outbox's depth (worker thread)."""
+        client = self._client
+        self._next_status = now + self.config.status_every_s
+        if client is None:
+            return
+        try:
+            pending = self.outbox.pending()
+        except Exception as exc:  # a status must never stop the relay
+            log.warning("outbox depth unavailable for the status: %r", exc)
+            return
+        msg = encode_status(
+            AgentStatus(
+                site=self.site,
+                state="online",
+                at=datetime.now(UTC),
+                agent_version=self.agent_version,
+                outbox_pending=pending,
+            )
+        )
+        client.publish(msg.topic, msg.payload, qos=1, retain=True)
 
     def _check_connack_timeout(self, now: float) -> None:
         started = self._connect_started

@@ -196,6 +196,8 @@ class AgentStatus:
     state: Literal["online", "offline"]
     at: datetime | None
     agent_version: str
+    #: messages waiting in the hub's outbox when the status was sent (None: not reported)
+    outbox_pending: int | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -554,6 +556,10 @@ def encode_status(status: AgentStatus) -> OutboundMessage:
     }
     if status.at is not None:
         body["at"] = _iso(status.at)
+    if status.outbox_pending is not None:
+        if status.outbox_pending < 0:
+            raise EncodeError(f"outbox_pending {status.outbox_pending} is negative")
+        body["outbox_pending"] = status.outbox_pending
     payload = json.dumps(body, separators=(",", ":")).encode()
     return OutboundMessage(
         topic=status_topic(status.site),
@@ -1334,4 +1340,5 @@ def decode_status(topic: str, payload: bytes) -> AgentStatus:
         state=state,  # type: ignore[arg-type]
         at=at,
         agent_version=_req_str(doc, "agent_version", ""),
+        outbox_pending=_whole(doc, "outbox_pending", "", 0, 2**53),
     )

@@ -318,8 +318,8 @@ def test_status_online_then_offline_by_last_will(
             assert _status(first)["agent_version"] == "9.9"
             proc.send_signal(signal.SIGKILL)
             proc.wait(5)
-            assert wait_until(lambda: len(sub.messages) >= 2, DEADLINE_S)
-            assert _status(sub.messages[-1])["state"] == "offline"
+            # (the relay may have sent its periodic online status, with the outbox's depth)
+            assert wait_until(lambda: _status(sub.messages[-1])["state"] == "offline", DEADLINE_S)
         finally:
             sub.close()
         # the will was retained: a newcomer sees "offline"
@@ -334,6 +334,31 @@ def test_status_online_then_offline_by_last_will(
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=5)
+
+
+def test_the_periodic_status_reports_the_outbox_depth(
+    mosquitto: MosquittoProcess, outbox: Outbox, relays: list[Relay]
+) -> None:
+    """Records queued before the relay starts are drained; the retained online status, sent
+    every 0.2 s here, carries the outbox's depth, and says 0 once it is drained."""
+    site = "depth-site"
+    outbox.put_many([msg(i) for i in range(25)])
+    sub = Collector(mosquitto.port, status_topic(site), client_id="c-depth")
+    try:
+        start_relay(relays, outbox, config(mosquitto.url, status_every_s=0.2), site=site)
+        assert wait_until(lambda: outbox.pending() == 0, DEADLINE_S)
+        depths: list[object] = []
+
+        def drained_reported() -> bool:
+            depths[:] = [_status(m).get("outbox_pending") for m in list(sub.messages)]
+            return 0 in depths
+
+        assert wait_until(drained_reported, DEADLINE_S), depths
+        reported = [d for d in depths if d is not None]
+        assert all(isinstance(d, int) and 0 <= d <= 25 for d in reported), reported
+        assert all(_status(m)["state"] == "online" for m in sub.messages)
+    finally:
+        sub.close()
 
 
 def test_clean_stop_publishes_offline(

@@ -370,6 +370,32 @@ def test_status_messages_recorded(svc: IngestService) -> None:
     assert bad.dead_letters == 1
 
 
+def test_the_hubs_outbox_depth_is_kept_and_its_last_will_leaves_it_unknown(
+    svc: IngestService,
+) -> None:
+    def status(state: str, minutes: int, pending: int | None) -> RawMessage:
+        m = encode_status(
+            AgentStatus(
+                site="home-1",
+                state=state,  # type: ignore[arg-type]
+                at=T0 + timedelta(minutes=minutes) if state == "online" else None,
+                agent_version="1.0",
+                outbox_pending=pending,
+            )
+        )
+        return RawMessage(
+            topic=m.topic, payload=m.payload, received_at=T0 + timedelta(minutes=minutes)
+        )
+
+    svc.ingest_batch([status("online", 0, 120)])
+    svc.ingest_batch([status("online", 1, 7)])
+    [site] = svc.list_sites()
+    assert (site.state, site.outbox_pending) == ("online", 7)
+    svc.ingest_batch([status("offline", 2, None)])  # the last will: depth unknown
+    [site] = svc.list_sites()
+    assert (site.state, site.outbox_pending) == ("offline", None)
+
+
 def test_storage_failure_raises(db_url: str) -> None:
     storage = open_storage(db_url)
     svc = IngestService(storage)

@@ -243,6 +243,32 @@ def test_status_round_trip() -> None:
     )
 
 
+def test_status_carries_the_outbox_depth() -> None:
+    status = AgentStatus(
+        site="home-1", state="online", at=T0, agent_version="0.1", outbox_pending=42
+    )
+    msg = encode_status(status)
+    assert json.loads(msg.payload)["outbox_pending"] == 42
+    assert decode_status(msg.topic, msg.payload) == status
+    with pytest.raises(EncodeError, match="negative"):
+        encode_status(
+            AgentStatus(site="h", state="online", at=T0, agent_version="1", outbox_pending=-1)
+        )
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [(-1, "invalid-value"), (1.5, "invalid-value"), ("3", "wrong-type"), (True, "wrong-type")],
+)
+def test_a_bad_outbox_depth_is_named(value: object, code: str) -> None:
+    msg = encode_status(AgentStatus(site="home-1", state="online", at=T0, agent_version="0.1"))
+    doc = json.loads(msg.payload)
+    doc["outbox_pending"] = value
+    with pytest.raises(WireError) as info:
+        decode_status(msg.topic, json.dumps(doc).encode())
+    assert (info.value.code.value, info.value.path) == (code, "outbox_pending")
+
+
 @given(st.binary(max_size=2048))
 def test_random_bytes_get_a_typed_error(data: bytes) -> None:
     # random bytes never make a valid envelope (its ids are digests of its content)

@@ -230,6 +230,11 @@ class SiteOut(_Out):
     at: datetime
     agent_version: str
     received_at: datetime
+    outbox_pending: int | None = Field(
+        None,
+        description="messages waiting in the hub's outbox at its last status (sent every "
+        "minute while online); none after its last will",
+    )
 
     @classmethod
     def of(cls, s: SiteRecord) -> SiteOut:

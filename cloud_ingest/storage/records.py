@@ -280,6 +280,7 @@ class SiteRecord:
     at: datetime
     agent_version: str
     received_at: datetime
+    outbox_pending: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -154,6 +154,8 @@ sites = sa.Table(
     sa.Column("at", UTCDateTime(), nullable=False),
     sa.Column("agent_version", sa.String(128), nullable=False),
     sa.Column("received_at", UTCDateTime(), nullable=False),
+    # messages waiting in the hub's outbox at its last periodic status (None: not reported)
+    sa.Column("outbox_pending", sa.BigInteger(), nullable=True),
 )
 
 alerts = sa.Table(

@@ -256,13 +256,17 @@ class WriteTx:
                     "at": at,
                     "agent_version": r.status.agent_version,
                     "received_at": r.received_at,
+                    "outbox_pending": r.status.outbox_pending,
                 }
         if not latest:
             return
         ins = self._insert(t.sites)
         stmt = ins.on_conflict_do_update(
             index_elements=["site"],
-            set_={c: ins.excluded[c] for c in ("state", "at", "agent_version", "received_at")},
+            set_={
+                c: ins.excluded[c]
+                for c in ("state", "at", "agent_version", "received_at", "outbox_pending")
+            },
             where=t.sites.c.at <= ins.excluded.at,
         )
         self.conn.execute(stmt, [latest[k] for k in sorted(latest)])

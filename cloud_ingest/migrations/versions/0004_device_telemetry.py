@@ -1,4 +1,5 @@
-"""Device telemetry: each device's last known battery, signal, link and clock.
+"""Device telemetry: each device's last known battery, signal, link and clock; the depth of
+each hub's outbox (from its periodic status).
 
 One row per device (its identity key). Each value keeps its own time, so a later sample that
 carries only the link state does not erase the battery level an earlier one reported.
@@ -39,7 +40,11 @@ def upgrade() -> None:
         _ts("clock_at"),
         _ts("received_at", nullable=False),
     )
+    with op.batch_alter_table("sites") as batch:
+        batch.add_column(sa.Column("outbox_pending", sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("sites") as batch:
+        batch.drop_column("outbox_pending")
     op.drop_table("device_telemetry")
