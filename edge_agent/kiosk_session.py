@@ -285,7 +285,9 @@ class KioskSession:
             refuse(QuarantineReason.DEVICE_NOT_ARMED, f"{device_id} is not armed", obs)
             return out
         before = tuple(o for o in obs if o.effective_time < armed_at)
-        after = tuple(o for o in obs if o.effective_time > now + self.timeouts.clock_tolerance)
+        latest = now + self.timeouts.clock_tolerance
+        # (each reading gets one reason, even if the hub's clock stepped back past the arming)
+        after = tuple(o for o in obs if armed_at <= o.effective_time and o.effective_time > latest)
         if before:
             refuse(
                 QuarantineReason.TAKEN_BEFORE_ARMED,
