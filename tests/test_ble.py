@@ -365,7 +365,7 @@ def test_a_battery_level_past_100_is_kept_as_a_reject_not_clamped(tmp_path: Path
     assert up.battery_pct is None  # unknown, never 100
     ((device_id, source, reason, raw),) = cap.rejects
     assert (device_id, source, raw) == ("d1", "ble:0x2A19", bytes([180]))
-    assert "battery level 0-100 %, got 180" in reason
+    assert "battery level expected 0-100 %, got 180" in reason
     assert len(cap.observations) == 2
 
 

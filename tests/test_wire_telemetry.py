@@ -339,7 +339,7 @@ def test_battery_level_decoder_takes_one_byte_0_to_100_and_names_every_other(
 
 
 def test_battery_level_past_100_is_refused_with_its_value() -> None:
-    with pytest.raises(DecodeError, match="battery level 0-100 %, got 101"):
+    with pytest.raises(DecodeError, match="battery level expected 0-100 %, got 101"):
         decode_battery_level(bytes([101]))
     with pytest.raises(GattEncodeError, match="101 is not 0-100"):
         encode_battery_level(101)

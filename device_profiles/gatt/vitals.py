@@ -1191,7 +1191,7 @@ def decode_battery_level(data: bytes) -> int:
     r = Reader(data)
     level = r.u8("battery level")
     if level > 100:
-        raise DecodeError(0, f"battery level 0-100 %, got {level}", field="battery level")
+        raise DecodeError(0, f"0-100 %, got {level}", field="battery level")
     r.end()
     return level
 
