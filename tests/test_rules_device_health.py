@@ -26,7 +26,6 @@ from cloud_ingest.rules.device_health import (
 from cloud_ingest.rules.dispenser import (
     FindingAction,
     FindingEvidence,
-    FindingState,
     OpenFinding,
     RuleInputError,
 )
@@ -37,10 +36,10 @@ from device_profiles.observation import (
     QualityFlag,
     clock_quality,
 )
+from tests.findings import Key, feed, final_states, only
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 NOW = datetime(2026, 3, 3, 8, 0, tzinfo=UTC)
-Key = tuple[str, str]
 F = QualityFlag
 
 _seq = iter(range(10**9))
@@ -74,30 +73,6 @@ def run(
     rules: Sequence[DeviceHealthRule] = DEFAULT_DEVICE_HEALTH_RULES,
 ) -> list[FindingAction]:
     return evaluate_device_health(readings, open_alerts=open_alerts, now=NOW, rules=rules)
-
-
-def feed(current: dict[Key, OpenFinding], actions: list[FindingAction]) -> dict[Key, OpenFinding]:
-    """What the service would hand back next time: the changed states, stored with ids."""
-    out = dict(current)
-    for a in actions:
-        key = (a.state.subject_ref, a.state.condition)
-        prev = out.get(key)
-        out[key] = a.state.as_open(prev.alert_id if prev is not None else 100 + len(out))
-    return out
-
-
-def only(actions: list[FindingAction], condition: str | None = None) -> FindingAction:
-    chosen = [a for a in actions if condition is None or a.state.condition == condition]
-    assert len(chosen) == 1, [a.state.condition for a in actions]
-    return chosen[0]
-
-
-def final_states(actions_by_call: Iterable[list[FindingAction]]) -> dict[Key, FindingState]:
-    out: dict[Key, FindingState] = {}
-    for actions in actions_by_call:
-        for a in actions:
-            out[(a.state.subject_ref, a.state.condition)] = replace(a.state, alert_id=None)
-    return out
 
 
 # --------------------------------------------------------------------------------------------

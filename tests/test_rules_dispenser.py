@@ -17,7 +17,6 @@ from cloud_ingest.rules.dispenser import (
     DispenserRule,
     FindingAction,
     FindingEvidence,
-    FindingState,
     OpenFinding,
     RuleInputError,
     evaluate_events,
@@ -25,11 +24,11 @@ from cloud_ingest.rules.dispenser import (
 )
 from cloud_ingest.rules.thresholds import Priority, RuleError
 from device_profiles.events import DOSE_KINDS, EventKind
+from tests.findings import Key, feed, final_states, only
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 NOW = datetime(2026, 3, 3, 8, 0, tzinfo=UTC)
 K = EventKind
-Key = tuple[str, str]
 
 _seq = iter(range(10**9))
 
@@ -68,32 +67,6 @@ def run(
     rules: Sequence[DispenserRule] = DEFAULT_DISPENSER_RULES,
 ) -> list[FindingAction]:
     return evaluate_events(events, open_alerts=open_alerts, now=NOW, rules=rules)
-
-
-def feed(current: dict[Key, OpenFinding], actions: list[FindingAction]) -> dict[Key, OpenFinding]:
-    """What the service would hand back next time: the changed states, stored with ids."""
-    out = dict(current)
-    for a in actions:
-        key = (a.state.subject_ref, a.state.condition)
-        prev = out.get(key)
-        out[key] = a.state.as_open(prev.alert_id if prev is not None else 100 + len(out))
-    return out
-
-
-def only(actions: list[FindingAction], condition: str | None = None) -> FindingAction:
-    chosen = [a for a in actions if condition is None or a.state.condition == condition]
-    assert len(chosen) == 1, [a.state.condition for a in actions]
-    return chosen[0]
-
-
-def final_states(
-    actions_by_call: Iterable[list[FindingAction]],
-) -> dict[Key, FindingState]:
-    out: dict[Key, FindingState] = {}
-    for actions in actions_by_call:
-        for a in actions:
-            out[(a.state.subject_ref, a.state.condition)] = replace(a.state, alert_id=None)
-    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from cloud_ingest.rules.dispenser import (
     FindingAction,
     FindingEvidence,
-    FindingState,
     OpenFinding,
     RuleInputError,
 )
@@ -36,11 +35,11 @@ from cloud_ingest.rules.thresholds import Priority, RuleError
 from device_profiles.clinical import PEF_ZONE_GREEN_PERCENT, PEF_ZONE_RED_PERCENT, Figure
 from device_profiles.codes import MEASURES
 from device_profiles.observation import QualityFlag
+from tests.findings import Key, by_condition, feed, final_states
 
 T0 = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
 NOW = datetime(2026, 3, 3, 8, 0, tzinfo=UTC)
 PB: Mapping[str, float] = {"p1": 500.0, "p2": 400.0}
-Key = tuple[str, str]
 F = QualityFlag
 M = timedelta(minutes=1)
 
@@ -83,30 +82,6 @@ def run(
         policy=policy,
         earlier=earlier,
     )
-
-
-def feed(current: dict[Key, OpenFinding], actions: list[FindingAction]) -> dict[Key, OpenFinding]:
-    """What the service would hand back next time: the changed states, stored with ids."""
-    out = dict(current)
-    for a in actions:
-        key = (a.state.subject_ref, a.state.condition)
-        prev = out.get(key)
-        out[key] = a.state.as_open(prev.alert_id if prev is not None else 100 + len(out))
-    return out
-
-
-def by_condition(actions: list[FindingAction]) -> dict[str, FindingAction]:
-    out = {a.state.condition: a for a in actions}
-    assert len(out) == len(actions)
-    return out
-
-
-def final_states(actions_by_call: Iterable[list[FindingAction]]) -> dict[Key, FindingState]:
-    out: dict[Key, FindingState] = {}
-    for actions in actions_by_call:
-        for a in actions:
-            out[(a.state.subject_ref, a.state.condition)] = replace(a.state, alert_id=None)
-    return out
 
 
 def test_pef_is_the_measure_and_unit_of_the_codes_table() -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
-from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
@@ -13,7 +11,6 @@ from hypothesis import strategies as st
 
 from cloud_ingest.rules.dispenser import (
     FindingAction,
-    FindingState,
     OpenFinding,
     RuleInputError,
 )
@@ -37,34 +34,10 @@ from cloud_ingest.rules.silence import (
 )
 from cloud_ingest.rules.thresholds import Priority, RuleError
 from device_profiles.clinical import Figure
+from tests.findings import Key, by_condition, feed, final_states
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 HEL = "Europe/Helsinki"
-Key = tuple[str, str]
-
-
-def feed(current: dict[Key, OpenFinding], actions: list[FindingAction]) -> dict[Key, OpenFinding]:
-    """What the service would hand back next time: the changed states, stored with ids."""
-    out = dict(current)
-    for a in actions:
-        key = (a.state.subject_ref, a.state.condition)
-        prev = out.get(key)
-        out[key] = a.state.as_open(prev.alert_id if prev is not None else 100 + len(out))
-    return out
-
-
-def by_condition(actions: list[FindingAction]) -> dict[str, FindingAction]:
-    out = {a.state.condition: a for a in actions}
-    assert len(out) == len(actions)
-    return out
-
-
-def final_states(actions_by_call: Iterable[list[FindingAction]]) -> dict[Key, FindingState]:
-    out: dict[Key, FindingState] = {}
-    for actions in actions_by_call:
-        for a in actions:
-            out[(a.state.subject_ref, a.state.condition)] = replace(a.state, alert_id=None)
-    return out
 
 
 # ============================================================================================
