@@ -80,7 +80,7 @@ from edge_agent.gatt_driver import (
     drive,
 )
 from edge_agent.registry import DeviceRegistry
-from edge_agent.sources import BoundDevice, RejectSink, Sink, TelemetrySink
+from edge_agent.sources import BoundDevice, RejectSink, Sink, TelemetrySink, queue_telemetry
 
 log = logging.getLogger("remon.agent.ble")
 
@@ -217,17 +217,13 @@ class BleSource:
         battery_pct: int | None = None,
         rssi_dbm: int | None = None,
     ) -> None:
-        """Queue a telemetry sample (the hub's clock); a failure to queue it is logged only:
-        telemetry must never end a session that is reading a patient's data."""
+        """Queue a telemetry sample on the hub's clock (:func:`queue_telemetry`)."""
         if self._telemetry is None:
             return
         sample = DeviceTelemetry(
             at=self._clock(), link=link, battery_pct=battery_pct, rssi_dbm=rssi_dbm
         )
-        try:
-            await self._telemetry(self._device, sample)
-        except Exception as exc:
-            log.warning("device %s: telemetry not queued: %r", self.spec.device_id, exc)
+        await queue_telemetry(self._telemetry, self._device, sample)
 
     async def session(self, link: GattLink, sink: Sink, cursor: str | None) -> bool:
         """One connection's work; True when it ended normally (not cut off)."""

@@ -56,6 +56,7 @@ from edge_agent.sources import (
     RejectSink,
     Sink,
     TelemetrySink,
+    queue_telemetry,
 )
 from firmware_bridges import host as bridge
 from firmware_bridges import messages as bridge_messages
@@ -614,15 +615,7 @@ class BridgeSource(SerialSource):
         if self._identified:
             self._identified = False
             for sample in self._link(LinkState.DISCONNECTED):
-                await self._send_telemetry(sample)
-
-    async def _send_telemetry(self, sample: DeviceTelemetry) -> None:
-        """Queue a sample; a failure is logged only (telemetry never ends a session)."""
-        assert self._telemetry is not None
-        try:
-            await self._telemetry(self._bound, sample)
-        except Exception as exc:
-            log.warning("device %s: telemetry not queued: %r", self.spec.device_id, exc)
+                await queue_telemetry(self._telemetry, self._bound, sample)
 
     def _link_state(self, ev: bridge.BoardSilent | bridge.BoardBack) -> list[Pending]:
         """The hub noticed the board go silent / come back: an offline / online event."""
@@ -761,5 +754,5 @@ class BridgeSource(SerialSource):
             self.stats.events += len(events)
         samples = [p for p in pending if isinstance(p, DeviceTelemetry)]
         for sample in samples:
-            await self._send_telemetry(sample)
+            await queue_telemetry(self._telemetry, self._bound, sample)
         pending.clear()

@@ -15,6 +15,7 @@ BLE (issue 3) and serial (issue 4) devices implement the same protocol over thei
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,6 +24,8 @@ from device_profiles.events import DeviceEvent
 from device_profiles.observation import DeviceIdentity, Observation
 from device_profiles.telemetry import DeviceTelemetry
 from gateway.wire import Subject
+
+log = logging.getLogger("remon.agent.sources")
 
 
 class DeviceUnavailable(Exception):
@@ -50,6 +53,19 @@ EventSink = Callable[[BoundDevice, Sequence[DeviceEvent]], Awaitable[None]]
 TelemetrySink = Callable[[BoundDevice, DeviceTelemetry], Awaitable[None]]
 #: Keep a reject on the hub: (device_id, source, reason, raw bytes or None).
 RejectSink = Callable[[str, str, str, bytes | None], None]
+
+
+async def queue_telemetry(
+    sink: TelemetrySink | None, device: BoundDevice, sample: DeviceTelemetry
+) -> None:
+    """Hand a telemetry sample to ``sink`` (when wired); a failure is logged only: telemetry
+    must never end a session that is reading a patient's data."""
+    if sink is None:
+        return
+    try:
+        await sink(device, sample)
+    except Exception as exc:
+        log.warning("device %s: telemetry not queued: %r", device.device_id, exc)
 
 
 class DeviceSource(Protocol):
