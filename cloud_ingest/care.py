@@ -15,9 +15,10 @@ are service accounts with the admin role.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -218,6 +219,21 @@ class CareDirectory:
     def list_staff(self, who: Principal, *, team_id: str | None = None) -> list[StaffRecord]:
         who.require_admin("listing staff")
         return self.directory.list_staff(team_id=team_id)
+
+    def resolve_token(self, token: str, service_tokens: Mapping[str, str]) -> Principal | None:
+        """Who a bearer token belongs to: a service account from the settings (admin role;
+        compared in constant time) or an active staff member; None for an unknown token. The API
+        (``Authorization: Bearer``) and the web UI (its session cookie) both ask here."""
+        raw = token.encode()
+        service_account: str | None = None
+        for known, name in service_tokens.items():
+            if hmac.compare_digest(known.encode(), raw):
+                service_account = name
+        if service_account is not None:
+            return Principal(
+                id=service_account, name=service_account, role=Role.ADMIN, team_ids=frozenset()
+            )
+        return self.principal_for_token(token)
 
     def principal_for_token(self, token: str) -> Principal | None:
         rec = self.directory.staff_by_token(token_sha256(token))

@@ -6,13 +6,12 @@ role, sees everything) or a staff member's (issued by ``PUT /staff/{id}``, store
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from cloud_ingest.care import CareDirectory, Principal, Role
+from cloud_ingest.care import CareDirectory, Principal
 from cloud_ingest.clinical_settings import ClinicalSettings
 from cloud_ingest.service import IngestService
 from cloud_ingest.settings import IngestSettings
@@ -53,17 +52,7 @@ def get_principal(
             "missing bearer token: send 'Authorization: Bearer <token>'",
             headers=challenge,
         )
-    token = credentials.credentials
-    raw = token.encode()
-    service_account: str | None = None
-    for known, name in settings.api_tokens.items():
-        if hmac.compare_digest(known.encode(), raw):
-            service_account = name
-    if service_account is not None:
-        return Principal(
-            id=service_account, name=service_account, role=Role.ADMIN, team_ids=frozenset()
-        )
-    principal = care.principal_for_token(token)
+    principal = care.resolve_token(credentials.credentials, settings.api_tokens)
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "unknown or revoked bearer token", headers=challenge
