@@ -255,15 +255,23 @@ def test_device_telemetry_keeps_the_newest_of_each_value_whatever_the_arrival_or
     t = [T0 + timedelta(minutes=m) for m in range(4)]
     newest = telemetry([DeviceTelemetry(at=t[2], link=LinkState.CONNECTED, battery_pct=41)])
     assert w.service.ingest_batch(newest).telemetry_samples == 1
-    w.service.ingest_batch(telemetry([DeviceTelemetry(at=t[3], link=LinkState.DISCONNECTED)]))
+    w.service.ingest_batch(
+        telemetry([DeviceTelemetry(at=t[3], link=LinkState.DISCONNECTED, clock_offset_s=-92.5)])
+    )
     late = telemetry(
         [DeviceTelemetry(at=t[0], link=LinkState.CONNECTED, battery_pct=90, rssi_dbm=-80)]
     )
     w.service.ingest_batch(late)  # older: only its RSSI is news
     w.service.ingest_batch(newest)  # redelivered
     (row,) = w.client.get("/api/v1/devices", params={"subject": "p1"}, headers=w.north).json()
-    got = {k: row[k] for k in ("battery_pct", "rssi_dbm", "link")}
-    assert got == {"battery_pct": 41, "rssi_dbm": -80, "link": "disconnected"}
+    got = {k: row[k] for k in ("battery_pct", "rssi_dbm", "link", "clock_offset_s")}
+    assert got == {
+        "battery_pct": 41,
+        "rssi_dbm": -80,
+        "link": "disconnected",
+        "clock_offset_s": -92.5,
+    }
+    assert row["clock_at"][:16] == "2026-03-01T08:03"
     assert row["battery_at"][:16] == "2026-03-01T08:02"
     assert row["rssi_at"][:16] == "2026-03-01T08:00"
     assert row["link_at"][:16] == "2026-03-01T08:03"

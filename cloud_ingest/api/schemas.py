@@ -426,6 +426,10 @@ class DeviceSubjectOut(_Out):
     rssi_at: datetime | None = None
     link: str | None = Field(None, description="the hub's link to it: connected / disconnected")
     link_at: datetime | None = None
+    clock_offset_s: float | None = Field(
+        None, description="the device clock minus the hub clock when last read (seconds)"
+    )
+    clock_at: datetime | None = None
 
 
 class UnroutedOut(_Out):

@@ -427,6 +427,8 @@ class DeviceSubjectRecord:
     rssi_at: datetime | None = None
     link: str | None = None
     link_at: datetime | None = None
+    clock_offset_s: float | None = None  # device clock minus hub clock, seconds
+    clock_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -81,7 +81,7 @@ _TELEMETRY_VALUES: Final = {
     "clock_offset_s": "clock_at",
 }
 #: The telemetry listed beside a device's bindings.
-_LISTED_TELEMETRY: Final = ("battery_pct", "battery_at", "rssi_dbm", "rssi_at", "link", "link_at")
+_LISTED_TELEMETRY: Final = tuple(c for pair in _TELEMETRY_VALUES.items() for c in pair)
 
 R = TypeVar("R")
 
