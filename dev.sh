@@ -3,7 +3,7 @@
 #   ./dev.sh demo [remon demo options]   set up (once) and run the simulated fleet end to end
 #   ./dev.sh test [pytest options]       set up (once) and run lint, types, import contracts, tests
 # Works on a fresh Debian / Ubuntu / Raspberry Pi OS machine with Python >= 3.11. System packages
-# (python3-venv; for tests mosquitto, victoria-metrics and postgresql) are installed with apt, via sudo when not root.
+# (python3-venv; for tests mosquitto, victoria-metrics, postgresql and chromium) are installed with apt, via sudo when not root.
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${REMON_VENV:-.venv}
@@ -96,7 +96,9 @@ case "$cmd" in
     exec "$VENV/bin/remon" demo "$@"
     ;;
   test)
-    apt_install mosquitto victoria-metrics  # victoria-metrics: the time-series writer's tests
+    # victoria-metrics: the time-series writer's tests; chromium: the web UI's browser tests
+    # (driven by Playwright at /usr/bin/chromium, so no browser is downloaded)
+    apt_install mosquitto victoria-metrics chromium
     ensure_postgres
     ensure_venv dev
     PATH="$(cd "$VENV/bin" && pwd):$PATH"

@@ -321,6 +321,12 @@ class CareDirectory:
             raise UnknownEntryError(f"no dispenser client {subject_ref!r}")
         return rec
 
+    def list_dispenser_clients(self, who: Principal) -> list[DispenserClientRecord]:
+        """The dispenser clients of ``who``'s home-care teams (all of them for admins)."""
+        return self.directory.list_dispenser_clients(
+            team_ids=None if who.is_admin else who.team_ids
+        )
+
     def can_see_subject(self, who: Principal, subject_ref: str) -> bool:
         """Whether ``who`` may read this subject's readings, events and thresholds: a patient
         of one of their teams, or a dispenser client of one of their home-care teams."""

@@ -869,10 +869,12 @@ class IngestService:
         assigned_to: str | None = None,
         team_id: str | None = None,
         include_snoozed: bool = True,
+        active_only: bool = False,
         limit: int = 100,
         offset: int = 0,
     ) -> list[AlertRecord]:
-        """Alerts the principal may see (None: every alert), highest priority first."""
+        """Alerts the principal may see (None: every alert), highest priority first;
+        ``active_only``: open and acknowledged ones (the working queue)."""
         teams, audiences = principal.scope() if principal is not None else (None, None)
         flt = AlertFilter(
             state=state,
@@ -885,6 +887,7 @@ class IngestService:
             teams=teams,
             audiences=audiences,
             hide_snoozed_at=None if include_snoozed else self._clock(),
+            active_only=active_only,
         )
         return self.storage.list_alerts(flt, limit=limit, offset=offset)
 

@@ -70,6 +70,13 @@ def demo(
     keep: Annotated[
         bool, typer.Option(help="Keep the previous run's data instead of starting fresh.")
     ] = False,
+    history: Annotated[
+        bool,
+        typer.Option(
+            help="First publish 14 days of history (CGM, PEF diary, home BP, doses, kiosk "
+            "visits) so every view of the web UI has something to show."
+        ),
+    ] = True,
 ) -> None:
     """Run a simulated fleet → agents → broker → ingest → alerts, all on this machine."""
     from remon.demo import DemoOptions, run_demo
@@ -90,6 +97,7 @@ def demo(
                 host=host,
                 port=port,
                 keep=keep,
+                history=history,
             )
         )
     )
@@ -410,7 +418,7 @@ def ingest_run(
         if api:
             import uvicorn
 
-            from cloud_ingest.api import create_app
+            from cloud_ingest.web import create_web_app
 
             if not settings.api_tokens:
                 typer.echo(
@@ -420,7 +428,7 @@ def ingest_run(
                 )
             # SSE queue streams stay open until the client leaves: on shutdown they get 5 s
             uvicorn.run(
-                create_app(service, settings),
+                create_web_app(service, settings),  # the API and the care team's pages (/ui)
                 host=host,
                 port=port,
                 log_level="info",

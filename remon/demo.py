@@ -19,16 +19,16 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from cloud_ingest.api import create_app
 from cloud_ingest.care import CareDirectory, Principal, Role
 from cloud_ingest.consumer import Consumer, ConsumerConfig
 from cloud_ingest.service import IngestService
 from cloud_ingest.settings import IngestSettings
 from cloud_ingest.storage import Storage, open_storage
+from cloud_ingest.web import create_web_app
 from device_profiles.observation import Observation, Provenance, QualityFlag
 from edge_agent.agent import Agent
 from edge_agent.config import (
@@ -67,6 +67,7 @@ class DemoOptions:
     host: str
     port: int
     keep: bool
+    history: bool = True  # publish 14 days of history first (remon.demo_history)
 
 
 def virtual_ble_available() -> bool:
@@ -331,8 +332,28 @@ def run_demo(opts: DemoOptions) -> int:
         )
         consumer.start()
         stack.callback(consumer.stop)
+        history_note = ""
+        if opts.history:
+            from remon.demo_history import load_history
+
+            now = datetime.now(UTC)
+            hist = load_history(
+                storage=storage,
+                consumer=consumer,
+                broker_url=broker_url,
+                protocol=protocol,
+                data_dir=opts.data_dir,
+                patients=opts.patients,
+                now=now,
+                # the live BLE CGMs bring their own last 3 hours (backlog_min=180 above)
+                cgm_until=now - timedelta(minutes=180) if virtual_ble_available() else None,
+            )
+            history_note = (
+                f"  history    {hist.observations} readings and {hist.events} dispenser events "
+                f"of the last 14 days, published in {hist.seconds:.1f} s\n"
+            )
         port = opts.port or free_port()
-        api = _ApiServer(create_app(service, settings), opts.host, port)
+        api = _ApiServer(create_web_app(service, settings), opts.host, port)
         api.start()
         stack.callback(api.stop)
 
@@ -357,7 +378,8 @@ remon demo — {opts.patients} simulated patients, {n_devices} devices
   broker     {broker_url} ({broker_kind})
   database   {_redact(database)}
   data dir   {opts.data_dir}
-  API        {base}/api/v1/alerts     (docs: {base}/docs)
+  web UI     {base}/ui/   (sign in with a staff token below; Finnish, Swedish, English)
+{history_note}  API        {base}/api/v1/alerts     (docs: {base}/docs)
   token      {token}   (admin: every alert)
   try        curl -s -H 'Authorization: Bearer {token}' {base}/api/v1/alerts?state=open
   staff      clinician {staff_tokens[CLINICIAN]}   ({DEMO_TEAM}'s clinical alerts)

@@ -246,6 +246,17 @@ class Directory:
             r = conn.execute(sa.select(dc).where(dc.c.subject_ref == subject_ref)).first()
             return None if r is None else _client(r)
 
+    def list_dispenser_clients(
+        self, *, team_ids: frozenset[str] | None = None
+    ) -> list[DispenserClientRecord]:
+        """Dispenser clients, of these home-care teams only unless None."""
+        dc = t.dispenser_clients
+        stmt = sa.select(dc).order_by(dc.c.subject_ref)
+        if team_ids is not None:
+            stmt = stmt.where(dc.c.home_care_team_id.in_(sorted(team_ids)))
+        with self.storage._read() as conn:
+            return [_client(r) for r in conn.execute(stmt)]
+
     # -- audit ---------------------------------------------------------------------------------
 
     def write_audit(self, rows: Sequence[AuditIn]) -> None:

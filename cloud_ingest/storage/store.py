@@ -736,6 +736,8 @@ class AlertFilter:
     audiences: frozenset[str] | None = None
     #: hide alerts snoozed past ``now``
     hide_snoozed_at: datetime | None = None
+    #: only open and acknowledged alerts (the working queue); ``state`` narrows further
+    active_only: bool = False
 
 
 def _alert_where(flt: AlertFilter) -> list[sa.ColumnElement[bool]]:
@@ -756,6 +758,8 @@ def _alert_where(flt: AlertFilter) -> list[sa.ColumnElement[bool]]:
         where.append(c.team_id.in_(sorted(flt.teams)))
     if flt.audiences is not None:
         where.append(c.audience.in_(sorted(flt.audiences)))
+    if flt.active_only:
+        where.append(c.state.in_(_ACTIVE))
     if flt.hide_snoozed_at is not None:
         where.append(sa.or_(c.snoozed_until.is_(None), c.snoozed_until <= flt.hide_snoozed_at))
     return where
