@@ -378,7 +378,7 @@ remon demo — {opts.patients} simulated patients, {n_devices} devices
   broker     {broker_url} ({broker_kind})
   database   {_redact(database)}
   data dir   {opts.data_dir}
-  web UI     {base}/ui/   (sign in with a staff token below; Finnish, Swedish, English)
+  web UI     {base}/ui/   (sign in with one of the staff tokens below; fi/sv/en)
 {history_note}  API        {base}/api/v1/alerts     (docs: {base}/docs)
   token      {token}   (admin: every alert)
   try        curl -s -H 'Authorization: Bearer {token}' {base}/api/v1/alerts?state=open
