@@ -36,6 +36,9 @@ def run_demo_and_query(tmp_path: Path, *extra: str) -> tuple[list[dict[str, obje
         str(port),
         "--data-dir",
         str(tmp_path / "demo"),
+        # the live path alone: the 14-day history has its own end-to-end test
+        # (tests/test_demo_history.py) and would answer these queries on its own
+        "--no-history",
         *extra,
     ]
     with out.open("wb") as f:
