@@ -22,6 +22,14 @@ What patient ``i`` (subject ``demo-patient-{i+1:04d}``, site ``home-{i+1:04d}``,
   14 days: ``dose_due`` and ``dose_dispensed`` at the scheduled time, then ``dose_taken``,
   ``dose_taken_late`` or ``dose_missed`` (the 5-min window of the demo's clients) as the client's
   behaviour (``DISPENSER_CLIENTS``) makes likely; every event carries ``doses_left``.
+- **Kiosk visits** (every patient): 2 visits in the last 14 days at the shared health station
+  ``kiosk-0001`` (subject: the patient the visit identified), on weekdays between 08:00 and
+  16:00 local, days apart: height (rod) and weight (scale), both behind our bridge
+  board, the BMI the hub derives from them (flagged ``derived``), 3 BP readings 1-2 min apart,
+  SpO2 with the oximeter's pulse, temperature. Values follow the profile and raise no alert:
+  the hypoxic profile 94-95 %, the febrile one 38.2-38.8 °C on one of the two visits. Visit
+  ``k`` recurs every two weeks at the same instant, in week ``k`` of the cycle, so any 14 days
+  hold both; the patients have their own slots (no two visits overlap up to 135 patients).
 
 Only what happened at or before ``now`` is sent. Every value depends only on ``seed``, the
 patient and its own instant or local date, never on ``now``: a later run sends the same readings
@@ -30,10 +38,11 @@ local day, so whole past days repeat with the same ``msg_id``), and ingest drops
 duplicates. Everything carries the ``simulated`` quality flag, and device ids end in
 ``-history``, so history is never taken for a live device.
 
-Each site publishes through its own :class:`~gateway.outbox.Outbox` (``data_dir/history/<site>``)
-and :class:`~gateway.relay.Relay` (client id ``remon-history-<site>``), like a hub that uploads
-what it stored while offline. A relay's retained status of its site says "offline" when it
-stops: start the live fleet after this, or its next status (within a minute) corrects it.
+Each site (the home hubs and the kiosk) publishes through its own
+:class:`~gateway.outbox.Outbox` (``data_dir/history/<site>``) and :class:`~gateway.relay.Relay`
+(client id ``remon-history-<site>``), like a hub that uploads what it stored while offline. A
+relay's retained status of its site says "offline" when it stops: start the live fleet after
+this, or its next status (within a minute) corrects it.
 
 The PEF personal best and diary period are the ingest's clinical settings, not MQTT.
 :func:`seed_personal_bests` goes first, so the zone rules judge the history's blows as they
@@ -49,7 +58,7 @@ import math
 import time as clock
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Final, Literal, TypeVar
@@ -78,14 +87,17 @@ from gateway.wire import OutboundMessage, Subject, encode_events, encode_observa
 __all__ = [
     "BP_DAYS",
     "HISTORY_DAYS",
+    "KIOSK_SITE",
     "PERSONAL_BEST_L_MIN",
     "HistoryError",
     "HistoryPlan",
     "HistoryStats",
+    "KioskVisit",
     "bp_history",
     "cgm_history",
     "dose_history",
     "history_plan",
+    "kiosk_history",
     "load_history",
     "pef_history",
     "publish_history",
@@ -126,7 +138,18 @@ _LATE_AFTER: Final = MISSED_WINDOW / 3
 ROLL_DOSES: Final = 56
 
 # random-stream labels: each stream is seeded by (seed, patient, label, day or instant)
-_CGM_MEALS, _CGM_NIGHT, _CGM_NOISE, _CGM_DRIFT, _PEF, _BP, _DOSE = range(7)
+(
+    _CGM_MEALS,
+    _CGM_NIGHT,
+    _CGM_NOISE,
+    _CGM_DRIFT,
+    _PEF,
+    _BP,
+    _DOSE,
+    _KIOSK,
+    _KIOSK_BODY,
+    _KIOSK_SLOTS,
+) = range(10)
 
 
 class HistoryError(RuntimeError):
@@ -592,6 +615,265 @@ def dose_history(
 
 
 # --------------------------------------------------------------------------------------------
+# kiosk visits
+
+#: The health station every demo patient visits: one kiosk shared by all of them.
+KIOSK_SITE: Final = "kiosk-0001"
+#: Visits of every patient in any HISTORY_DAYS (two weeks): one in each week of the cycle.
+KIOSK_VISITS: Final = 2
+#: Visit ``k`` of a patient recurs every two weeks at the same UTC instant in week ``k`` of a
+#: two-week cycle counted from this Monday, so any 14 days (``now`` minus 14 days, ``now``]
+#: hold exactly :data:`KIOSK_VISITS` visits of every patient, whatever ``now``.
+_KIOSK_ANCHOR: Final = datetime(2000, 1, 3, tzinfo=UTC)
+_KIOSK_CYCLE: Final = timedelta(days=HISTORY_DAYS)
+#: Visit starts: weekdays, 06:00-12:30 UTC every 15 min (27 slots a day, 135 a week), i.e.
+#: 08:00-14:30 local in winter (UTC+2) and 09:00-15:30 in summer (UTC+3). A visit takes at
+#: most 13.5 min (_kiosk_visit), so it ends before 16:00 local and before the next slot.
+_KIOSK_FIRST_SLOT: Final = timedelta(hours=6)
+_KIOSK_SLOT: Final = timedelta(minutes=15)
+_KIOSK_SLOTS_A_DAY: Final = 27
+_KIOSK_SLOTS_A_WEEK: Final = 5 * _KIOSK_SLOTS_A_DAY
+#: Reading times within a visit are on a 10-s grid. The patients beyond a week's slots share
+#: the slots, each round a second later: their readings interleave but never share an instant,
+#: so a kiosk device's record keys (its clock in them) stay unique.
+_KIOSK_GRID_S: Final = 10
+KIOSK_MAX_PATIENTS: Final = _KIOSK_SLOTS_A_WEEK * _KIOSK_GRID_S
+
+KIOSK_BP: Final = "kiosk-bp-history"
+KIOSK_OXIMETER: Final = "kiosk-oximeter-history"
+KIOSK_THERMOMETER: Final = "kiosk-thermometer-history"
+KIOSK_SCALE: Final = "kiosk-scale-history"
+KIOSK_HEIGHT: Final = "kiosk-height-history"
+
+
+def _ble_kiosk(model: str, code: str) -> DeviceIdentity:
+    return DeviceIdentity(
+        manufacturer="remon virtual",
+        model=model,
+        serial=f"HIST-KIOSK-0001-{code}",
+        firmware="1.0.0",
+        transport="ble",
+    )
+
+
+def _serial_kiosk(model: str, code: str) -> DeviceIdentity:
+    """A kiosk peripheral without BLE behind our bridge board (``serial.kiosk-peripheral``)."""
+    return DeviceIdentity(
+        manufacturer="remon",
+        model=model,
+        serial=f"KSK-0001-{code}",
+        firmware="sim-1.0.0",
+        transport="serial",
+    )
+
+
+#: The station's devices by device id (the derived BMI goes out with the scale's readings).
+KIOSK_DEVICES: Final[dict[str, DeviceIdentity]] = {
+    KIOSK_BP: _ble_kiosk("Kiosk BP", "BP"),
+    KIOSK_OXIMETER: _ble_kiosk("Kiosk pulse oximeter", "OX"),
+    KIOSK_THERMOMETER: _ble_kiosk("Kiosk thermometer", "TH"),
+    KIOSK_SCALE: _serial_kiosk("Kiosk scale", "SCALE"),
+    KIOSK_HEIGHT: _serial_kiosk("Kiosk height rod", "HEIGHT"),
+}
+#: The kiosk hub's source of the BMI it derives from the visit's weight and height.
+KIOSK_BMI_SOURCE: Final = "edge:kiosk-bmi"
+_BMI_SUFFIX: Final = "/bmi"
+
+
+@dataclass(frozen=True, slots=True)
+class _KioskModel:
+    spo2: tuple[int, int]  # whole %, inclusive
+    temperature: tuple[float, float]  # Cel
+    fever: tuple[float, float] | None  # Cel, the first visit of every cycle (else temperature)
+    bmi: tuple[float, float]  # the patient's build, kg/m2
+
+
+#: Spot values by profile (remon demo values). No visit raises an alert
+#: (cloud_ingest.rules.thresholds): SpO2 above the NEWS2 2-point band (<= 93 %; the hypoxic
+#: profile 94-95 %), temperature below the NEWS2 2-point band (>= 39.1 °C; the febrile profile's
+#: fever visit 38.2-38.8 °C), BP as the home model (below grade 3, 180/110).
+KIOSK_MODELS: Final[dict[str, _KioskModel]] = {
+    "normal": _KioskModel((96, 99), (36.2, 37.0), None, (20.5, 26.0)),
+    "hypo-prone": _KioskModel((96, 99), (36.2, 37.0), None, (19.5, 25.0)),
+    "hyperglycaemic": _KioskModel((95, 98), (36.3, 37.0), None, (29.0, 34.0)),
+    "hypertensive": _KioskModel((95, 98), (36.3, 37.0), None, (27.0, 31.0)),
+    "hypoxic": _KioskModel((94, 95), (36.3, 37.0), None, (22.0, 28.0)),
+    "febrile": _KioskModel((95, 98), (37.2, 37.8), (38.2, 38.8), (21.0, 26.0)),
+}
+#: Unattended kiosk readings run a little above home ones (mm[Hg], remon demo values).
+_KIOSK_BP_OFFSET: Final = (3.0, 1.0)
+#: The febrile profile's pulse on its fever visit (/min added).
+_FEVER_PULSE: Final = 8.0
+
+
+@dataclass(frozen=True, slots=True)
+class KioskVisit:
+    """One of a patient's visits: the readings taken at or before ``now``, by device id."""
+
+    number: int  # 2 x the two-week cycle since _KIOSK_ANCHOR + the week in it (0, 1)
+    start: datetime
+    readings: dict[str, list[Observation]]
+
+    @property
+    def observations(self) -> list[Observation]:
+        return [o for obs in self.readings.values() for o in obs]
+
+
+def _kiosk_starts(i: int, *, now: datetime, seed: int) -> list[tuple[int, int, datetime]]:
+    """(visit number, ordinal at the station, start) of patient ``i``'s visits that started in
+    (now - 14 d, now]. The ordinal grows with the start and is unique to the visit."""
+    if not 0 <= i < KIOSK_MAX_PATIENTS:
+        raise HistoryError(f"the kiosk history has room for {KIOSK_MAX_PATIENTS} patients")
+    late, j = divmod(i, _KIOSK_SLOTS_A_WEEK)
+    lo = now - _KIOSK_CYCLE
+    first = (lo - _KIOSK_ANCHOR) // _KIOSK_CYCLE
+    out = []
+    for cycle in (first, first + 1):
+        for k in range(KIOSK_VISITS):
+            # each week's slots dealt out to the patients (per seed): no two share one
+            slot = int(_rng(seed, 0, _KIOSK_SLOTS, k).permutation(_KIOSK_SLOTS_A_WEEK)[j])
+            day, n = divmod(slot, _KIOSK_SLOTS_A_DAY)
+            start = (
+                _KIOSK_ANCHOR
+                + cycle * _KIOSK_CYCLE
+                + timedelta(days=7 * k + day, seconds=late)
+                + _KIOSK_FIRST_SLOT
+                + n * _KIOSK_SLOT
+            )
+            if lo < start <= now:
+                number = KIOSK_VISITS * cycle + k
+                ordinal = (number * _KIOSK_SLOTS_A_WEEK + slot) * _KIOSK_GRID_S + late
+                out.append((number, ordinal, start))
+    return sorted(out, key=lambda v: v[2])
+
+
+def _kiosk_obs(
+    measure: str,
+    unit: str,
+    value: float,
+    at: datetime,
+    key: str,
+    source: str,
+    *,
+    ble: bool,
+) -> Observation:
+    wall = at.astimezone(TZ).replace(tzinfo=None)
+    return Observation(
+        measure=measure,
+        unit=unit,
+        value=value,
+        effective_time=at,
+        record_key=key,
+        # a BLE device's own (local) clock; the bridge board's RTC in UTC
+        device_time=wall.isoformat(timespec="seconds") if ble else at.isoformat(),
+        clock_offset_s=0.0,
+        quality=_sim(),
+        provenance=Provenance(source=source),
+    )
+
+
+def _kiosk_visit(
+    i: int, number: int, ordinal: int, start: datetime, *, seed: int, profile: str
+) -> dict[str, list[Observation]]:
+    """The readings of one visit in the order a kiosk takes them: height, weight (and the BMI
+    the hub derives), 3 BP readings 1-2 min apart (DOMAIN.md §3: the first two within 10 mmHg,
+    so no fourth), SpO2 with the oximeter's pulse, temperature. At most 13.5 min long."""
+    model = KIOSK_MODELS.get(profile, KIOSK_MODELS["normal"])
+    bp = BP_MODELS.get(profile, BP_MODELS["normal"])
+    body = _rng(seed, i, _KIOSK_BODY, 0)  # the patient's build, the same at every visit
+    height_cm = 155.0 + 35.0 * float(body.random())
+    lo, hi = model.bmi
+    weight_kg = (lo + (hi - lo) * float(body.random())) * (height_cm / 100) ** 2
+    rng = _rng(seed, i, _KIOSK, number)
+    fever = model.fever is not None and number % KIOSK_VISITS == 0
+
+    def after(at: datetime, lo_s: int, hi_s: int) -> datetime:
+        grid = int(rng.integers(lo_s // _KIOSK_GRID_S, hi_s // _KIOSK_GRID_S + 1))
+        return at + timedelta(seconds=grid * _KIOSK_GRID_S)
+
+    out: dict[str, list[Observation]] = {}
+    # height rod and scale: bridge boards, record key "m:<board seq>@<board RTC ms>" as
+    # edge_agent.serial_sources makes it (one reading a visit: the visit's ordinal as the seq)
+    seq = ordinal
+    h_at = after(start, 30, 90)
+    h = round(height_cm + _spread(rng, 0.2), 1)
+    h_key = f"m:{seq}@{int(h_at.timestamp() * 1000)}"
+    bridge = "serial:bridge-peripheral"
+    out[KIOSK_HEIGHT] = [_kiosk_obs("body.height", "cm", h, h_at, h_key, bridge, ble=False)]
+    w_at = after(h_at, 30, 60)
+    w = round(weight_kg + _spread(rng, 0.6), 1)
+    w_key = f"m:{seq}@{int(w_at.timestamp() * 1000)}"
+    bmi = round(w / (h / 100) ** 2, 1)
+    out[KIOSK_SCALE] = [
+        _kiosk_obs("body.weight", "kg", w, w_at, w_key, bridge, ble=False),
+        Observation(
+            measure="bmi",
+            unit="kg/m2",
+            value=bmi,
+            effective_time=w_at,
+            record_key=w_key + _BMI_SUFFIX,
+            quality=_sim() | {QualityFlag.DERIVED},  # computed at the edge, not measured
+            provenance=Provenance(
+                source=KIOSK_BMI_SOURCE,
+                raw=f"body.weight / body.height^2 ({w:g} kg, {h:g} cm)",
+            ),
+        ),
+    ]
+    # BP: 3 readings; the first the highest, the next two a little lower
+    sys_ = bp.systolic + _KIOSK_BP_OFFSET[0] + _spread(rng, 5)
+    dia = bp.diastolic + _KIOSK_BP_OFFSET[1] + _spread(rng, 3)
+    pulse = bp.pulse + (_FEVER_PULSE if fever else 0.0) + _spread(rng, 4)
+    at = after(w_at, 120, 240)
+    cuff: list[Observation] = []
+    fall = 0.0
+    for k in range(3):
+        if k:
+            at = after(at, 60, 120)
+            fall += float(rng.uniform(1, 4)) if k == 1 else float(rng.uniform(0, 3))
+        s = round(sys_ - fall + _spread(rng, 0.8))
+        d = round(dia - fall / 2 + _spread(rng, 0.8))
+        cuff += _cuff(at, s, d, round(pulse - k + _spread(rng, 1)))
+    out[KIOSK_BP] = cuff
+    # pulse oximeter: PLX spot-check (SpO2 and pulse in one record)
+    ox_at = after(at, 30, 90)
+    wall = ox_at.astimezone(TZ).replace(tzinfo=None)
+    ox_key = f"0x2a5e@{wall:%Y%m%dT%H%M%S}"
+    lo_spo2, hi_spo2 = model.spo2
+    spo2 = float(rng.integers(lo_spo2, hi_spo2 + 1))
+    ox_pulse = float(round(pulse + _spread(rng, 2)))
+    out[KIOSK_OXIMETER] = [
+        _kiosk_obs("spo2", "%", spo2, ox_at, ox_key, "ble:0x2A5E", ble=True),
+        _kiosk_obs("pulse.oximeter", "/min", ox_pulse, ox_at, ox_key, "ble:0x2A5E", ble=True),
+    ]
+    t_at = after(ox_at, 30, 90)
+    wall = t_at.astimezone(TZ).replace(tzinfo=None)
+    t_lo, t_hi = model.fever if fever and model.fever is not None else model.temperature
+    temp = round(t_lo + (t_hi - t_lo) * float(rng.random()), 1)
+    t_key = f"0x2a1c@{wall:%Y%m%dT%H%M%S}"
+    out[KIOSK_THERMOMETER] = [
+        _kiosk_obs("body.temperature", "Cel", temp, t_at, t_key, "ble:0x2A1C", ble=True)
+    ]
+    return out
+
+
+def kiosk_history(
+    i: int, *, now: datetime, seed: int = 0, profile: str | None = None
+) -> list[KioskVisit]:
+    """Patient ``i``'s kiosk visits that started in (``now`` - 14 days, ``now``]: always
+    :data:`KIOSK_VISITS` of them, with the readings taken at or before ``now``."""
+    now = now.astimezone(UTC)
+    out = []
+    for number, ordinal, start in _kiosk_starts(i, now=now, seed=seed):
+        readings = _kiosk_visit(
+            i, number, ordinal, start, seed=seed, profile=profile or _profile(i)
+        )
+        kept = {d: [o for o in obs if o.effective_time <= now] for d, obs in readings.items()}
+        if any(kept.values()):  # (a visit that began this minute may have none yet)
+            out.append(KioskVisit(number, start, {d: obs for d, obs in kept.items() if obs}))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # the plan: every patient's messages, one per device and local day
 
 
@@ -603,6 +885,8 @@ class HistoryStats:
     pef_blows: int = 0
     bp_readings: int = 0  # cuff measurements (3 observations each)
     dose_events: int = 0
+    kiosk: int = 0  # observations at the kiosk (every measure, the derived BMI included)
+    kiosk_visits: int = 0
     observations: int = 0
     events: int = 0
     messages: int = 0  # envelopes, observations' and events'
@@ -645,6 +929,7 @@ def history_plan(
     cgm_start = _local(today - timedelta(days=HISTORY_DAYS), time(0, 0))
     counts: dict[str, int] = defaultdict(int)
     plan: dict[str, list[OutboundMessage]] = {}
+    kiosk_msgs: list[OutboundMessage] = []
     for i in range(patients):
         site, subject = site_of(i), Subject(kind="patient", ref=subject_ref(i))
         msgs: list[OutboundMessage] = []
@@ -688,6 +973,25 @@ def history_plan(
                 msgs += encoded
         counts["messages"] += len(msgs)
         plan[site] = msgs
+        visits = kiosk_history(i, now=now, seed=seed)
+        counts["kiosk_visits"] += len(visits)
+        for device_id, device in KIOSK_DEVICES.items():
+            observations = [o for v in visits for o in v.readings.get(device_id, [])]
+            counts["kiosk"] += len(observations)
+            counts["observations"] += len(observations)
+            for day in _by_local_day(observations, lambda o: o.effective_time):
+                encoded = encode_observations(
+                    site=KIOSK_SITE,
+                    device_id=device_id,
+                    device=device,
+                    subject=subject,  # the visit identified the patient
+                    observations=day,
+                    created_at=now,
+                )
+                counts["messages"] += len(encoded)
+                kiosk_msgs += encoded
+    if kiosk_msgs:
+        plan[KIOSK_SITE] = kiosk_msgs
     return HistoryPlan(messages=plan, stats=HistoryStats(**counts))
 
 
@@ -751,19 +1055,7 @@ def publish_history(
         for outbox, relay in opened:
             relay.stop()
             outbox.close()
-    s = plan.stats
-    return HistoryStats(
-        cgm_readings=s.cgm_readings,
-        pef_blows=s.pef_blows,
-        bp_readings=s.bp_readings,
-        dose_events=s.dose_events,
-        observations=s.observations,
-        events=s.events,
-        messages=s.messages,
-        event_messages=s.event_messages,
-        queued=queued,
-        seconds=clock.monotonic() - started,
-    )
+    return replace(plan.stats, queued=queued, seconds=clock.monotonic() - started)
 
 
 _ADMIN: Final = Principal(

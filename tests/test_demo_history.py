@@ -4,6 +4,7 @@ Mosquitto into a real SQLite ingest, read back the way the care-team views read 
 from __future__ import annotations
 
 import itertools
+import operator
 import os
 import uuid
 from collections import Counter
@@ -21,7 +22,8 @@ from cloud_ingest.analytics.cgm_metrics import agp_profile, cgm_metrics
 from cloud_ingest.analytics.pef_diary import DiaryReport, analyse_diary
 from cloud_ingest.analytics.pef_sessions import PefBlowReading, blows_from_readings
 from cloud_ingest.consumer import Consumer, ConsumerConfig
-from cloud_ingest.service import IngestService
+from cloud_ingest.rules.thresholds import DEFAULT_THRESHOLDS
+from cloud_ingest.service import IngestService, RawMessage
 from cloud_ingest.storage import ObservationRecord, Storage, open_storage
 from device_profiles.events import EventKind
 from device_profiles.observation import Observation, QualityFlag
@@ -29,11 +31,13 @@ from gateway.wire import decode_events, decode_observations
 from remon.brokers import MosquittoProcess
 from remon.demo import DemoOptions, seed_directory
 from remon.demo_history import (
+    KIOSK_SITE,
     HistoryError,
     bp_history,
     cgm_history,
     dose_history,
     history_plan,
+    kiosk_history,
     load_history,
     pef_dip_day,
     pef_history,
@@ -49,6 +53,23 @@ HEL = ZoneInfo("Europe/Helsinki")
 NOW = datetime(2025, 10, 30, 21, 30, tzinfo=HEL)
 TODAY = NOW.date()
 DAYS = [TODAY - timedelta(days=13 - k) for k in range(14)]
+KIOSK_DEVICE_IDS = {
+    "kiosk-bp-history",
+    "kiosk-oximeter-history",
+    "kiosk-thermometer-history",
+    "kiosk-scale-history",
+    "kiosk-height-history",
+}
+_CMP = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+def alerting(o: Observation) -> list[str]:
+    """The default thresholds (cloud_ingest.rules.thresholds) the reading meets."""
+    return [
+        t.condition
+        for t in DEFAULT_THRESHOLDS
+        if o.measure in t.measures and o.value is not None and _CMP[t.comparator](o.value, t.value)
+    ]
 
 
 def diary(observations: list[Observation]) -> tuple[DiaryReport, list[str]]:
@@ -152,6 +173,138 @@ def test_home_bp_is_a_protocol_week_and_the_hypertensive_profile_is_above_135_85
         assert all(r.systolic < 180 and r.diastolic < 110 for r in readings)  # no grade 3
 
 
+def test_kiosk_visits_two_a_fortnight_on_weekdays_with_plausible_values_and_no_alert() -> None:
+    profiles = ("normal", "hypo-prone", "hypertensive", "hyperglycaemic", "hypoxic", "febrile")
+    for seed, i in itertools.product(range(4), range(12)):
+        profile = profiles[i % 6]
+        visits = kiosk_history(i, now=NOW, seed=seed)
+        assert len(visits) == 2
+        # a visit: readings within 30 min of each other; two visits: days apart
+        assert visits[1].start - visits[0].start > timedelta(days=2)
+        temperatures = []
+        for v in visits:
+            obs = v.observations
+            times = sorted(o.effective_time for o in obs)
+            assert NOW - timedelta(days=14) < v.start <= times[0]
+            assert times[-1] <= NOW
+            assert times[-1] - times[0] < timedelta(minutes=15)
+            for t in (times[0].astimezone(HEL), times[-1].astimezone(HEL)):
+                assert t.weekday() < 5
+                assert 8 <= t.hour < 16
+            by_measure: dict[str, list[Observation]] = {}
+            for o in obs:
+                by_measure.setdefault(o.measure, []).append(o)
+                assert QualityFlag.SIMULATED in o.quality
+                assert alerting(o) == [], (seed, i, o)
+            assert {m: len(x) for m, x in by_measure.items()} == {
+                "bp.systolic": 3,
+                "bp.diastolic": 3,
+                "pulse.cuff": 3,
+                "spo2": 1,
+                "pulse.oximeter": 1,
+                "body.temperature": 1,
+                "body.weight": 1,
+                "body.height": 1,
+                "bmi": 1,
+            }
+            # BP: 3 readings 1-2 min apart, within 5 min, the first two within 10 mmHg
+            bp = by_measure["bp.systolic"]
+            gaps = [b.effective_time - a.effective_time for a, b in itertools.pairwise(bp)]
+            assert all(timedelta(minutes=1) <= g <= timedelta(minutes=2) for g in gaps)
+            assert bp[-1].effective_time - bp[0].effective_time <= timedelta(minutes=5)
+            assert abs((bp[0].value or 0) - (bp[1].value or 0)) < 10
+            for s, d in zip(bp, by_measure["bp.diastolic"], strict=True):
+                assert s.record_key == d.record_key
+                assert s.value is not None
+                assert d.value is not None
+                assert 90 < s.value < 180
+                assert 50 < d.value < 110
+                assert s.value - d.value >= 20
+            # BMI: derived from the visit's weight and height (to its 0.1 resolution)
+            (bmi,) = by_measure["bmi"]
+            (w,) = by_measure["body.weight"]
+            (h,) = by_measure["body.height"]
+            assert w.value is not None
+            assert h.value is not None
+            assert bmi.value is not None
+            assert bmi.value == pytest.approx(w.value / (h.value / 100) ** 2, abs=0.05 + 1e-9)
+            assert QualityFlag.DERIVED in bmi.quality
+            assert QualityFlag.DERIVED not in w.quality | h.quality
+            assert bmi.provenance.source == "edge:kiosk-bmi"
+            assert 150 <= h.value <= 195
+            assert 17 < bmi.value < 36
+            assert set(v.readings) == KIOSK_DEVICE_IDS
+            assert {o.measure for o in v.readings["kiosk-scale-history"]} == {"body.weight", "bmi"}
+            (spo2,) = by_measure["spo2"]
+            assert spo2.value is not None
+            if profile == "hypoxic":
+                assert 94 <= spo2.value <= 95
+            else:
+                assert 95 <= spo2.value <= 99
+            temperatures += [o.value for o in by_measure["body.temperature"]]
+        if profile == "febrile":  # one fever visit (38.x, below the NEWS2 39.1 alert)
+            assert sum(38 <= (t or 0) < 39 for t in temperatures) == 1
+        else:
+            assert all(36 <= (t or 0) < 37.5 for t in temperatures)
+
+
+def test_kiosk_visits_whatever_now_and_never_two_readings_at_one_instant() -> None:
+    # any 14 days hold both visits (one may have begun a minute ago and have no readings yet)
+    for hours in range(0, 14 * 24, 5):
+        now = NOW + timedelta(hours=hours, minutes=7)
+        for i in range(6):
+            visits = kiosk_history(i, now=now, seed=3)
+            assert len(visits) == 2, (now, i)
+            assert all(now - timedelta(days=14) < v.start <= now for v in visits)
+    # the same visit, the same readings, whatever now (ids are content-derived)
+    a, b = (kiosk_history(4, now=n) for n in (NOW, NOW + timedelta(days=5)))
+    shared = {v.number for v in a} & {v.number for v in b}
+    assert shared
+    assert [v for v in a if v.number in shared] == [v for v in b if v.number in shared]
+    # one shared station: a device's record keys are unique across the patients, and up to
+    # 135 patients no two visits overlap
+    keys: Counter[tuple[str, str, str]] = Counter()
+    spans: list[tuple[datetime, datetime]] = []
+    for i in range(300):
+        for v in kiosk_history(i, now=NOW):
+            for device, obs in v.readings.items():
+                keys.update((device, o.record_key, o.measure) for o in obs)
+            if i < 135:
+                times = [o.effective_time for o in v.observations]
+                spans.append((v.start, max(times)))
+    assert max(keys.values()) == 1
+    spans.sort()
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(spans))
+
+
+def test_kiosk_readings_through_the_ingest_raise_no_alert(sqlite_url: str) -> None:
+    """Every profile's kiosk visits (6 patients), stored by the real ingest and its rules."""
+    plan = history_plan(patients=6, now=NOW)
+    storage = open_storage(sqlite_url)
+    try:
+        service = IngestService(storage)
+        arrived = NOW + timedelta(minutes=1)
+        msgs = plan.messages[KIOSK_SITE]
+        result = service.ingest_batch([RawMessage(m.topic, m.payload, arrived) for m in msgs])
+        assert (result.observations, result.dead_letters) == (plan.stats.kiosk, 0)
+        stored_obs = [
+            o
+            for i in range(6)
+            for o in service.list_observations(subject=f"demo-patient-{i + 1:04d}", limit=1000)
+        ]
+        assert len(stored_obs) == plan.stats.kiosk == 6 * 2 * 15
+        assert {(o.site, o.subject_kind) for o in stored_obs} == {(KIOSK_SITE, "patient")}
+        assert {o.device_id for o in stored_obs} == KIOSK_DEVICE_IDS
+        assert {o.device_transport for o in stored_obs} == {"ble", "serial"}
+        febrile = [
+            o.value for o in stored_obs if o.measure == "body.temperature" and (o.value or 0) >= 38
+        ]
+        assert len(febrile) == 1
+        assert service.list_alerts(limit=100) == []
+    finally:
+        storage.close()
+
+
 @pytest.mark.parametrize("behaviour", ["misses", "late", "mixed", "on_time"])
 def test_every_dose_has_its_due_dispensed_and_one_outcome(behaviour: str) -> None:
     events = dose_history(1, days=DAYS, now=NOW, behaviour=behaviour)  # type: ignore[arg-type]
@@ -224,16 +377,25 @@ def test_the_plan_is_deterministic_and_counts_what_it_holds() -> None:
     assert history_plan(patients=3, now=NOW, seed=8) != a
     s = a.stats
     assert s.messages == sum(len(v) for v in a.messages.values())
-    assert s.observations == s.cgm_readings + s.pef_blows + 3 * s.bp_readings
+    assert s.observations == s.cgm_readings + s.pef_blows + 3 * s.bp_readings + s.kiosk
     assert s.events == s.dose_events
-    assert set(a.messages) == {"home-0001", "home-0002", "home-0003"}
+    assert (s.kiosk_visits, s.kiosk) == (6, 6 * 15)
+    assert set(a.messages) == {"home-0001", "home-0002", "home-0003", "kiosk-0001"}
     devices = {m.topic.split("/")[3] for msgs in a.messages.values() for m in msgs}
     assert devices == {
         "ble-cgm-history",
         "pef-board-history",
         "ble-bp-history",
         "dispenser-history",
+        *KIOSK_DEVICE_IDS,
     }
+    assert {m.topic.split("/")[2] for m in a.messages["kiosk-0001"]} == {"kiosk-0001"}
+    assert not any(
+        m.topic.split("/")[3] in KIOSK_DEVICE_IDS
+        for site, msgs in a.messages.items()
+        if site != "kiosk-0001"
+        for m in msgs
+    )
     with pytest.raises(HistoryError, match="aware"):
         history_plan(patients=1, now=datetime(2025, 10, 30, 21, 30))
 
@@ -354,8 +516,12 @@ def test_three_patients_history_through_mosquitto_into_the_ingest(
     # home BP: 7 local days, 2 + 2 readings a day, for every patient
     for i, above in ((0, False), (1, False), (2, True)):
         ref = f"demo-patient-{i + 1:04d}"
-        sys_ = {o.record_key: o for o in stored(service, ref, "bp.systolic")}
-        dia = {o.record_key: o for o in stored(service, ref, "bp.diastolic")}
+        sys_ = {
+            o.record_key: o for o in stored(service, ref, "bp.systolic") if o.site != KIOSK_SITE
+        }
+        dia = {
+            o.record_key: o for o in stored(service, ref, "bp.diastolic") if o.site != KIOSK_SITE
+        }
         readings = [
             BpReading(
                 time=o.effective_time,
@@ -379,6 +545,37 @@ def test_three_patients_history_through_mosquitto_into_the_ingest(
     assert kinds["dose_taken"] + kinds["dose_taken_late"] + kinds["dose_missed"] == 42
     alerts = service.list_alerts(state="open", limit=100)
     assert "dose-missed" in {a.condition for a in alerts}
+
+    # kiosk visits: stored with the station's site, bound to the patient, raising no alert
+    kiosk = [
+        o
+        for i in range(3)
+        for o in service.list_observations(subject=f"demo-patient-{i + 1:04d}", limit=100_000)
+        if o.device_id in KIOSK_DEVICE_IDS
+    ]
+    assert len(kiosk) == stats.kiosk == 3 * 2 * 15
+    assert {(o.site, o.subject_kind) for o in kiosk} == {("kiosk-0001", "patient")}
+    assert {o.subject_ref for o in kiosk} == {f"demo-patient-{i + 1:04d}" for i in range(3)}
+    assert all("derived" in o.quality for o in kiosk if o.measure == "bmi")
+    kiosk_ids = {o.obs_id for o in kiosk}
+    every_alert = service.list_alerts(limit=1000)
+    alert_obs = {a.first_obs_id for a in every_alert} | {a.last_obs_id for a in every_alert}
+    assert not kiosk_ids & alert_obs
+    assert not {a.measure for a in every_alert} & {
+        "spo2",
+        "pulse.oximeter",
+        "body.temperature",
+        "body.weight",
+        "body.height",
+        "bmi",
+    }
+    assert not {a.condition for a in every_alert} & {
+        "bp-systolic-grade3",
+        "bp-diastolic-grade3",
+        "bp-systolic-low",
+        "pulse-low",
+        "pulse-high",
+    }
 
     # again: nothing new is stored, the broker's copies are dropped as duplicates
     again = publish_history(
