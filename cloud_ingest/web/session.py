@@ -103,16 +103,22 @@ def get_viewer(
 
 
 def check_same_origin(request: Request) -> None:
-    """Refuse a state-changing request that another site's page made."""
+    """Refuse a state-changing request that another site's page made.
+
+    Browsers that send Fetch Metadata (all current ones) are judged by ``Sec-Fetch-Site`` alone:
+    a form posted under ``Referrer-Policy: no-referrer`` carries ``Origin: null`` even from the
+    same origin. Older clients are judged by ``Origin`` against ``Host``; a request with neither
+    header (curl, scripts with a token) is not a browser's cross-site request.
+    """
     fetch_site = request.headers.get("sec-fetch-site")
-    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
-        raise CrossSiteError(fetch_site)
+    if fetch_site is not None:
+        if fetch_site not in ("same-origin", "none"):
+            raise CrossSiteError(fetch_site)
+        return
     origin = request.headers.get("origin")
-    if origin is not None and origin != "null":
-        host = request.headers.get("host", "")
-        if urlsplit(origin).netloc != host:
-            raise CrossSiteError(origin)
-    elif origin == "null":
+    if origin is None:
+        return
+    if origin == "null" or urlsplit(origin).netloc != request.headers.get("host", ""):
         raise CrossSiteError(origin)
 
 
