@@ -1453,8 +1453,11 @@ def _device_subjects(d: _Decoded) -> list[DeviceSubjectRecord]:
     def add(env: Envelope | EventEnvelope, first: datetime, last: datetime) -> None:
         dev = env.device
         key = (f"{dev.manufacturer}|{dev.model}|{dev.serial}", env.subject.ref)
+        firmware, transport = dev.firmware, dev.transport
         cur = spans.get(key)
         if cur is not None:
+            if last < cur.last_seen:  # the identity of the newest data stands
+                firmware, transport = cur.firmware or firmware, cur.transport or transport
             first, last = min(first, cur.first_seen), max(last, cur.last_seen)
         spans[key] = DeviceSubjectRecord(
             device_key=key[0],
@@ -1463,6 +1466,8 @@ def _device_subjects(d: _Decoded) -> list[DeviceSubjectRecord]:
             device_id=env.device_id,
             first_seen=first,
             last_seen=last,
+            firmware=firmware,
+            transport=transport,
         )
 
     for i in d.envelopes:

@@ -22,7 +22,7 @@ from cloud_ingest.storage.schema import metadata
 def test_migration_creates_the_schema(db_url: str) -> None:
     s = open_storage(db_url)
     try:
-        assert current_revision(s.engine) == "0004"
+        assert current_revision(s.engine) == "0005"
         insp = sa.inspect(s.engine)
         tables = set(insp.get_table_names()) - {"alembic_version"}
         assert tables == set(metadata.tables)
@@ -285,7 +285,7 @@ def test_upgrade_from_0002_keeps_alerts_and_carries_level_1_values_to_cgm(db_url
                 )
             )
         migrate(engine)
-        assert current_revision(engine) == "0004"
+        assert current_revision(engine) == "0005"
     finally:
         engine.dispose()
     s = open_storage(db_url)
@@ -300,5 +300,47 @@ def test_upgrade_from_0002_keeps_alerts_and_carries_level_1_values_to_cgm(db_url
         carried = s.get_override("p1", "cgm-low-l1")
         assert carried is not None
         assert (carried.value, carried.set_by) == (4.5, "dr")
+    finally:
+        s.close()
+
+
+def test_a_device_binding_keeps_the_identity_of_its_newest_data(db_url: str) -> None:
+    """Firmware and transport follow the newest data, whatever order messages arrive in (a hub
+    uploading its backlog after an update delivers old data last), and a message that does not
+    name them leaves them as they were."""
+    from cloud_ingest.storage.records import DeviceSubjectRecord
+
+    t0 = datetime(2026, 3, 1, 8, tzinfo=UTC)
+
+    def binding(hour: int, firmware: str | None, *, last: int | None = None) -> DeviceSubjectRecord:
+        return DeviceSubjectRecord(
+            device_key="Acme|G1|SN1",
+            subject_ref="p1",
+            site="home-p1",
+            device_id="meter-1",
+            first_seen=t0 + timedelta(hours=hour),
+            last_seen=t0 + timedelta(hours=hour if last is None else last),
+            firmware=firmware,
+            transport="ble" if firmware else None,
+        )
+
+    s = open_storage(db_url)
+    try:
+
+        def stored() -> tuple[str | None, str | None, datetime, datetime]:
+            (row,) = s.device_subjects(subject_ref="p1")
+            return row.firmware, row.transport, row.first_seen, row.last_seen
+
+        with s.write() as tx:
+            tx.upsert_device_subjects([binding(5, "2.0")])
+        with s.write() as tx:  # the backlog from before the update arrives late
+            tx.upsert_device_subjects([binding(1, "1.9")])
+        assert stored() == ("2.0", "ble", t0 + timedelta(hours=1), t0 + timedelta(hours=5))
+        with s.write() as tx:  # newer data that names no firmware erases nothing
+            tx.upsert_device_subjects([binding(6, None)])
+        assert stored()[:2] == ("2.0", "ble")
+        with s.write() as tx:  # one batch, rows in any order: the newest row's identity
+            tx.upsert_device_subjects([binding(9, "2.1"), binding(7, "2.0", last=8)])
+        assert stored() == ("2.1", "ble", t0 + timedelta(hours=1), t0 + timedelta(hours=9))
     finally:
         s.close()

@@ -418,6 +418,8 @@ class DeviceSubjectOut(_Out):
     device_id: str
     first_seen: datetime
     last_seen: datetime
+    firmware: str | None = Field(None, description="firmware its newest message named")
+    transport: str | None = Field(None, description="how the hub reads it: ble, serial, ...")
     battery_pct: int | None = Field(
         None, description="last Battery Level the device reported (percent)"
     )

@@ -420,6 +420,9 @@ class DeviceSubjectRecord:
     device_id: str
     first_seen: datetime
     last_seen: datetime
+    # firmware and transport as the newest message (by data time) from the device gave them
+    firmware: str | None = None
+    transport: str | None = None
     # the device's last known telemetry (remon.telemetry/1), each value with its own time
     battery_pct: int | None = None
     battery_at: datetime | None = None

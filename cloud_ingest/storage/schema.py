@@ -392,6 +392,9 @@ device_subjects = sa.Table(
     sa.Column("device_id", sa.String(63), nullable=False),
     sa.Column("first_seen", UTCDateTime(), nullable=False),
     sa.Column("last_seen", UTCDateTime(), nullable=False),
+    # the device's identity as its newest message gave it (what support staff check first)
+    sa.Column("firmware", sa.String(128), nullable=True),
+    sa.Column("transport", sa.String(128), nullable=True),
     sa.Index("ix_device_subjects_subject", "subject_ref"),
 )
 

@@ -111,11 +111,18 @@ def _utc_param(dt: datetime) -> datetime:
 
 #: Side tables of the ingest hot path on PostgreSQL: one statement per batch, rows as arrays.
 _PG_UPSERT_DEVICE_SUBJECTS: Final = (
-    "INSERT INTO device_subjects (device_key, subject_ref, site, device_id, first_seen, last_seen) "
+    "INSERT INTO device_subjects "
+    "(device_key, subject_ref, site, device_id, first_seen, last_seen, firmware, transport) "
     "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], "
-    "%s::timestamptz[], %s::timestamptz[]) "
+    "%s::timestamptz[], %s::timestamptz[], %s::text[], %s::text[]) "
     "ON CONFLICT (device_key, subject_ref) DO UPDATE SET "
     "site = excluded.site, device_id = excluded.device_id, "
+    "firmware = CASE WHEN excluded.last_seen >= device_subjects.last_seen "
+    "THEN COALESCE(excluded.firmware, device_subjects.firmware) "
+    "ELSE COALESCE(device_subjects.firmware, excluded.firmware) END, "
+    "transport = CASE WHEN excluded.last_seen >= device_subjects.last_seen "
+    "THEN COALESCE(excluded.transport, device_subjects.transport) "
+    "ELSE COALESCE(device_subjects.transport, excluded.transport) END, "
     "first_seen = CASE WHEN excluded.first_seen < device_subjects.first_seen "
     "THEN excluded.first_seen ELSE device_subjects.first_seen END, "
     "last_seen = CASE WHEN excluded.last_seen > device_subjects.last_seen "
@@ -522,13 +529,28 @@ class WriteTx:
         if self._dialect == "postgresql":
             # One statement for the batch (not one per row). Rows of one pair applied one after
             # another widen its span and leave the last site and device id: so does their merge.
-            merged: dict[tuple[str, str], tuple[str, str, datetime, datetime]] = {}
+            # The identity (firmware, transport) is the one of the row with the newest data.
+            merged: dict[
+                tuple[str, str], tuple[str, str, datetime, datetime, str | None, str | None]
+            ] = {}
             for r in ordered:
                 first, last = _utc_param(r.first_seen), _utc_param(r.last_seen)
+                firmware, transport = r.firmware, r.transport
                 cur = merged.get((r.device_key, r.subject_ref))
                 if cur is not None:
+                    if last < cur[3]:
+                        firmware, transport = cur[4] or firmware, cur[5] or transport
+                    else:
+                        firmware, transport = firmware or cur[4], transport or cur[5]
                     first, last = min(first, cur[2]), max(last, cur[3])
-                merged[(r.device_key, r.subject_ref)] = (r.site, r.device_id, first, last)
+                merged[(r.device_key, r.subject_ref)] = (
+                    r.site,
+                    r.device_id,
+                    first,
+                    last,
+                    firmware,
+                    transport,
+                )
             self.conn.exec_driver_sql(
                 _PG_UPSERT_DEVICE_SUBJECTS,
                 (
@@ -538,16 +560,26 @@ class WriteTx:
                     [v[1] for v in merged.values()],
                     [v[2] for v in merged.values()],
                     [v[3] for v in merged.values()],
+                    [v[4] for v in merged.values()],
+                    [v[5] for v in merged.values()],
                 ),
             )
             return
         tbl = t.device_subjects
         ins = self._insert(tbl)
+        newer = ins.excluded.last_seen >= tbl.c.last_seen
+
+        def identity(col: str) -> Any:
+            new, old = ins.excluded[col], tbl.c[col]
+            return sa.case((newer, sa.func.coalesce(new, old)), else_=sa.func.coalesce(old, new))
+
         stmt = ins.on_conflict_do_update(
             index_elements=["device_key", "subject_ref"],
             set_={
                 "site": ins.excluded.site,
                 "device_id": ins.excluded.device_id,
+                "firmware": identity("firmware"),
+                "transport": identity("transport"),
                 "first_seen": sa.case(
                     (ins.excluded.first_seen < tbl.c.first_seen, ins.excluded.first_seen),
                     else_=tbl.c.first_seen,
@@ -568,6 +600,8 @@ class WriteTx:
                     "device_id": r.device_id,
                     "first_seen": r.first_seen,
                     "last_seen": r.last_seen,
+                    "firmware": r.firmware,
+                    "transport": r.transport,
                 }
                 for r in ordered
             ],
@@ -1041,20 +1075,37 @@ class Storage:
             return None if r is None else _row(PefDiaryRecord, r)
 
     def device_subjects(
-        self, *, subject_ref: str | None = None, device_key: str | None = None, limit: int = 100
+        self,
+        *,
+        subject_ref: str | None = None,
+        device_key: str | None = None,
+        subject_refs: Sequence[str] | None = None,
+        limit: int = 100,
     ) -> list[DeviceSubjectRecord]:
-        """Devices per subject, each with its last known telemetry (None when none came)."""
+        """Devices per subject, each with its last known telemetry (None when none came), newest
+        first. ``subject_refs``: only these subjects' bindings (a viewer's patients)."""
         ds, dt = t.device_subjects, t.device_telemetry
-        stmt = sa.select(ds, *(dt.c[c] for c in _LISTED_TELEMETRY)).outerjoin(
+        base = sa.select(ds, *(dt.c[c] for c in _LISTED_TELEMETRY)).outerjoin(
             dt, dt.c.device_key == ds.c.device_key
         )
         if subject_ref is not None:
-            stmt = stmt.where(ds.c.subject_ref == subject_ref)
+            base = base.where(ds.c.subject_ref == subject_ref)
         if device_key is not None:
-            stmt = stmt.where(ds.c.device_key == device_key)
-        stmt = stmt.order_by(ds.c.last_seen.desc(), ds.c.device_key).limit(limit)
+            base = base.where(ds.c.device_key == device_key)
+        if subject_refs is None:
+            parts: list[Any] = [base]
+        else:
+            parts = [base.where(ds.c.subject_ref.in_(p)) for p in _chunks(sorted(subject_refs))]
+        order = (ds.c.last_seen.desc(), ds.c.device_key, ds.c.subject_ref)
         with self._read() as conn:
-            return [_row(DeviceSubjectRecord, r) for r in conn.execute(stmt)]
+            rows = [
+                _row(DeviceSubjectRecord, r)
+                for stmt in parts
+                for r in conn.execute(stmt.order_by(*order).limit(limit))
+            ]
+        if len(parts) > 1:
+            rows.sort(key=lambda r: (-r.last_seen.timestamp(), r.device_key, r.subject_ref))
+        return rows[:limit]
 
     def unrouted_subjects(self, *, limit: int = 100, offset: int = 0) -> list[UnroutedSubject]:
         """Subjects that devices reported for and that no patient entry routes."""
