@@ -202,11 +202,30 @@ _M: Final[dict[str, tuple[str, str, str]]] = {
         "No data for this period.",
     ),
     "patient.report": ("Tulostettava raportti", "Utskrivbar rapport", "Printable report"),
-    "patient.criteria_met": ("Täyttyvät kriteerit", "Uppfyllda kriterier", "Criteria met"),
-    "patient.criteria_none": (
-        "Mikään kriteeri ei täyty.",
-        "Inget kriterium uppfylls.",
-        "No criterion is met.",
+    "patient.criteria": (
+        "PEF-seurannan kriteerit",
+        "PEF-uppföljningens kriterier",
+        "PEF diary criteria",
+    ),
+    "pef.criterion.diurnal_variation": (
+        "Vuorokausivaihtelu",
+        "Dygnsvariation",
+        "Diurnal variability",
+    ),
+    "pef.criterion.bd_response": (
+        "Bronkodilataatiovaste",
+        "Bronkdilaterande respons",
+        "Bronchodilator response",
+    ),
+    "pef.criterion.met": (
+        "täyttyy {n} päivänä (vaaditaan ≥ {req}); tukee kliinikon arviota",
+        "uppfylls {n} dagar (≥ {req} krävs); stöder klinikerns bedömning",
+        "met on {n} days (≥ {req} required); supports the clinician's assessment",
+    ),
+    "pef.criterion.not_met": (
+        "ei täyty: {n}/{req} päivää ({ev} arvioitavissa)",
+        "uppfylls inte: {n}/{req} dagar ({ev} bedömbara)",
+        "not met: {n} of the required {req} days ({ev} evaluable)",
     ),
     "patient.days": ("vrk", "dygn", "days"),
     "patient.unclassified": (
@@ -268,6 +287,8 @@ _M: Final[dict[str, tuple[str, str, str]]] = {
     "fleet.unknown": ("ei tiedossa", "okänt", "unknown"),
     "fleet.empty": ("Ei yksiköitä.", "Inga enheter.", "No sites."),
     "fleet.clock_fault": ("yli 15 min", "över 15 min", "over 15 min"),
+    "fleet.subjects": ("{n} potilasta", "{n} patienter", "{n} patients"),
+    "fleet.latest": ("viimeisin", "senast", "latest"),
     # reports
     "report.pef_title": (
         "PEF-seurantaraportti (2 viikkoa)",
@@ -324,8 +345,15 @@ _M: Final[dict[str, tuple[str, str, str]]] = {
         "The database is not answering right now.",
     ),
     # shared words
-    "word.yes": ("kyllä", "ja", "yes"),
-    "word.no": ("ei", "nej", "no"),
+    # the alert audit trail's actions (rules.engine EventAction, service._ACTION_WORD)
+    "action.raised": ("nostettu", "larmat", "raised"),
+    "action.updated": ("päivitetty", "uppdaterat", "updated"),
+    "action.cleared": ("palautunut", "återställt", "cleared"),
+    "action.escalated": ("eskaloitu", "eskalerat", "escalated"),
+    "action.acknowledged": ("kuitattu", "kvitterat", "acknowledged"),
+    "action.assigned": ("annettu tehtäväksi", "tilldelat", "assigned"),
+    "action.snoozed": ("torkutettu", "snoozat", "snoozed"),
+    "action.resolved": ("ratkaistu", "löst", "resolved"),
     "word.none": ("—", "—", "—"),
     "word.by": ("tekijä", "av", "by"),
     "word.at": ("klo", "kl.", "at"),
@@ -540,6 +568,11 @@ class Translator:
         names = _MEASURES.get(key)
         return names[_INDEX[self.lang]] if names else key
 
+    def action(self, name: str) -> str:
+        """An audit-trail action; one this catalogue does not know is shown as stored."""
+        texts = _M.get(f"action.{name}")
+        return texts[_INDEX[self.lang]] if texts else name
+
     def condition(self, key: str, fallback: str) -> str:
         names = _CONDITIONS.get(key)
         return names[_INDEX[self.lang]] if names else fallback
@@ -548,6 +581,8 @@ class Translator:
 
     def num(self, value: float, decimals: int = 1) -> str:
         pattern = "#,##0" + ("." + "0" * decimals if decimals > 0 else "")
+        if round(value, decimals) == 0:
+            value = 0.0  # -0.3 s shown with no decimals is "0 s", not "-0 s"
         return format_decimal(value, format=pattern, locale=self.lang)
 
     def datetime(self, at: DateTime | None) -> str:

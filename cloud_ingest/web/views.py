@@ -394,10 +394,25 @@ def dose_view(
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FleetDevice:
+    """One physical device at a site: its newest binding (telemetry, identity) and every
+    subject the viewer may see that it has reported for (a kiosk's devices serve many)."""
+
     binding: DeviceSubjectRecord
-    model: str | None
-    firmware: str | None
-    transport: str | None
+    subjects: tuple[str, ...]  # newest first
+
+    @property
+    def model(self) -> str:
+        """From the identity key manufacturer|model|serial."""
+        parts = self.binding.device_key.split("|")
+        return parts[1] if len(parts) == 3 else self.binding.device_key
+
+    @property
+    def firmware(self) -> str | None:
+        return self.binding.firmware
+
+    @property
+    def transport(self) -> str | None:
+        return self.binding.transport
 
     @property
     def clock_fault(self) -> bool:
@@ -412,30 +427,22 @@ class FleetSite:
     devices: list[FleetDevice]
 
 
+#: Bindings read for the fleet page at most (a region's hubs and kiosks: thousands of devices).
+FLEET_ROWS: Final = 20_000
+
+
 def fleet(service: IngestService, care_subjects: Sequence[str] | None) -> list[FleetSite]:
-    """Sites and their devices. ``care_subjects``: the subjects the viewer may see (None: all,
-    admins); staff see the sites where their patients' devices report."""
-    rows: list[DeviceSubjectRecord] = []
-    if care_subjects is None:
-        rows = service.storage.device_subjects(subject_ref=None, device_key=None, limit=5000)
-    else:
-        for s in care_subjects:
-            rows += service.storage.device_subjects(subject_ref=s, device_key=None, limit=200)
+    """Sites and their devices, in two queries. ``care_subjects``: the subjects the viewer may
+    see (None: all, admins); staff see the sites where their patients' devices report."""
+    rows = service.storage.device_subjects(subject_refs=care_subjects, limit=FLEET_ROWS)
     sites = {s.site: s for s in service.list_sites()}
+    grouped: dict[tuple[str, str], list[DeviceSubjectRecord]] = defaultdict(list)
+    for b in rows:  # newest first: each group's first row is the device's newest binding
+        grouped[(b.site, b.device_key)].append(b)
     by_site: dict[str, list[FleetDevice]] = defaultdict(list)
-    for b in rows:
-        latest = service.list_observations(
-            subject=b.subject_ref, since=b.last_seen - timedelta(hours=1), limit=50
-        )
-        obs = next((o for o in latest if o.device_id == b.device_id), None)
-        by_site[b.site].append(
-            FleetDevice(
-                binding=b,
-                model=obs.device_model if obs else None,
-                firmware=obs.device_firmware if obs else None,
-                transport=obs.device_transport if obs else None,
-            )
-        )
+    for (site, _), bindings in grouped.items():
+        subjects = tuple(dict.fromkeys(b.subject_ref for b in bindings))
+        by_site[site].append(FleetDevice(binding=bindings[0], subjects=subjects))
     names = sorted(set(by_site) | (set(sites) if care_subjects is None else set()))
     return [
         FleetSite(
