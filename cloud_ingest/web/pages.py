@@ -8,24 +8,20 @@ redirect (POST/redirect/GET) so a reload never repeats an action.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Annotated, Any, Final
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Form, Path, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from cloud_ingest.api.deps import CareDep, ClinicalDep, ServiceDep
-from cloud_ingest.api.routers.alerts import POLL_S
-from cloud_ingest.api.stream import ChangeCursor
+from cloud_ingest.api.stream import alert_feed, resume_point, start_point
 from cloud_ingest.care import DirectoryError, ForbiddenError, Role, UnknownEntryError
 from cloud_ingest.clinical_settings import SettingsError
 from cloud_ingest.rules.lifecycle import DEFAULT_POLICY
@@ -276,35 +272,21 @@ async def queue_stream(
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-sent events for the page: one ``change`` per queue change the viewer may see,
     carrying the alert's id, priority and a short text for the page to announce."""
-    last = request.headers.get("last-event-id")
-    start = int(last) if last and last.isdigit() else None
-    if start is None:
-        start = await run_in_threadpool(service.last_alert_change_id)
-    cursor = ChangeCursor(start)
+    start = await start_point(service, resume_point(request.headers.get("last-event-id")))
     t = viewer.t
     yield ServerSentEvent(event="ready", data={"after": start}, retry=2000)
-    while not await request.is_disconnected():
-        seen, changes = await run_in_threadpool(
-            partial(
-                service.alert_changes,
-                principal=viewer.principal,
-                after_id=cursor.after,
-                also_ids=cursor.pending(),
-            )
+    async for event, alert in alert_feed(request, service, viewer.principal, start):
+        title = t.condition(alert.condition, alert.condition)
+        yield ServerSentEvent(
+            event="change",
+            id=str(event.id),
+            data={
+                "alert": alert.id,
+                "action": event.action,
+                "priority": alert.priority,
+                "text": f"{t('priority.' + alert.priority)}: {title}, {alert.subject_ref}",
+            },
         )
-        for event, alert in cursor.take(seen, [(ev.id, (ev, a)) for ev, a in changes]):
-            title = t.condition(alert.condition, alert.condition)
-            yield ServerSentEvent(
-                event="change",
-                id=str(event.id),
-                data={
-                    "alert": alert.id,
-                    "action": event.action,
-                    "priority": alert.priority,
-                    "text": f"{t('priority.' + alert.priority)}: {title}, {alert.subject_ref}",
-                },
-            )
-        await asyncio.sleep(POLL_S)
 
 
 # -- one alert -----------------------------------------------------------------------------------

@@ -5,13 +5,10 @@ stream of queue changes. Every list and action is limited to the alerts the call
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from functools import partial
-from typing import Annotated, Any, Final
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from cloud_ingest.api.deps import PrincipalDep, ServiceDep
@@ -27,7 +24,7 @@ from cloud_ingest.api.schemas import (
     PriorityName,
     SnoozeIn,
 )
-from cloud_ingest.api.stream import ChangeCursor
+from cloud_ingest.api.stream import alert_feed, resume_point, start_point
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 
@@ -37,10 +34,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorOut},
     422: {"model": ErrorOut},
 }
-#: How often the stream looks for new queue changes. The database is the bus, so every ingest
-#: worker's changes reach every API process; 0.2 s keeps the stream within the queue's latency
-#: aim (publish to visible, p99 <= 250 ms in issue 6) at one small indexed query per client.
-POLL_S: Final = 0.2
 
 
 @router.get("")
@@ -91,28 +84,11 @@ async def stream(
     missed; ``after`` does the same for clients that cannot set headers. A new client starts
     with the changes made from now on.
     """
-    start = after
-    if start is None and last_event_id is not None:
-        start = int(last_event_id) if last_event_id.isdigit() else None
-    if start is None:
-        start = await run_in_threadpool(service.last_alert_change_id)
-    cursor = ChangeCursor(start)
+    start = await start_point(service, resume_point(last_event_id, after))
     yield ServerSentEvent(event="ready", data={"after": start}, retry=2000)
-    while not await request.is_disconnected():
-        seen, changes = await run_in_threadpool(
-            partial(
-                service.alert_changes,
-                principal=who,
-                after_id=cursor.after,
-                also_ids=cursor.pending(),
-            )
-        )
-        for event, alert in cursor.take(seen, [(ev.id, (ev, a)) for ev, a in changes]):
-            change = AlertChangeOut(
-                event=AlertEventOut.model_validate(event), alert=AlertOut.of(alert)
-            )
-            yield ServerSentEvent(event="alert", id=str(event.id), data=change)
-        await asyncio.sleep(POLL_S)
+    async for event, alert in alert_feed(request, service, who, start):
+        change = AlertChangeOut(event=AlertEventOut.model_validate(event), alert=AlertOut.of(alert))
+        yield ServerSentEvent(event="alert", id=str(event.id), data=change)
 
 
 @router.get("/{alert_id}", responses={404: {"model": ErrorOut}})
