@@ -832,10 +832,16 @@ class IngestService:
         since: datetime | None = None,
         until: datetime | None = None,
         measure: str | None = None,
+        site_prefix: str | None = None,
         limit: int = 100,
     ) -> list[ObservationRecord]:
         return self.storage.list_observations(
-            subject_ref=subject, since=since, until=until, measure=measure, limit=limit
+            subject_ref=subject,
+            since=since,
+            until=until,
+            measure=measure,
+            site_prefix=site_prefix,
+            limit=limit,
         )
 
     def list_events(

@@ -646,3 +646,20 @@ def test_a_reading_read_again_with_another_measured_offset_is_a_duplicate(
     # and another value at the same device time too
     third = svc.ingest_batch(msgs([reading(0.4, "2026-03-01T10:00:00", 7.0)]))
     assert third.dead_letters == 1
+
+
+def test_observations_by_site_prefix(svc: IngestService) -> None:
+    """The kiosk view's filter: 'kiosk-' matches kiosk-0001 and kiosk-0002, not kiosks-1 or a
+    home hub, and no other subject's readings."""
+    for seq, site, subject in (
+        (1, "kiosk-0001", "p1"),
+        (2, "kiosks-1", "p1"),
+        (3, "home-kiosk-1", "p1"),
+        (4, "home-1", "p1"),
+        (5, "kiosk-0002", "p1"),
+        (6, "kiosk-0001", "p2"),
+    ):
+        svc.ingest_batch(msgs([ob(seq, 5.0 + seq)], site=site, subject=subject))
+    got = svc.list_observations(subject="p1", site_prefix="kiosk-", limit=100)
+    assert [(o.site, o.value) for o in got] == [("kiosk-0002", 10.0), ("kiosk-0001", 6.0)]
+    assert len(svc.list_observations(subject="p1", limit=100)) == 5

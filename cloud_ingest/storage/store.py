@@ -848,8 +848,11 @@ class Storage:
         since: datetime | None = None,
         until: datetime | None = None,
         measure: str | None = None,
+        site_prefix: str | None = None,
         limit: int = 100,
     ) -> list[ObservationRecord]:
+        """Newest first. ``site_prefix``: only readings taken at sites whose id starts with it
+        (``kiosk-``: the self-measurement stations)."""
         c = t.observations.c
         cols = [col for col in t.observations.columns if col.name != "id"]
         stmt = sa.select(*cols)
@@ -861,6 +864,8 @@ class Storage:
             stmt = stmt.where(c.effective_time < until)
         if measure is not None:
             stmt = stmt.where(c.measure == measure)
+        if site_prefix is not None:
+            stmt = stmt.where(c.site.startswith(site_prefix, autoescape=True))
         stmt = stmt.order_by(c.effective_time.desc(), c.obs_id).limit(limit)
         with self._read() as conn:
             return [_row(ObservationRecord, r) for r in conn.execute(stmt)]

@@ -302,15 +302,12 @@ def kiosk_visits(
     service: IngestService, subject: str, now: datetime, *, days: int = 90
 ) -> list[KioskVisit]:
     """The patient's self-measurement visits at kiosk sites, newest first."""
-    since = now - timedelta(days=days)
-    rows = [
-        r
-        for m in MEASURES
-        for r in service.list_observations(
-            subject=subject, measure=m, since=since, limit=_MAX_SERIES
-        )
-        if r.site.startswith(KIOSK_SITE_PREFIX)
-    ]
+    rows = service.list_observations(
+        subject=subject,
+        since=now - timedelta(days=days),
+        site_prefix=KIOSK_SITE_PREFIX,
+        limit=_MAX_SERIES,
+    )
     rows.sort(key=lambda r: (r.site, r.effective_time))
     visits: list[list[ObservationRecord]] = []
     for r in rows:
