@@ -1,4 +1,7 @@
-"""The hub's persisted registry of BLE devices: who each address is and whom it is bound to.
+"""The hub's persisted registry of devices: who each address is and whom it is bound to.
+
+Addresses are BLE addresses, and for serial devices their port paths (the kind, ``serial.*``,
+tells which; the stored identity's transport follows from it).
 
 One SQLite file (``devices.sqlite`` in the agent's data directory). A row per peripheral
 address: the configured device id and kind, the binding (a patient, or a kiosk), the identity
@@ -184,6 +187,11 @@ class DeviceRegistry:
         return stored, None
 
 
+def transport_of(kind: str) -> str:
+    """How the hub reads a device of this configured kind (``serial.*``: a port; else BLE)."""
+    return "serial" if kind.startswith("serial.") else "ble"
+
+
 def _row(r: tuple[object, ...]) -> RegisteredDevice:
     manufacturer, model, serial, firmware = (None if v is None else str(v) for v in r[5:9])
     identity = None
@@ -193,7 +201,7 @@ def _row(r: tuple[object, ...]) -> RegisteredDevice:
             model=model,
             serial=serial,
             firmware=firmware,
-            transport="ble",
+            transport=transport_of(str(r[2])),
         )
     return RegisteredDevice(
         address=str(r[0]),

@@ -181,3 +181,34 @@ def test_newer_schema_is_refused(path: Path) -> None:
     conn.close()
     with pytest.raises(RegistryError, match="newer"):
         DeviceRegistry(path)
+
+
+def test_a_serial_device_keeps_its_transport_across_sessions(path: Path) -> None:
+    """Serial ports share the registry (keyed by port path): the identity read back on the next
+    session (or after a restart) says serial, not BLE."""
+    port = "/dev/serial/by-id/usb-LifeScan_OneTouch-if00"
+    meter = DeviceIdentity(
+        manufacturer="LifeScan",
+        model="OneTouch Ultra 2",
+        serial="ZNF00001Y",
+        firmware="P02.00.00",
+        transport="serial",
+    )
+    reg = DeviceRegistry(path)
+    reg.bind(
+        address=port,
+        device_id="ultra2",
+        kind="serial.glucose-onetouch",
+        binding_kind="patient",
+        binding_ref="p1",
+    )
+    assert reg.identify(port, meter) == (meter, None)
+    assert reg.identify(port, meter) == (meter, None)  # the second session
+    reg.close()
+    again = DeviceRegistry(path)
+    try:
+        stored = again.get(port)
+        assert stored is not None
+        assert stored.identity == meter
+    finally:
+        again.close()
