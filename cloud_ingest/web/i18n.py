@@ -217,6 +217,17 @@ _M: Final[dict[str, tuple[str, str, str]]] = {
         "Bronkdilaterande respons",
         "Bronchodilator response",
     ),
+    # analytics.pef_diary.CONVENTION_FORMULAS in words
+    "pef.formula.finnish": (
+        "(suurin - pienin) / suurin",
+        "(högsta - lägsta) / högsta",
+        "(highest - lowest) / highest",
+    ),
+    "pef.formula.gina": (
+        "(suurin - pienin) / suurimman ja pienimmän keskiarvo",
+        "(högsta - lägsta) / medelvärdet av högsta och lägsta",
+        "(highest - lowest) / mean(highest, lowest)",
+    ),
     "pef.criterion.met": (
         "täyttyy {n} päivänä (vaaditaan ≥ {req}); tukee kliinikon arviota",
         "uppfylls {n} dagar (≥ {req} krävs); stöder klinikerns bedömning",
