@@ -247,3 +247,102 @@ def test_a_home_care_nurse_sees_only_the_dispenser_alerts_of_own_clients(site: S
     s.sign_in(west, "hc.west")
     expect(west.locator("#queue-rows tr[data-alert]")).to_have_count(1)
     expect(west.locator("#queue-rows tr[data-alert]")).to_contain_text("p2")
+
+
+#: WCAG 2.1 contrast (1.4.3 AA) of every visible text node outside the charts, against the
+#: first opaque background behind it: 4.5:1, 3:1 for large text (24 px, or 18.66 px bold).
+_CONTRAST_JS = """
+() => {
+  const parse = (c) => {
+    const m = c.match(/rgba?\\(([^)]+)\\)/);
+    if (!m) return null;
+    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    return { r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1 };
+  };
+  const lum = ({ r, g, b }) => {
+    const f = (v) => {
+      v /= 255;
+      return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+    };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const behind = (el) => {
+    for (; el; el = el.parentElement) {
+      const c = parse(getComputedStyle(el).backgroundColor);
+      if (c && c.a > 0.99) return c;
+    }
+    return { r: 255, g: 255, b: 255, a: 1 };
+  };
+  const found = [];
+  let checked = 0;
+  const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walk.nextNode()) {
+    const node = walk.currentNode;
+    const el = node.parentElement;
+    if (!node.textContent.trim() || !el || el.closest("svg")) continue;
+    const st = getComputedStyle(el);
+    const box = el.getBoundingClientRect();
+    if (st.visibility === "hidden" || box.width <= 1 || box.height <= 1) continue;
+    const fg = parse(st.color), bg = behind(el);
+    const hi = Math.max(lum(fg), lum(bg)), lo = Math.min(lum(fg), lum(bg));
+    const ratio = (hi + 0.05) / (lo + 0.05);
+    const size = parseFloat(st.fontSize), bold = parseInt(st.fontWeight, 10) >= 700;
+    const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+    checked += 1;
+    if (ratio < need) {
+      const text = node.textContent.trim().slice(0, 40);
+      const on = `rgb(${bg.r},${bg.g},${bg.b})`;
+      found.push(`${text}: ${ratio.toFixed(2)} < ${need} (${st.color} on ${on})`);
+    }
+  }
+  return { checked, found };
+}
+"""
+
+
+def test_the_pages_are_keyboard_usable_legible_and_fit_a_tablet(site: Site) -> None:
+    s = site
+    low = envelope(
+        [glucose(1, 2.6), glucose(20, 3.1), glucose(40, 5.8)], site="home-p1", subject="p1"
+    )
+    _publish(s.port, [(low.topic, low.payload)])
+    publish_missed_dose(s, "p1", 1)
+    ctx = s.browser.new_context(viewport={"width": 800, "height": 1100}, locale="fi-FI")
+    ctx.set_default_timeout(TIMEOUT_MS)
+    s.contexts.append(ctx)
+    page = ctx.new_page()
+    s.sign_in(page, "dr.north")
+    expect(page.locator("#queue-rows tr[data-alert]").first).to_be_visible()
+    # keyboard: the first Tab reaches the skip link, shown with a focus ring; Enter follows it
+    page.keyboard.press("Tab")
+    skip = page.locator("a.skip")
+    expect(skip).to_be_focused()
+    assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") != "none"
+    page.keyboard.press("Enter")
+    expect(page.locator("main")).to_be_focused()
+    # the alert opens from the keyboard too
+    page.locator("#queue-rows a.alert-link").first.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#alert-state")).to_be_visible()
+    pages = {
+        "queue": "/ui/queue",
+        "alert": page.url.removeprefix(s.url),
+        "patients": "/ui/patients",
+        "patient": "/ui/patients/p1",
+        "fleet": "/ui/fleet",
+        "report-pef": "/ui/patients/p1/reports/pef",
+        "report-agp": "/ui/patients/p1/reports/agp",
+        "login-sv": "/ui/lang/sv?next=/ui/queue",
+    }
+    for name, path in pages.items():
+        response = page.goto(s.url + path)
+        assert response is not None
+        assert response.status == 200, name
+        # tablet width: nothing makes the page itself scroll sideways
+        width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert width[0] <= width[1], f"{name}: {width[0]} px wide in an {width[1]} px window"
+        result = page.evaluate(_CONTRAST_JS)
+        assert result["checked"] > 10, name
+        assert result["found"] == [], f"{name}: {result['found']}"
+        shot(page, f"tablet-{name}")
+    expect(page.locator("html")).to_have_attribute("lang", "sv")  # the last page, in Swedish
