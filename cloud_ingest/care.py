@@ -20,7 +20,7 @@ import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -236,12 +236,53 @@ class CareDirectory:
         return self.principal_for_token(token)
 
     def principal_for_token(self, token: str) -> Principal | None:
-        rec = self.directory.staff_by_token(token_sha256(token))
+        return self._principal_for_hash(token_sha256(token), {})
+
+    def _principal_for_hash(
+        self, token_hash: str, service_tokens: Mapping[str, str]
+    ) -> Principal | None:
+        """Who holds the token with this SHA-256 (a service account or active staff), now."""
+        account: str | None = None
+        for known, name in service_tokens.items():
+            if hmac.compare_digest(token_sha256(known).encode(), token_hash.encode()):
+                account = name
+        if account is not None:
+            return Principal(id=account, name=account, role=Role.ADMIN, team_ids=frozenset())
+        rec = self.directory.staff_by_token(token_hash)
         if rec is None:
             return None
         return Principal(
             id=rec.id, name=rec.name, role=Role(rec.role), team_ids=frozenset(rec.team_ids)
         )
+
+    # -- web sessions --------------------------------------------------------------------------
+
+    def open_session(
+        self, token: str, service_tokens: Mapping[str, str], *, now: datetime, ttl: timedelta
+    ) -> tuple[str, Principal] | None:
+        """Sign in to the web UI with a bearer token: a new random session id (the cookie's
+        value; only its hash is kept) and who it is, or None for an unknown token. Audited."""
+        who = self.resolve_token(token, service_tokens)
+        if who is None:
+            return None
+        sid = new_token()
+        self.directory.open_web_session(
+            token_sha256(sid), token_sha256(token), now=now, expires_at=now + ttl
+        )
+        self.directory.write_audit([audit_entry(who, now, "session.open", "staff", who.id)])
+        return sid, who
+
+    def session_principal(
+        self, sid: str, service_tokens: Mapping[str, str], *, now: datetime
+    ) -> Principal | None:
+        """Who an unexpired session belongs to, as the directory says now: a deactivated staff
+        member, a re-issued token or a removed service account ends the session."""
+        token_hash = self.directory.web_session_token(token_sha256(sid), now=now)
+        return None if token_hash is None else self._principal_for_hash(token_hash, service_tokens)
+
+    def close_session(self, sid: str, who: Principal | None, *, now: datetime) -> None:
+        if self.directory.close_web_session(token_sha256(sid)) and who is not None:
+            self.directory.write_audit([audit_entry(who, now, "session.close", "staff", who.id)])
 
     # -- patients and dispenser clients --------------------------------------------------------
 

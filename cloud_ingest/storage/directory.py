@@ -257,6 +257,41 @@ class Directory:
         with self.storage._read() as conn:
             return [_client(r) for r in conn.execute(stmt)]
 
+    # -- web sessions --------------------------------------------------------------------------
+
+    def open_web_session(
+        self, sid_sha256: str, token_sha256: str, *, now: datetime, expires_at: datetime
+    ) -> None:
+        """Store a new session (and drop the expired ones: sign-ins are rare, so this is cheap)."""
+        ws = t.web_sessions
+        with self.storage.write() as tx:
+            tx.conn.execute(sa.delete(ws).where(ws.c.expires_at <= now))
+            tx.conn.execute(
+                sa.insert(ws).values(
+                    sid_sha256=sid_sha256,
+                    token_sha256=token_sha256,
+                    created_at=now,
+                    expires_at=expires_at,
+                )
+            )
+
+    def web_session_token(self, sid_sha256: str, *, now: datetime) -> str | None:
+        """The token hash an unexpired session was opened with, if the session exists."""
+        ws = t.web_sessions
+        with self.storage._read() as conn:
+            row = conn.execute(
+                sa.select(ws.c.token_sha256).where(
+                    ws.c.sid_sha256 == sid_sha256, ws.c.expires_at > now
+                )
+            ).first()
+        return None if row is None else str(row[0])
+
+    def close_web_session(self, sid_sha256: str) -> bool:
+        ws = t.web_sessions
+        with self.storage.write() as tx:
+            gone = tx.conn.execute(sa.delete(ws).where(ws.c.sid_sha256 == sid_sha256))
+        return bool(gone.rowcount)
+
     # -- audit ---------------------------------------------------------------------------------
 
     def write_audit(self, rows: Sequence[AuditIn]) -> None:

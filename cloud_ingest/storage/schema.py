@@ -314,6 +314,19 @@ dispenser_clients = sa.Table(
 
 #: Changes made through the API to the directory and thresholds (alert actions are in
 #: ``alert_events``, each alert's own trail).
+#: The web UI's sign-ins. The browser holds a random session id; only its SHA-256 is stored,
+#: with the SHA-256 of the token it was opened with: re-issuing that token (or removing a service
+#: account) ends its sessions, and so does signing out, at once, on the server.
+web_sessions = sa.Table(
+    "web_sessions",
+    metadata,
+    sa.Column("sid_sha256", sa.String(64), primary_key=True),
+    sa.Column("token_sha256", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_web_sessions_expires", "expires_at"),
+)
+
 audit_log = sa.Table(
     "audit_log",
     metadata,

@@ -41,6 +41,7 @@ from cloud_ingest.web.session import (
     LANG_COOKIE,
     SESSION_COOKIE,
     SESSION_MAX_AGE_S,
+    SESSION_TTL,
     UI_PREFIX,
     PostingViewerDep,
     Viewer,
@@ -143,15 +144,20 @@ def login(
     check_same_origin(request)
     t = translator(request)
     settings = request.app.state.settings
-    principal = care.resolve_token(token.strip(), settings.api_tokens) if token.strip() else None
-    if principal is None:
+    opened = None
+    if token.strip():
+        opened = care.open_session(
+            token.strip(), settings.api_tokens, now=datetime.now(UTC), ttl=SESSION_TTL
+        )
+    if opened is None:
         return render(
             request, "login.html", t=t, next=safe_next(next), failed=True, status_code=401
         )
+    sid, _ = opened
     response = _see_other(safe_next(next))
     response.set_cookie(
         SESSION_COOKIE,
-        token.strip(),
+        sid,
         max_age=SESSION_MAX_AGE_S,
         path=UI_PREFIX,
         httponly=True,
@@ -162,8 +168,13 @@ def login(
 
 
 @router.post("/logout")
-def logout(request: Request) -> RedirectResponse:
+def logout(request: Request, care: CareDep) -> RedirectResponse:
     check_same_origin(request)
+    sid = request.cookies.get(SESSION_COOKIE)
+    if sid and len(sid) <= 128:
+        now = datetime.now(UTC)
+        settings = request.app.state.settings
+        care.close_session(sid, care.session_principal(sid, settings.api_tokens, now=now), now=now)
     response = _see_other(f"{UI_PREFIX}/login")
     response.delete_cookie(SESSION_COOKIE, path=UI_PREFIX)
     return response

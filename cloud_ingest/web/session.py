@@ -1,17 +1,21 @@
 """Who is looking at a page, in which language, and the guards on the UI's forms.
 
 Sign-in takes the same tokens as the API (a staff member's, or a service account's from
-``REMON_API_TOKENS``) and keeps it in an ``HttpOnly``, ``SameSite=Strict`` cookie scoped to
-``/ui``; every request resolves it again (:meth:`CareDirectory.resolve_token`), so revoking a
-staff member's token signs them out everywhere at once and no session table is needed when
-the service scales out. Forms are protected against cross-site posting twice: the cookie is
-never sent on a cross-site request, and a POST whose ``Origin`` (or ``Sec-Fetch-Site``) is not
-this site is refused before anything is done.
+``REMON_API_TOKENS``) and opens a session kept in the database
+(:meth:`CareDirectory.open_session`): the browser's ``HttpOnly``, ``SameSite=Strict`` cookie,
+scoped to ``/ui``, holds only a random session id, never the token. Every request asks the
+directory again who the session's token belongs to now, so deactivating a staff member or
+re-issuing their token ends their sessions at once; signing out deletes the session on the
+server, and it expires after :data:`SESSION_MAX_AGE_S` whatever the browser keeps. The table is
+shared by every API process, so sessions survive scale-out and restarts. Forms are protected
+against cross-site posting twice: the cookie is never sent on a cross-site request, and a POST
+whose ``Sec-Fetch-Site`` (or ``Origin``) is not this site is refused before anything is done.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Final
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -28,6 +32,7 @@ LANG_COOKIE: Final = "remon_lang"
 UI_PREFIX: Final = "/ui"
 #: A signed-in session lasts a working shift plus margin; sign in again after it.
 SESSION_MAX_AGE_S: Final = 12 * 3600
+SESSION_TTL: Final = timedelta(seconds=SESSION_MAX_AGE_S)
 _HELSINKI: Final = ZoneInfo(DEFAULT_TZ)
 
 
@@ -95,8 +100,10 @@ def get_viewer(
     settings: Annotated[IngestSettings, Depends(get_settings)],
     care: Annotated[CareDirectory, Depends(get_care)],
 ) -> Viewer:
-    token = request.cookies.get(SESSION_COOKIE)
-    principal = care.resolve_token(token, settings.api_tokens) if token else None
+    sid = request.cookies.get(SESSION_COOKIE)
+    principal = None
+    if sid and len(sid) <= 128:
+        principal = care.session_principal(sid, settings.api_tokens, now=datetime.now(UTC))
     if principal is None:
         raise LoginRequiredError(_here(request) if request.method == "GET" else "")
     return Viewer(principal=principal, t=translator(request))
