@@ -10,6 +10,7 @@ Finnish by default; Swedish and English switchable.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
@@ -35,6 +36,16 @@ def create_web_app(service: IngestService, settings: IngestSettings) -> FastAPI:
     app = create_app(service, settings)
     app.include_router(pages.router)
     app.mount(f"{UI_PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
+
+    @app.middleware("http")
+    async def _ui_headers(request: Request, call_next: Any) -> Any:
+        """Rendered pages set these themselves; redirects, static files and errors get them
+        here, so no response under /ui can be framed, sniffed or cached."""
+        response = await call_next(request)
+        if request.url.path.startswith(UI_PREFIX):
+            for name, value in pages.SECURITY_HEADERS.items():
+                response.headers.setdefault(name, value)
+        return response
 
     @app.get("/", include_in_schema=False)
     def _root() -> RedirectResponse:

@@ -1,10 +1,11 @@
 """The web UI's words in Finnish (the default), Swedish and English, and locale formatting.
 
 A message is looked up by key; every key has all three languages (a test checks it). Dates and
-numbers are formatted with Babel's CLDR data for the chosen language, in the patient's (or the
-care team's) time zone: Finnish "4.12.2026 klo 15.05" and "7,5", Swedish "2026-12-04 15:05" and
-"7,5", English "12/4/26, 3:05 PM" and "7.5". Rule explanations written by the rules engine stay
-in English (their wording is part of the audit record); condition titles are translated here.
+numbers are formatted with Babel's CLDR data for the chosen language (a patient's readings in
+the patient's time zone, everything else in :data:`DEFAULT_TZ`): Finnish "4.12.2026 klo 15.05"
+and "7,5", Swedish "2026-12-04 15:05" and "7,5", English "12/4/26, 3:05 PM" and "7.5". Rule
+explanations written by the rules engine stay in English (their wording is part of the audit
+record); condition titles are translated here.
 """
 
 from __future__ import annotations
@@ -72,6 +73,10 @@ _M: Final[dict[str, tuple[str, str, str]]] = {
     "queue.all": ("Kaikki", "Alla", "All"),
     "queue.active": ("Avoimet ja kuitatut", "Öppna och kvitterade", "Open and acknowledged"),
     "queue.apply": ("Näytä", "Visa", "Show"),
+    "queue.pages": ("Sivut", "Sidor", "Pages"),
+    "queue.rows_shown": ("Rivit {first}-{last}", "Rader {first}-{last}", "Rows {first}-{last}"),
+    "queue.prev": ("Edelliset", "Föregående", "Previous"),
+    "queue.next": ("Seuraavat", "Nästa", "Next"),
     "queue.empty": (
         "Ei hälytyksiä tällä rajauksella.",
         "Inga larm med detta filter.",

@@ -22,7 +22,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from cloud_ingest.api.deps import CareDep, ClinicalDep, ServiceDep
 from cloud_ingest.api.stream import alert_feed, resume_point, start_point
-from cloud_ingest.care import DirectoryError, ForbiddenError, Role, UnknownEntryError
+from cloud_ingest.care import DirectoryError, ForbiddenError, UnknownEntryError
 from cloud_ingest.clinical_settings import SettingsError
 from cloud_ingest.rules.lifecycle import DEFAULT_POLICY
 from cloud_ingest.service import (
@@ -36,7 +36,15 @@ from cloud_ingest.service import (
 from cloud_ingest.storage.records import AlertRecord
 from cloud_ingest.web import views
 from cloud_ingest.web.charts import TIR_TARGETS
-from cloud_ingest.web.i18n import LANG_NAMES, LANGS, Translator, parse_lang, unit, value_text
+from cloud_ingest.web.i18n import (
+    DEFAULT_TZ,
+    LANG_NAMES,
+    LANGS,
+    Translator,
+    parse_lang,
+    unit,
+    value_text,
+)
 from cloud_ingest.web.session import (
     LANG_COOKIE,
     SESSION_COOKIE,
@@ -65,11 +73,12 @@ PRIORITY_MARK: Final = {"high": "!!!", "medium": "!!", "low": "!"}
 KINDS: Final = ("threshold", "event", "silence", "reading")
 STATES: Final = ("active", "open", "acknowledged", "resolved", "all")
 PRIORITIES: Final = ("high", "medium", "low")
-#: Queue rows per page (the working queue rarely holds more; paging beyond it).
+#: Queue rows per page (the working queue rarely holds more; further pages by ``page``).
 PAGE_ROWS: Final = 100
+MAX_PAGE: Final = 1000
 #: A note is kept in the audit log: bounded as the API's (AlertNote).
 NOTE_MAX: Final = 2000
-_SECURITY_HEADERS: Final = {
+SECURITY_HEADERS: Final = {
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
         "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -97,13 +106,14 @@ def render(
         langs=[(code, LANG_NAMES[code]) for code in LANGS],
         here=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
         prefix=UI_PREFIX,
+        kiosk_prefix=views.KIOSK_SITE_PREFIX,
         mark=PRIORITY_MARK,
         unit=unit,
         val=value_text,
         now=datetime.now(UTC),
         **ctx,
     )
-    return HTMLResponse(html, status_code=status_code, headers=_SECURITY_HEADERS)
+    return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
 
 
 def error_page(
@@ -196,7 +206,11 @@ def switch_language(
 
 
 def _queue_filters(
-    state: str | None, kind: str | None, priority: str | None, team: str | None
+    state: str | None,
+    kind: str | None,
+    priority: str | None,
+    team: str | None,
+    page: int = 1,
 ) -> dict[str, str]:
     """The queue's filters as given, each checked against its choices (anything else: all)."""
     out = {"state": state if state in STATES else "active"}
@@ -206,12 +220,18 @@ def _queue_filters(
         out["priority"] = priority
     if team:
         out["team"] = team[:64]
+    if page > 1:
+        out["page"] = str(page)
     return out
 
 
-def _queue_rows(viewer: Viewer, service: Any, flt: Mapping[str, str]) -> list[AlertRecord]:
+def _queue_rows(
+    viewer: Viewer, service: Any, flt: Mapping[str, str]
+) -> tuple[list[AlertRecord], bool]:
+    """One page of the queue, and whether another page follows."""
     state = flt["state"]
-    return list(
+    page = int(flt.get("page", "1"))
+    rows = list(
         service.list_alerts(
             principal=viewer.principal,
             state=state if state in ("open", "acknowledged", "resolved") else None,
@@ -220,12 +240,31 @@ def _queue_rows(viewer: Viewer, service: Any, flt: Mapping[str, str]) -> list[Al
             priority=flt.get("priority"),
             team_id=flt.get("team"),
             include_snoozed=state not in ("active",),
-            limit=PAGE_ROWS,
+            limit=PAGE_ROWS + 1,
+            offset=(page - 1) * PAGE_ROWS,
         )
     )
+    return rows[:PAGE_ROWS], len(rows) > PAGE_ROWS
+
+
+def _page_links(flt: Mapping[str, str], more: bool) -> dict[str, str | int | None]:
+    page = int(flt.get("page", "1"))
+
+    def at(n: int) -> str:
+        return f"{UI_PREFIX}/queue?" + urlencode(
+            {**flt, "page": str(n)} if n > 1 else {k: v for k, v in flt.items() if k != "page"}
+        )
+
+    return {
+        "page": page,
+        "first_row": (page - 1) * PAGE_ROWS + 1,
+        "prev": at(page - 1) if page > 1 else None,
+        "next": at(page + 1) if more and page < MAX_PAGE else None,
+    }
 
 
 FilterQ = Annotated[str | None, Query(max_length=64)]
+PageQ = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 
 
 @router.get("/queue", response_class=HTMLResponse)
@@ -238,9 +277,10 @@ def queue(
     kind: FilterQ = None,
     priority: FilterQ = None,
     team: FilterQ = None,
+    page: PageQ = 1,
 ) -> HTMLResponse:
-    flt = _queue_filters(state, kind, priority, team)
-    rows = _queue_rows(viewer, service, flt)
+    flt = _queue_filters(state, kind, priority, team, page)
+    rows, more = _queue_rows(viewer, service, flt)
     teams = (
         [tm.id for tm in care.directory.list_teams()]
         if viewer.principal.is_admin
@@ -258,6 +298,8 @@ def queue(
         states=STATES,
         priorities=PRIORITIES,
         query=urlencode(flt),
+        pager=_page_links(flt, more),
+        shown=len(rows),
     )
 
 
@@ -270,10 +312,11 @@ def queue_rows(
     kind: FilterQ = None,
     priority: FilterQ = None,
     team: FilterQ = None,
+    page: PageQ = 1,
 ) -> HTMLResponse:
     """The queue table's body alone: what the page's script swaps in when the queue changed."""
-    flt = _queue_filters(state, kind, priority, team)
-    rows = _queue_rows(viewer, service, flt)
+    flt = _queue_filters(state, kind, priority, team, page)
+    rows, _ = _queue_rows(viewer, service, flt)
     return render(request, "_queue_rows.html", t=viewer.t, viewer=viewer, rows=rows)
 
 
@@ -465,9 +508,9 @@ Subject = Annotated[str, Path(min_length=1, max_length=128)]
 def _patient_zone(care: Any, subject: str) -> ZoneInfo:
     patient = care.directory.get_patient(subject)
     try:
-        return ZoneInfo(patient.time_zone) if patient else ZoneInfo("Europe/Helsinki")
+        return ZoneInfo(patient.time_zone) if patient else ZoneInfo(DEFAULT_TZ)
     except (KeyError, ValueError):
-        return ZoneInfo("Europe/Helsinki")
+        return ZoneInfo(DEFAULT_TZ)
 
 
 @router.get("/patients/{subject}", response_class=HTMLResponse)
@@ -657,5 +700,4 @@ def fleet(request: Request, viewer: ViewerDep, service: ServiceDep, care: CareDe
         viewer=viewer,
         sites=sites,
         clock_fault_s=views.CLOCK_FAULT_S,
-        role_admin=who.role is Role.ADMIN,
     )
