@@ -323,8 +323,11 @@ def test_snooze_is_for_acknowledged_alerts_bounded_and_hides_until_it_ends(world
     assert "acknowledge it first" in r.json()["detail"]
     assert world.client.post(f"/api/v1/alerts/{aid}/acknowledge", headers=north).is_success
     r = world.client.post(url, json={"minutes": 31}, headers=north)
-    assert r.status_code == 409
+    assert r.status_code == 422  # the request is wrong, not the alert's state
     assert "at most 30 min, not 31" in r.json()["detail"]
+    r = world.client.post(url, json={"minutes": 1e20}, headers=north)  # no overflow: refused
+    assert r.status_code == 422
+    assert "at most 30 min" in r.json()["detail"]
     assert world.client.post(url, json={"minutes": 0}, headers=north).status_code == 422
     r = world.client.post(url, json={"minutes": 30}, headers=north)
     assert r.status_code == 200

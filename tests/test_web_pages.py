@@ -621,14 +621,14 @@ def test_a_snooze_the_rules_do_not_allow_is_refused(world: World) -> None:
     aid = world.alerts[key]
     r = dr.post(f"/ui/alerts/{aid}/acknowledge", headers=SAME_ORIGIN, follow_redirects=False)
     assert r.status_code == 303
-    for minutes in ("abc", "", "nan", "inf", "0", "-5", "45", "30.5"):
+    for minutes in ("abc", "", "nan", "inf", "0", "-5", "45", "30.5", "1e20"):
         r = dr.post(
             f"/ui/alerts/{aid}/snooze",
             data={"minutes": minutes},
             headers=SAME_ORIGIN,
             follow_redirects=False,
         )
-        assert 400 <= r.status_code < 500, (minutes, r.status_code)
+        assert r.status_code == 422, (minutes, r.status_code)
         assert error_notice(r.text)
         a = world.alert(key)
         assert (a["state"], a["snoozed_until"]) == ("acknowledged", None)

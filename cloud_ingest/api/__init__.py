@@ -34,6 +34,7 @@ from cloud_ingest.service import (
     IngestService,
     InvalidTransitionError,
     RuleError,
+    SnoozeRefusedError,
     StorageError,
     UnknownConditionError,
 )
@@ -102,6 +103,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AlertNotFoundError)
     def _not_found(_r: Request, exc: AlertNotFoundError) -> JSONResponse:
         return _error(status.HTTP_404_NOT_FOUND, f"alert {exc.args[0]} not found")
+
+    @app.exception_handler(SnoozeRefusedError)
+    def _snooze_refused(_r: Request, exc: SnoozeRefusedError) -> JSONResponse:
+        return _error(422, str(exc))
 
     @app.exception_handler(InvalidTransitionError)
     def _conflict(_r: Request, exc: InvalidTransitionError) -> JSONResponse:

@@ -62,6 +62,11 @@ class InvalidTransitionError(ValueError):
         self.state = state
 
 
+class SnoozeRefusedError(InvalidTransitionError):
+    """The snooze asked for is not allowed (its length, or its priority's policy): the request
+    is wrong, not the alert's state (the API answers 422, not 409)."""
+
+
 def next_state(state: str, transition: Transition) -> AlertStateName:
     """The state ``transition`` leads to from ``state``; raise if it is not allowed."""
     allowed, target = TRANSITIONS[transition]
@@ -120,23 +125,23 @@ def snooze_until(
     """When a snooze of ``minutes`` ends; raise if the state or the bound forbids it."""
     next_state(state, Transition.SNOOZE)
     if not math.isfinite(minutes) or minutes <= 0:
-        raise InvalidTransitionError(
+        raise SnoozeRefusedError(
             Transition.SNOOZE, state, f"snooze minutes must be positive, not {minutes}"
         )
     bound = policy.max_snooze.get(priority)
-    span = timedelta(minutes=minutes)
     if bound is None:
-        raise InvalidTransitionError(
+        raise SnoozeRefusedError(
             Transition.SNOOZE, state, f"{priority}-priority alerts cannot be snoozed"
         )
-    if span > bound:
-        raise InvalidTransitionError(
+    # compared as numbers first: a huge value would overflow timedelta
+    if minutes * 60 > bound.total_seconds():
+        raise SnoozeRefusedError(
             Transition.SNOOZE,
             state,
             f"a {priority}-priority alert can be snoozed for at most "
             f"{bound.total_seconds() / 60:g} min, not {minutes:g}",
         )
-    return now + span
+    return now + timedelta(minutes=minutes)
 
 
 def escalation_level_due(

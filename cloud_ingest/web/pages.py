@@ -31,6 +31,7 @@ from cloud_ingest.service import (
     ConflictError,
     InvalidTransitionError,
     RuleError,
+    SnoozeRefusedError,
     UnknownConditionError,
 )
 from cloud_ingest.storage.records import AlertRecord
@@ -459,6 +460,9 @@ def alert_action(
             service.snooze(alert_id, actor=who.actor, minutes=span, note=_note(note), principal=who)
     except AlertNotFoundError:
         return error_page(request, t, viewer, 404, t("error.not_found"))
+    except SnoozeRefusedError as exc:
+        msg = f"{t('error.invalid')}: {t('alert.snooze_minutes')} {minutes!r} ({exc})"
+        return _alert_page(request, viewer, service, care, alert_id, error=msg, status_code=422)
     except (InvalidTransitionError, ConflictError) as exc:
         return _alert_page(
             request,
