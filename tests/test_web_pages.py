@@ -1045,3 +1045,22 @@ def test_the_fleet_lists_every_device_of_the_history_with_its_model(history: His
     other = history.sign_in("dr.other").get("/ui/fleet")
     assert other.status_code == 200
     assert not any(device_id in other.text for _, device_id in history.devices)
+
+
+def test_saving_a_threshold_unchanged_changes_nothing(world: World) -> None:
+    """The field shows the stored value exactly (a rounded one, saved back, would be a new
+    patient value): pressing Save on it stores no override and writes no audit entry."""
+    dr = world.sign_in("dr.north")
+    before = world.threshold("p3", "cgm-falling-fast")
+    shown = _threshold_input(dr.get("/ui/patients/p3").text, "cgm-falling-fast")
+    assert float(shown.replace(",", ".")) == pytest.approx(before["value"], abs=1e-6)
+    r = dr.post(
+        "/ui/patients/p3/thresholds/cgm-falling-fast",
+        data={"value": shown},
+        headers=SAME_ORIGIN,
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    after = world.threshold("p3", "cgm-falling-fast")
+    assert (after["value"], after["scope"]) == (before["value"], before["scope"])
+    assert [e for e in world.audit("p3") if e["action"] == "threshold.put"] == []

@@ -601,6 +601,15 @@ class Translator:
             value = 0.0  # -0.3 s shown with no decimals is "0 s", not "-0 s"
         return format_decimal(value, format=pattern, locale=self.lang)
 
+    def exact(self, value: float, decimals: int = 0) -> str:
+        """A number for a form field: at least ``decimals`` decimals and every further one it
+        has (up to 6 in all), no grouping, so submitting the field unchanged gives it back."""
+        shown = min(max(decimals, 0), 6)
+        pattern = "0." + "0" * shown + "#" * (6 - shown)
+        if round(value, 6) == 0:
+            value = 0.0
+        return format_decimal(value, format=pattern, locale=self.lang)
+
     def datetime(self, at: DateTime | None) -> str:
         if at is None:
             return self("word.none")

@@ -615,6 +615,10 @@ def set_threshold(
                 number = math.nan
             if not math.isfinite(number):
                 raise RuleError(f"{condition}: {value!r} is not a number")
+            if math.isclose(number, current.value, rel_tol=0.0, abs_tol=1e-6):
+                # Save pressed on the unchanged field (t.exact: 6 decimals): no patient
+                # override, no audit entry
+                return _see_other(f"{UI_PREFIX}/patients/{subject}#th-{condition}")
             service.put_threshold(
                 subject, condition, value=number, unit=current.unit, actor=who.actor
             )
