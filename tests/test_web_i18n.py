@@ -220,21 +220,35 @@ def test_ago_is_in_words_and_never_negative() -> None:
 
 @pytest.mark.parametrize("lang", LANGS)
 @pytest.mark.parametrize("comparator", ["<", "<=", ">", ">="])
-def test_value_text_keeps_the_comparator(lang: str, comparator: str) -> None:
+def test_value_text_keeps_the_comparator_and_rounds_a_bound_outward(
+    lang: str, comparator: str
+) -> None:
+    """ "< 2.22" shown as "<2,2" would claim more than the device did: an upper bound is rounded
+    up, a lower bound down, by at most one displayed step."""
     t = Translator(parse_lang(lang), HEL)
     decimal = "," if lang in ("fi", "sv") else "."
-    for value, ucum, number in (
-        (2.2202486678507993, "mmol/L", f"2{decimal}2"),  # a CGM LO: 40 mg/dL
-        (22.202486678507995, "mmol/L", f"22{decimal}2"),  # a CGM HI: 400 mg/dL
-        (1.11, "mmol/L", f"1{decimal}1"),  # a meter LO: 20 mg/dL
-        (600.0, "mg/dL", "600"),
-        (80.0, "L/min", "80"),
+    upper = comparator.startswith("<")
+    for value, ucum, step in (
+        (2.2202486678507993, "mmol/L", 0.1),  # a CGM LO: 40 mg/dL
+        (22.202486678507995, "mmol/L", 0.1),  # a CGM HI: 400 mg/dL
+        (1.11, "mmol/L", 0.1),  # a meter LO: 20 mg/dL
+        (600.0, "mg/dL", 1.0),
+        (80.0, "L/min", 1.0),
+        (59.6, "/min", 1.0),
     ):
         text = value_text(t, value, comparator, ucum)
         assert text.startswith(comparator), text
-        assert text[len(comparator) :].startswith(number), text
-    # the comparator stays even when the number rounds to a whole one
-    assert value_text(t, 59.6, comparator, "/min").startswith(comparator + "60")
+        number = float(text[len(comparator) :].split()[0].replace(decimal, "."))
+        if upper:
+            assert value <= number < value + step + 1e-9, text
+        else:
+            assert value - step - 1e-9 < number <= value, text
+    lo = value_text(t, 2.2202486678507993, "<", "mmol/L")
+    assert lo.startswith(f"<2{decimal}3"), lo
+    hi = value_text(t, 22.202486678507995, ">", "mmol/L")
+    assert hi.startswith(f">22{decimal}2"), hi
+    # an exact bound stays as it is
+    assert value_text(t, 600.0, comparator, "mg/dL").startswith(comparator + "600")
 
 
 @pytest.mark.parametrize("lang", LANGS)
@@ -370,3 +384,10 @@ def test_calls_pass_exactly_the_placeholders_their_text_has() -> None:
                 wrong.append((name, key, sorted(passed), sorted(wanted)))
     assert wrong == []
     assert seen_with_args >= 2
+
+
+def test_chart_day_labels_read_unambiguously_in_each_language() -> None:
+    day = date(2026, 12, 4)
+    assert Translator("fi", HEL).day(day) == "4.12."
+    assert Translator("sv", HEL).day(day) == "4/12"
+    assert Translator("en", HEL).day(day) == "Dec 4"  # not "4/12": April in US order

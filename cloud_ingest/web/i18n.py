@@ -10,6 +10,7 @@ record); condition titles are translated here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date as Date
@@ -565,6 +566,9 @@ def catalog_keys() -> Mapping[str, tuple[str, str, str]]:
     }
 
 
+_DAY_PATTERN: Final[dict[str, str]] = {"fi": "d.M.", "sv": "d/M", "en": "MMM d"}
+
+
 @dataclass(frozen=True, slots=True)
 class Translator:
     """Words and formats for one request: its language and the time zone times are shown in."""
@@ -619,8 +623,10 @@ class Translator:
         return format_date(day, "short", locale=self.lang)
 
     def day(self, day: Date) -> str:
-        """A chart axis label: day and month ("4.12." in Finnish)."""
-        return format_date(day, "d.M." if self.lang == "fi" else "d/M", locale=self.lang)
+        """A chart axis label: day and month as each language writes it short: "4.12."
+        (Finnish), "4/12" (Swedish), "Dec 4" (English, whose numeric dates put the month
+        first: "4/12" would read as April)."""
+        return format_date(day, _DAY_PATTERN[self.lang], locale=self.lang)
 
     def time(self, at: DateTime) -> str:
         return format_time(at, "short", tzinfo=self.tz, locale=self.lang)
@@ -663,6 +669,13 @@ def value_text(t: Translator, value: float | None, comparator: str | None, ucum:
     if value is None:
         return t("word.none")
     decimals = UNIT_DECIMALS.get(ucum or "", 0)
+    # A bound is rounded outward, so the text never claims more than the device did: a LO
+    # reading "< 2.22 mmol/L" is "<2,3", not "<2,2".
+    scale = 10**decimals
+    if comparator in ("<", "<="):
+        value = math.ceil(round(value * scale, 6)) / scale
+    elif comparator in (">", ">="):
+        value = math.floor(round(value * scale, 6)) / scale
     return f"{comparator or ''}{t.num(value, decimals)} {unit(ucum)}".strip()
 
 
