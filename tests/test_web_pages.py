@@ -545,14 +545,18 @@ def test_alert_actions_change_the_alert_and_redirect_to_a_page(world: World) -> 
     assert "called the patient" in page
     assert world.alert(key)["events"][-1]["action"] == "acknowledged"
 
+    page = dr.get(done).text  # every action's form takes a note
+    for form in ("assign-note", "snooze-note", "resolve-note"):
+        assert f'id="{form}"' in page, form
     r = dr.post(
         f"/ui/alerts/{aid}/assign",
-        data={"assignee": "nurse.north"},
+        data={"assignee": "nurse.north", "note": "home visit today"},
         headers=SAME_ORIGIN,
         follow_redirects=False,
     )
     assert (r.status_code, r.headers["location"]) == (303, done)
     assert world.alert(key)["assigned_to"] == "nurse.north"
+    assert "home visit today" in world.alert(key)["events"][-1]["note"]
     # someone outside the alert's team or audience cannot be assigned
     for wrong in ("hc.east", "dr.south", "nobody"):
         r = dr.post(
@@ -568,11 +572,12 @@ def test_alert_actions_change_the_alert_and_redirect_to_a_page(world: World) -> 
     before = datetime.now(UTC)
     r = dr.post(
         f"/ui/alerts/{aid}/snooze",
-        data={"minutes": "20"},
+        data={"minutes": "20", "note": "waiting for the lab"},
         headers=SAME_ORIGIN,
         follow_redirects=False,
     )
     assert (r.status_code, r.headers["location"]) == (303, done)
+    assert "waiting for the lab" in world.alert(key)["events"][-1]["note"]
     until = datetime.fromisoformat(world.alert(key)["snoozed_until"])
     assert before + timedelta(minutes=20) <= until <= datetime.now(UTC) + timedelta(minutes=20)
     # snoozed: out of the working queue, still listed under "all"
