@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from device_profiles.events import DeviceEvent, EventKind
 from device_profiles.observation import DeviceIdentity, Observation, Provenance, QualityFlag
-from gateway.wire import OutboundMessage, Subject, encode_observations
+from gateway.wire import OutboundMessage, Subject, encode_events, encode_observations
 
 T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 METER = DeviceIdentity(
     manufacturer="Acme", model="Gluco 1", serial="SN-1", firmware="1.2", transport="ble"
 )
+DISPENSER = DeviceIdentity(manufacturer="Acme", model="MedRoll 2", serial="MR-9")
 
 
 def glucose(
@@ -47,3 +49,27 @@ def envelope(
     )
     assert len(msgs) == 1
     return msgs[0]
+
+
+def missed_dose(
+    subject: str, *, at: datetime, dose_id: str, created_at: datetime = T0
+) -> OutboundMessage:
+    """A dispenser's dose_missed event for ``subject`` (scheduled 45 min before ``at``), from
+    the client's home hub, made with the production encoder."""
+    event = DeviceEvent(
+        kind=EventKind.DOSE_MISSED,
+        event_time=at,
+        record_key=f"evt:{subject}:{dose_id}",
+        provenance=Provenance(source="serial:test"),
+        dose_id=dose_id,
+        scheduled_time=at - timedelta(minutes=45),
+    )
+    (msg,) = encode_events(
+        site=f"home-{subject}",
+        device_id=f"disp-{subject}",
+        device=DISPENSER,
+        subject=Subject(kind="patient", ref=subject),
+        events=[event],
+        created_at=created_at,
+    )
+    return msg

@@ -27,18 +27,14 @@ from cloud_ingest.settings import IngestSettings
 from cloud_ingest.storage import open_storage
 from cloud_ingest.web import create_web_app
 from cloud_ingest.web.i18n import Translator
-from device_profiles.events import DeviceEvent, EventKind
-from device_profiles.observation import DeviceIdentity, Provenance
-from gateway.wire import Subject, encode_events
 from remon.brokers import MosquittoProcess
 from remon.screenshots import CHROMIUM, launch_chromium
-from tests.helpers import T0, envelope, glucose
+from tests.helpers import T0, envelope, glucose, missed_dose
 from tests.test_end_to_end import _publish
 from tests.test_queue_stream import Server
 
 TIMEOUT_MS = 30_000
 ADMIN = {"Authorization": "Bearer tok-admin"}
-DISPENSER = DeviceIdentity(manufacturer="Acme", model="MedRoll 2", serial="MR-9")
 FI = Translator("fi", ZoneInfo("Europe/Helsinki"))
 ARTIFACTS = Path(
     os.environ.get("REMON_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts")
@@ -144,23 +140,8 @@ def _directory(url: str) -> dict[str, str]:
 
 
 def publish_missed_dose(s: Site, patient: str, n: int) -> None:
-    event = DeviceEvent(
-        kind=EventKind.DOSE_MISSED,
-        event_time=T0 + timedelta(hours=n),
-        record_key=f"evt:{patient}:{n}",
-        provenance=Provenance(source="serial:test"),
-        dose_id=f"dose-{patient}-{n}",
-        scheduled_time=T0 + timedelta(hours=n, minutes=-45),
-    )
-    msgs = encode_events(
-        site=f"home-{patient}",
-        device_id=f"disp-{patient}",
-        device=DISPENSER,
-        subject=Subject(kind="patient", ref=patient),
-        events=[event],
-        created_at=T0,
-    )
-    _publish(s.port, [(m.topic, m.payload) for m in msgs])
+    msg = missed_dose(patient, at=T0 + timedelta(hours=n), dose_id=f"dose-{patient}-{n}")
+    _publish(s.port, [(msg.topic, msg.payload)])
 
 
 def test_a_clinician_sees_an_alert_arrive_live_acknowledges_it_and_it_leaves_the_open_list(

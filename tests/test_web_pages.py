@@ -32,9 +32,8 @@ from cloud_ingest.service import IngestService, RawMessage
 from cloud_ingest.settings import IngestSettings
 from cloud_ingest.storage import Storage, open_storage
 from cloud_ingest.web import create_web_app
-from device_profiles.events import DeviceEvent, EventKind
 from device_profiles.observation import DeviceIdentity, Observation, Provenance
-from gateway.wire import Subject, encode_events, encode_observations
+from gateway.wire import Subject, encode_observations
 from remon.demo_history import (
     HISTORY_DAYS,
     PERSONAL_BEST_L_MIN,
@@ -42,6 +41,7 @@ from remon.demo_history import (
     seed_pef_diaries,
     seed_personal_bests,
 )
+from tests.helpers import missed_dose as missed_dose_message
 
 ADMIN_TOKEN = "tok-admin"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -49,7 +49,6 @@ SAME_ORIGIN = {"Origin": "http://testserver"}
 METER = DeviceIdentity(
     manufacturer="Acme", model="Gluco 1", serial="SN-1", firmware="1.2", transport="ble"
 )
-DISPENSER = DeviceIdentity(manufacturer="Acme", model="MedRoll 2", serial="MR-9")
 LOW_L2 = "glucose-low-l2"
 DOSE_MISSED = "dose-missed"
 
@@ -78,22 +77,7 @@ def glucose_reading(subject: str, value: float, *, at: datetime, now: datetime) 
 
 
 def missed_dose(subject: str, *, at: datetime, now: datetime) -> RawMessage:
-    event = DeviceEvent(
-        kind=EventKind.DOSE_MISSED,
-        event_time=at,
-        record_key=f"evt:{at.timestamp():.0f}",
-        provenance=Provenance(source="serial:test"),
-        dose_id=f"dose-{at:%H%M}",
-        scheduled_time=at - timedelta(minutes=45),
-    )
-    (msg,) = encode_events(
-        site=f"home-{subject}",
-        device_id=f"disp-{subject}",
-        device=DISPENSER,
-        subject=Subject(kind="patient", ref=subject),
-        events=[event],
-        created_at=now,
-    )
+    msg = missed_dose_message(subject, at=at, dose_id=f"dose-{at:%H%M}", created_at=now)
     return RawMessage(topic=msg.topic, payload=msg.payload, received_at=now)
 
 
