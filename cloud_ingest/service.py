@@ -1466,6 +1466,8 @@ def _device_subjects(d: _Decoded) -> list[DeviceSubjectRecord]:
         if cur is not None:
             if last < cur.last_seen:  # the identity of the newest data stands
                 firmware, transport = cur.firmware or firmware, cur.transport or transport
+            else:  # newer data naming none erases nothing
+                firmware, transport = firmware or cur.firmware, transport or cur.transport
             first, last = min(first, cur.first_seen), max(last, cur.last_seen)
         spans[key] = DeviceSubjectRecord(
             device_key=key[0],

@@ -150,6 +150,8 @@ class Listener:
     def _run(self, url: str, headers: dict[str, str]) -> None:
         try:
             self._read(url, headers)
+            if not self._stop.is_set():
+                self.events.put(("end", None, None))  # the server ended the stream
         except httpx.HTTPError as exc:
             # the server ends open streams when it shuts down: expected once we are closed
             if not self._stop.is_set():

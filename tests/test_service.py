@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Iterator, Sequence
@@ -663,3 +664,15 @@ def test_observations_by_site_prefix(svc: IngestService) -> None:
     got = svc.list_observations(subject="p1", site_prefix="kiosk-", limit=100)
     assert [(o.site, o.value) for o in got] == [("kiosk-0002", 10.0), ("kiosk-0001", 6.0)]
     assert len(svc.list_observations(subject="p1", limit=100)) == 5
+
+
+def test_a_batch_keeps_the_firmware_of_the_devices_newest_data(svc: IngestService) -> None:
+    """One batch, two messages from one meter: the newer names no firmware, the older names
+    2.0; the binding keeps 2.0 (and an older firmware stored before stays behind)."""
+    old = dataclasses.replace(METER, firmware="1.0")
+    new = dataclasses.replace(METER, firmware="2.0")
+    bare = dataclasses.replace(METER, firmware=None)
+    svc.ingest_batch(msgs([ob(1, 5.0)], device=old))
+    svc.ingest_batch(msgs([ob(5, 5.1)], device=new) + msgs([ob(6, 5.2)], device=bare))
+    (binding,) = svc.storage.device_subjects(subject_ref="p1")
+    assert binding.firmware == "2.0"

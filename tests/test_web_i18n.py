@@ -391,3 +391,11 @@ def test_chart_day_labels_read_unambiguously_in_each_language() -> None:
     assert Translator("fi", HEL).day(day) == "4.12."
     assert Translator("sv", HEL).day(day) == "4/12"
     assert Translator("en", HEL).day(day) == "Dec 4"  # not "4/12": April in US order
+
+
+def test_no_negative_zero_whatever_the_rounding() -> None:
+    for lang in ("fi", "sv", "en"):
+        t = Translator(lang, HEL)  # type: ignore[arg-type]
+        for value, decimals in ((-0.05, 1), (-0.3, 0), (-0.004, 2), (-0.0, 0), (-0.5, 0)):
+            assert not t.num(value, decimals).startswith(("-", "\u2212")), (lang, value)
+        assert t.num(-0.06, 1).lstrip("-\u2212") != t.num(-0.06, 1)  # a real -0.1 keeps its sign

@@ -4,6 +4,7 @@ the browser keeps."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -162,3 +163,67 @@ def test_a_service_account_session_ends_when_the_account_is_removed(db_url: str)
         assert care.open_session("wrong", {"tok-svc": "svc.ops"}, now=now, ttl=SESSION_TTL) is None
     finally:
         storage.close()
+
+
+def test_an_open_stream_ends_with_its_session_or_token(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over a real uvicorn connection: the web queue's stream ends after sign-out, and the
+    API's stream ends when its bearer token is re-issued (within the recheck interval)."""
+    import httpx
+
+    from cloud_ingest.api import stream
+    from tests.test_queue_stream import Listener, Server
+
+    monkeypatch.setattr(stream, "RECHECK_S", 0.3)
+    storage = open_storage(db_url)
+    service = IngestService(storage)
+    settings = IngestSettings(api_tokens={"tok-admin": "svc.admin"})
+    try:
+        with Server(create_web_app(service, settings)) as srv, httpx.Client(base_url=srv.url) as c:
+            c.put("/api/v1/teams/north", json={"name": "North"}, headers=ADMIN)
+            body = {"name": "Dr North", "role": "clinician", "team_ids": ["north"]}
+            token = c.put("/api/v1/staff/dr.north", json=body, headers=ADMIN).json()["token"]
+            r = c.post(
+                "/ui/login",
+                data={"token": token},
+                headers={"Origin": srv.url},
+                follow_redirects=False,
+            )
+            sid = r.cookies[SESSION_COOKIE]
+            cookie = {"Cookie": f"{SESSION_COOKIE}={sid}"}
+            page = Listener(f"{srv.url}/ui/queue/stream", cookie)
+            api = Listener(f"{srv.url}/api/v1/alerts/stream", {"Authorization": f"Bearer {token}"})
+            try:
+                page.next("ready")
+                api.next("ready")
+                out = c.post(
+                    "/ui/logout", headers={**cookie, "Origin": srv.url}, follow_redirects=False
+                )
+                assert out.status_code == 303
+                page.next("end")
+                # the API stream goes on past a few rechecks: its token is still good ...
+                time.sleep(1.0)
+                assert all(e[0] != "end" for e in list(api.events.queue))
+                r = c.put(
+                    "/api/v1/staff/dr.north", json={**body, "issue_token": True}, headers=ADMIN
+                )
+                assert r.status_code == 200
+                api.next("end")  # ... until it is re-issued
+            finally:
+                page.close()
+                api.close()
+    finally:
+        storage.close()
+
+
+def test_reactivating_a_staff_member_does_not_bring_old_sessions_back(ui: Ui) -> None:
+    sid = ui.sign_in()
+    body = {"name": "Dr North", "role": "clinician", "team_ids": ["north"]}
+    r = ui.client.put("/api/v1/staff/dr.north", json={**body, "active": False}, headers=ADMIN)
+    assert r.status_code == 200
+    assert ui.queue(sid) == 303
+    r = ui.client.put("/api/v1/staff/dr.north", json={**body, "active": True}, headers=ADMIN)
+    assert r.status_code == 200
+    assert ui.queue(sid) == 303  # the old session stays ended
+    assert ui.queue(ui.sign_in()) == 200  # the same token signs in afresh

@@ -38,6 +38,11 @@ MAX_GAPS: Final = 10_000
 #: worker's changes reach every API process; 0.2 s keeps the stream within the queue's latency
 #: aim (publish to visible, p99 <= 250 ms in issue 6) at one small indexed query per client.
 POLL_S: Final = 0.2
+#: How often an open stream asks again who its client is: a sign-out, a revoked or re-issued
+#: token, a deactivation or a change of teams reaches an open stream within this time.
+RECHECK_S: Final = 5.0
+#: Longest audit id a client may resume from (PostgreSQL bigint).
+MAX_EVENT_ID: Final = 2**63 - 1
 
 
 def resume_point(last_event_id: str | None, after: int | None = None) -> int | None:
@@ -45,7 +50,13 @@ def resume_point(last_event_id: str | None, after: int | None = None) -> int | N
     ``Last-Event-ID``; None means "from now on"."""
     if after is not None:
         return after
-    if last_event_id is not None and last_event_id.isdigit():
+    if (
+        last_event_id is not None
+        and 0 < len(last_event_id) <= 19
+        and last_event_id.isascii()
+        and last_event_id.isdigit()
+        and int(last_event_id) <= MAX_EVENT_ID
+    ):
         return int(last_event_id)
     return None
 
@@ -60,12 +71,23 @@ async def alert_feed(
     principal: Principal,
     start: int,
     *,
+    recheck: Callable[[], Principal | None],
     poll_s: float = POLL_S,
+    recheck_s: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[tuple[AlertEventRecord, AlertRecord]]:
-    """Every queue change after ``start`` that ``principal`` may see, in audit-id order, each
-    once, until the client disconnects."""
+    """Every queue change after ``start`` that the client may see, in audit-id order, each
+    once, until the client disconnects or ``recheck`` (run every ``recheck_s`` in a worker
+    thread) says it is nobody any more; a principal whose teams changed is followed."""
     cursor = ChangeCursor(start)
+    every = RECHECK_S if recheck_s is None else recheck_s
+    checked = clock()
     while not await request.is_disconnected():
+        if clock() - checked >= every:
+            now_who = await run_in_threadpool(recheck)
+            if now_who is None:
+                return
+            principal, checked = now_who, clock()
         seen, changes = await run_in_threadpool(
             partial(
                 service.alert_changes,

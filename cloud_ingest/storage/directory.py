@@ -101,9 +101,17 @@ class Directory:
         """Create or replace a staff member and their team memberships.
 
         ``token_sha256`` None keeps the member's current token (or none for a new member).
+        Deactivating a member or giving them a new token deletes the web sessions opened with
+        the old token: re-activating them later does not bring those sessions back.
         """
         s = t.staff
         with self.storage.write() as tx:
+            old = tx.conn.execute(
+                sa.select(s.c.token_sha256).where(s.c.id == staff_id)
+            ).scalar_one_or_none()
+            if old is not None and (not active or token_sha256 is not None):
+                ws = t.web_sessions
+                tx.conn.execute(sa.delete(ws).where(ws.c.token_sha256 == old))
             ins = tx._insert(s)
             update = {"name": ins.excluded.name, "role": ins.excluded.role}
             update["active"] = ins.excluded.active

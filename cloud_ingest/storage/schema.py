@@ -312,8 +312,6 @@ dispenser_clients = sa.Table(
     sa.Index("ix_dispenser_clients_team", "home_care_team_id"),
 )
 
-#: Changes made through the API to the directory and thresholds (alert actions are in
-#: ``alert_events``, each alert's own trail).
 #: The web UI's sign-ins. The browser holds a random session id; only its SHA-256 is stored,
 #: with the SHA-256 of the token it was opened with: re-issuing that token (or removing a service
 #: account) ends its sessions, and so does signing out, at once, on the server.
@@ -327,6 +325,8 @@ web_sessions = sa.Table(
     sa.Index("ix_web_sessions_expires", "expires_at"),
 )
 
+#: Changes made through the API to the directory and thresholds (alert actions are in
+#: ``alert_events``, each alert's own trail).
 audit_log = sa.Table(
     "audit_log",
     metadata,

@@ -601,9 +601,12 @@ class Translator:
 
     def num(self, value: float, decimals: int = 1) -> str:
         pattern = "#,##0" + ("." + "0" * decimals if decimals > 0 else "")
-        if round(value, decimals) == 0:
-            value = 0.0  # -0.3 s shown with no decimals is "0 s", not "-0 s"
-        return format_decimal(value, format=pattern, locale=self.lang)
+        text = format_decimal(value, format=pattern, locale=self.lang)
+        if not any(c in "123456789" for c in text):
+            # -0.3 s shown with no decimals is "0 s", not "-0 s" (judged on the text: Babel
+            # rounds half-even on the decimal, not as float round() does)
+            text = format_decimal(0, format=pattern, locale=self.lang)
+        return text
 
     def exact(self, value: float, decimals: int = 0) -> str:
         """A number for a form field: at least ``decimals`` decimals and every further one it

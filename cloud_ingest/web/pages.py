@@ -22,7 +22,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from cloud_ingest.api.deps import CareDep, ClinicalDep, ServiceDep
 from cloud_ingest.api.stream import alert_feed, resume_point, start_point
-from cloud_ingest.care import DirectoryError, ForbiddenError, UnknownEntryError
+from cloud_ingest.care import DirectoryError, ForbiddenError, Principal, UnknownEntryError
 from cloud_ingest.clinical_settings import SettingsError
 from cloud_ingest.rules.lifecycle import DEFAULT_POLICY
 from cloud_ingest.service import (
@@ -85,7 +85,9 @@ SECURITY_HEADERS: Final = {
         "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: under no-referrer a browser without Fetch Metadata sends
+    # "Origin: null" on our own form posts, which check_same_origin must refuse
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",  # patient data: never kept by a shared browser's cache
 }
 
@@ -323,14 +325,23 @@ def queue_rows(
 
 @router.get("/queue/stream", response_class=EventSourceResponse)
 async def queue_stream(
-    request: Request, viewer: ViewerDep, service: ServiceDep
+    request: Request, viewer: ViewerDep, service: ServiceDep, care: CareDep
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-sent events for the page: one ``change`` per queue change the viewer may see,
-    carrying the alert's id, priority and a short text for the page to announce."""
+    carrying the alert's id, priority and a short text for the page to announce. The stream
+    ends when the session does (sign-out, expiry, a revoked token)."""
     start = await start_point(service, resume_point(request.headers.get("last-event-id")))
     t = viewer.t
+    sid = request.cookies.get(SESSION_COOKIE, "")
+    tokens = request.app.state.settings.api_tokens
+
+    def recheck() -> Principal | None:
+        return care.session_principal(sid, tokens, now=datetime.now(UTC))
+
     yield ServerSentEvent(event="ready", data={"after": start}, retry=2000)
-    async for event, alert in alert_feed(request, service, viewer.principal, start):
+    async for event, alert in alert_feed(
+        request, service, viewer.principal, start, recheck=recheck
+    ):
         title = t.condition(alert.condition, alert.condition)
         yield ServerSentEvent(
             event="change",

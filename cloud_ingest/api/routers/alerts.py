@@ -6,12 +6,13 @@ stream of queue changes. Every list and action is limited to the alerts the call
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from cloud_ingest.api.deps import PrincipalDep, ServiceDep
+from cloud_ingest.api.deps import CareDep, PrincipalDep, ServiceDep
 from cloud_ingest.api.schemas import (
     AlertChangeOut,
     AlertDetailOut,
@@ -24,7 +25,7 @@ from cloud_ingest.api.schemas import (
     PriorityName,
     SnoozeIn,
 )
-from cloud_ingest.api.stream import alert_feed, resume_point, start_point
+from cloud_ingest.api.stream import MAX_EVENT_ID, alert_feed, resume_point, start_point
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 
@@ -74,19 +75,25 @@ async def stream(
     request: Request,
     service: ServiceDep,
     who: PrincipalDep,
+    care: CareDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_EVENT_ID)] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-sent events, one per queue change the caller may see (``event: alert``; the data
     is the audit event and the alert as it is now; the id is the audit event's id).
 
     A reconnecting client sends ``Last-Event-ID`` (browsers do it themselves) and gets what it
     missed; ``after`` does the same for clients that cannot set headers. A new client starts
-    with the changes made from now on.
+    with the changes made from now on. The stream ends when its token is revoked.
     """
+    token = request.headers.get("authorization", "").partition(" ")[2].strip()
+    tokens = request.app.state.settings.api_tokens
     start = await start_point(service, resume_point(last_event_id, after))
     yield ServerSentEvent(event="ready", data={"after": start}, retry=2000)
-    async for event, alert in alert_feed(request, service, who, start):
+    feed = alert_feed(
+        request, service, who, start, recheck=partial(care.resolve_token, token, tokens)
+    )
+    async for event, alert in feed:
         change = AlertChangeOut(event=AlertEventOut.model_validate(event), alert=AlertOut.of(alert))
         yield ServerSentEvent(event="alert", id=str(event.id), data=change)
 
