@@ -1461,7 +1461,8 @@ def _device_subjects(d: _Decoded) -> list[DeviceSubjectRecord]:
     def add(env: Envelope | EventEnvelope, first: datetime, last: datetime) -> None:
         dev = env.device
         key = (f"{dev.manufacturer}|{dev.model}|{dev.serial}", env.subject.ref)
-        firmware, transport = dev.firmware, dev.transport
+        firmware: str | None = dev.firmware
+        transport: str | None = dev.transport
         cur = spans.get(key)
         if cur is not None:
             if last < cur.last_seen:  # the identity of the newest data stands
