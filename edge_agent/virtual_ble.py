@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -187,6 +188,41 @@ def _bumble_device(link: LocalLink, name: str, address: str, hub: bool = False) 
 # --------------------------------------------------------------------------- the hub side
 
 
+_FILTERED: Final[weakref.WeakSet[asyncio.AbstractEventLoop]] = weakref.WeakSet()
+
+
+def _from_bumble_gatt_client(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith("bumble/gatt_client.py"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _ignore_late_gatt_responses(loop: asyncio.AbstractEventLoop) -> None:
+    """bumble's GATT client answers a response that arrives after its request was given up (our
+    timeout or a disconnect cancelled the wait) with ``set_result`` on the cancelled future, and
+    the InvalidStateError escapes to the event loop as a traceback. A real radio's late response
+    is simply dropped by the OS stack; so is this one, with a warning. Every other error goes
+    to the loop's handler as before."""
+    previous = loop.get_exception_handler()
+
+    def handler(lp: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, asyncio.InvalidStateError) and _from_bumble_gatt_client(exc):
+            log.warning("virtual BLE: a GATT response after its request was given up; dropped")
+            return
+        if previous is not None:
+            previous(lp, context)
+        else:
+            lp.default_exception_handler(context)
+
+    if loop not in _FILTERED:
+        _FILTERED.add(loop)
+        loop.set_exception_handler(handler)
+
+
 class VirtualRadio:
     """An in-process radio: the hub's central and any number of virtual peripherals."""
 
@@ -202,6 +238,7 @@ class VirtualRadio:
     async def central_on(self) -> Device:
         async with self._power:
             if not self.central.powered_on:
+                _ignore_late_gatt_responses(asyncio.get_running_loop())
                 await self.central.power_on()
         return self.central
 

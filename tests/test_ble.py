@@ -552,3 +552,31 @@ def test_virtual_meter_cut_twice_lands_exactly_500_readings_at_the_cloud(
         assert ob.rejects() == []
     stats = service.stats()
     assert stats.observations == 500
+
+
+def test_a_late_gatt_response_from_bumble_is_dropped_and_other_loop_errors_are_not() -> None:
+    """bumble sets the result of a GATT request our timeout already gave up; that error is
+    dropped with a warning, any other error still reaches the loop's handler."""
+    from edge_agent.virtual_ble import _ignore_late_gatt_responses
+
+    seen: list[object] = []
+    loop = asyncio.new_event_loop()
+    try:
+        loop.set_exception_handler(lambda _lp, ctx: seen.append(ctx.get("exception")))
+        _ignore_late_gatt_responses(loop)
+        _ignore_late_gatt_responses(loop)  # twice: still one filter in front of the handler
+        code = compile(
+            "raise asyncio.InvalidStateError('invalid state')", "x/bumble/gatt_client.py", "exec"
+        )
+        try:
+            exec(code, {"asyncio": asyncio})  # a frame in a file named as bumble's
+        except asyncio.InvalidStateError as exc:
+            late = exc
+        loop.call_exception_handler({"message": "late", "exception": late})
+        other = asyncio.InvalidStateError("ours")
+        loop.call_exception_handler({"message": "other", "exception": other})
+        boom = RuntimeError("boom")
+        loop.call_exception_handler({"message": "boom", "exception": boom})
+        assert seen == [other, boom]
+    finally:
+        loop.close()
