@@ -38,7 +38,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final, Generic, Literal, NamedTuple, TypeVar, cast
 
@@ -1341,4 +1341,360 @@ def decode_status(topic: str, payload: bytes) -> AgentStatus:
         at=at,
         agent_version=_req_str(doc, "agent_version", ""),
         outbox_pending=_whole(doc, "outbox_pending", "", 0, 2**53),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# kiosk visit envelope (remon.visit/1)
+#
+# One message per self-measurement visit at a kiosk: the identified patient, the visit's span,
+# every device's readings as ordinary ``remon.obs/1`` envelopes (each with its own ids), and the
+# questionnaire answers. One message, so the cloud stores a visit whole or not at all, and the
+# kiosk can wipe the visit the moment this message's PUBACK arrives.
+
+SCHEMA_VISIT_V1: Final = "remon.visit/1"
+ACCEPTED_VISIT_SCHEMAS: Final[frozenset[str]] = frozenset({SCHEMA_VISIT_V1})
+VISIT_SUBSCRIPTION: Final = f"{TOPIC_ROOT}/+/_kiosk/visit"
+#: Devices one visit may carry readings from, and questionnaire answers per visit.
+MAX_VISIT_PARTS: Final = 32
+MAX_ANSWERS: Final = 64
+#: How far a reading may lie outside its visit's span (device and hub clocks; the kiosk's own
+#: binding check allows the same, edge_agent.kiosk_session.KioskTimeouts.clock_tolerance).
+VISIT_TIME_TOLERANCE: Final = timedelta(seconds=5)
+#: The longest visit the cloud accepts (the kiosk's timeouts end a visit far sooner).
+MAX_VISIT_SPAN: Final = timedelta(hours=2)
+
+AnswerValue = str | bool | int | float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VisitPart:
+    """What the kiosk encodes for one device of a visit."""
+
+    device_id: str
+    device: DeviceIdentity
+    observations: Sequence[Observation]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Answer:
+    """One questionnaire answer: the question's id (a token) and the patient's answer."""
+
+    id: str
+    value: AnswerValue
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VisitEnvelope:
+    schema: str
+    msg_id: str
+    site: str
+    visit_ref: str
+    subject: Subject
+    started_at: datetime
+    ended_at: datetime
+    created_at: datetime
+    #: each device's readings, as observation envelopes of their own (site and subject the
+    #: visit's); their msg_ids are part of the visit's
+    parts: tuple[Envelope, ...]
+    answers: tuple[Answer, ...] = ()
+    #: how many measurements the kiosk refused to bind to this visit (a count, no values)
+    quarantined: int = 0
+
+    @property
+    def observation_count(self) -> int:
+        return sum(len(p.observations) for p in self.parts)
+
+
+def visit_topic(site: str) -> str:
+    _check_token("site", site)
+    return f"{TOPIC_ROOT}/{site}/_kiosk/visit"
+
+
+def parse_visit_topic(topic: str) -> str:
+    parts = topic.split("/")
+    if (
+        len(parts) != 5
+        or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT
+        or parts[3] != "_kiosk"
+        or parts[4] != "visit"
+        or not is_token(parts[2])
+    ):
+        raise _fail(WireErrorCode.BAD_TOPIC, "topic", f"not a visit topic: {topic[:200]!r}")
+    return parts[2]
+
+
+def _answer_text(value: AnswerValue) -> str:
+    """The canonical JSON text of an answer's value (what the msg_id covers)."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+
+
+def visit_message_id(
+    *,
+    site: str,
+    visit_ref: str,
+    subject: Subject,
+    started_at: datetime,
+    ended_at: datetime,
+    quarantined: int,
+    part_ids: Sequence[str],
+    answers: Sequence[Answer],
+) -> str:
+    """The visit's ``msg_id``: its routing fields, span, parts' msg_ids and answers, in order."""
+    return _digest(
+        "msg",
+        SCHEMA_VISIT_V1,
+        site,
+        visit_ref,
+        subject.kind,
+        subject.ref,
+        _iso(started_at),
+        _iso(ended_at),
+        str(quarantined),
+        *part_ids,
+        *(f"{a.id}={_answer_text(a.value)}" for a in answers),
+    )
+
+
+def _answer_problem(a: Answer) -> str | None:
+    """What is wrong with an answer, or None."""
+    if not is_token(a.id):
+        return f"answer id {a.id!r} must match {_TOKEN_RE.pattern}"
+    v = a.value
+    if isinstance(v, str):
+        if not v or len(v) > MAX_TEXT or _BAD_TEXT.search(v):
+            return f"answer {a.id}: text must be 1..{MAX_TEXT} characters, no NUL"
+    elif isinstance(v, bool):
+        pass
+    elif isinstance(v, int | float):
+        if not math.isfinite(v) or abs(v) > 2**53:
+            return f"answer {a.id}: a number must be finite and at most 2**53"
+    else:
+        return f"answer {a.id}: {type(v).__name__} is not a string, number or boolean"
+    return None
+
+
+def _check_visit_span(
+    started_at: datetime, ended_at: datetime, fail: Callable[[str], Exception]
+) -> None:
+    if ended_at < started_at:
+        raise fail(f"ended_at {_iso(ended_at)} is before started_at {_iso(started_at)}")
+    if ended_at - started_at > MAX_VISIT_SPAN:
+        raise fail(f"a visit lasts at most {MAX_VISIT_SPAN}, this one {ended_at - started_at}")
+
+
+def _outside_visit(o: Observation, started_at: datetime, ended_at: datetime) -> bool:
+    t = o.effective_time
+    return t < started_at - VISIT_TIME_TOLERANCE or t > ended_at + VISIT_TIME_TOLERANCE
+
+
+def encode_visit(
+    *,
+    site: str,
+    visit_ref: str,
+    subject: Subject,
+    started_at: datetime,
+    ended_at: datetime,
+    parts: Sequence[VisitPart],
+    answers: Sequence[Answer] = (),
+    quarantined: int = 0,
+    created_at: datetime,
+) -> OutboundMessage:
+    """One visit, one message (never split: a visit is stored whole or not at all)."""
+    topic = visit_topic(site)
+    if subject.kind != "patient" or not subject.ref or len(subject.ref) > MAX_TEXT:
+        raise EncodeError(f"a visit belongs to an identified patient, not {subject!r}")
+    if not visit_ref or len(visit_ref) > MAX_TEXT:
+        raise EncodeError(f"invalid visit ref {visit_ref!r}")
+    _check_visit_span(started_at, ended_at, EncodeError)
+    if not 1 <= len(parts) <= MAX_VISIT_PARTS:
+        raise EncodeError(f"a visit carries 1..{MAX_VISIT_PARTS} devices, got {len(parts)}")
+    if len({p.device_id for p in parts}) != len(parts):
+        raise EncodeError("a device appears twice in one visit")
+    if len(answers) > MAX_ANSWERS or len({a.id for a in answers}) != len(answers):
+        raise EncodeError(f"at most {MAX_ANSWERS} answers, each question once")
+    for a in answers:
+        problem = _answer_problem(a)
+        if problem:
+            raise EncodeError(problem)
+    if quarantined < 0:
+        raise EncodeError(f"quarantined {quarantined} is negative")
+    docs: list[Any] = []
+    part_ids: list[str] = []
+    for p in parts:
+        late = [o for o in p.observations if _outside_visit(o, started_at, ended_at)]
+        if late:
+            raise EncodeError(f"{p.device_id}: a reading outside the visit ({late[0].measure})")
+        msgs = encode_observations(
+            site=site,
+            device_id=p.device_id,
+            device=p.device,
+            subject=subject,
+            observations=p.observations,
+            created_at=created_at,
+        )
+        if len(msgs) != 1:
+            raise EncodeError(f"{p.device_id}: a visit part must be one envelope, not {len(msgs)}")
+        docs.append(json.loads(msgs[0].payload))
+        part_ids.append(msgs[0].msg_id)
+    msg_id = visit_message_id(
+        site=site,
+        visit_ref=visit_ref,
+        subject=subject,
+        started_at=started_at,
+        ended_at=ended_at,
+        quarantined=quarantined,
+        part_ids=part_ids,
+        answers=answers,
+    )
+    body: dict[str, Any] = {
+        "schema": SCHEMA_VISIT_V1,
+        "msg_id": msg_id,
+        "site": site,
+        "visit": {
+            "ref": visit_ref,
+            "started_at": _iso(started_at),
+            "ended_at": _iso(ended_at),
+            "quarantined": quarantined,
+        },
+        "subject": {"kind": subject.kind, "ref": subject.ref},
+        "created_at": _iso(created_at),
+        "parts": docs,
+    }
+    if answers:
+        body["answers"] = [{"id": a.id, "value": a.value} for a in answers]
+    payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    data = payload.encode("utf-8")
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise EncodeError(f"a visit of {len(data)} bytes exceeds MAX_PAYLOAD_BYTES")
+    return OutboundMessage(topic=topic, payload=data, msg_id=msg_id)
+
+
+def _prefixed(exc: WireError, prefix: str) -> WireError:
+    return _fail(exc.code, _join(prefix, exc.path) if exc.path else prefix, exc.detail)
+
+
+def decode_visit(topic: str, payload: bytes) -> VisitEnvelope:
+    """Decode and validate one visit message; raise :class:`WireError` on any defect.
+
+    Besides every check of its parts' observation envelopes: each part is the visit's site and
+    patient, no device twice, every reading inside the visit's span (± the clock tolerance),
+    and the visit's msg_id covers its span, parts and answers.
+    """
+    site_t = parse_visit_topic(topic)
+    doc = load_json(payload)
+    _check_schema(doc, ACCEPTED_VISIT_SCHEMAS)
+    msg_id = _req_str(doc, "msg_id", "", max_len=32)
+    if not _HEX32_RE.match(msg_id):
+        raise _fail(WireErrorCode.INVALID_VALUE, "msg_id", "must be 32 lowercase hex digits")
+    site = _req_str(doc, "site", "")
+    if site != site_t:
+        raise _fail(WireErrorCode.TOPIC_MISMATCH, "site", f"payload {site}, topic {site_t}")
+    visit = _obj(_get(doc, "visit", ""), "visit")
+    visit_ref = _req_str(visit, "ref", "visit")
+    started_at = _time(visit, "started_at", "visit")
+    ended_at = _time(visit, "ended_at", "visit")
+    _check_visit_span(
+        started_at,
+        ended_at,
+        lambda why: _fail(WireErrorCode.INVALID_VALUE, "visit.ended_at", why),
+    )
+    quarantined = _whole(visit, "quarantined", "visit", 0, 10_000) or 0
+    subj = _obj(_get(doc, "subject", ""), "subject")
+    kind = _req_str(subj, "kind", "subject")
+    if kind != "patient":
+        raise _fail(
+            WireErrorCode.INVALID_VALUE, "subject.kind", f"a visit is a patient's, not {kind!r}"
+        )
+    subject = Subject(kind="patient", ref=_req_str(subj, "ref", "subject"))
+    created_at = _time(doc, "created_at", "")
+    raw_parts = _get(doc, "parts", "")
+    if not isinstance(raw_parts, list):
+        raise _fail(
+            WireErrorCode.WRONG_TYPE, "parts", f"expected an array, got {_tname(raw_parts)}"
+        )
+    if not 1 <= len(raw_parts) <= MAX_VISIT_PARTS:
+        raise _fail(WireErrorCode.INVALID_VALUE, "parts", f"must hold 1..{MAX_VISIT_PARTS} parts")
+    parts: list[Envelope] = []
+    for i, raw in enumerate(raw_parts):
+        path = f"parts[{i}]"
+        part = _obj(raw, path)
+        try:
+            _check_schema(part, ACCEPTED_SCHEMAS)
+            device_id = _req_str(part, "device_id", "")
+            if not is_token(device_id):
+                raise _fail(WireErrorCode.INVALID_VALUE, "device_id", "not a device id token")
+            env = _decode_obs_v1(site, device_id, part)
+        except WireError as exc:
+            raise _prefixed(exc, path) from None
+        if env.subject != subject:
+            raise _fail(
+                WireErrorCode.INVALID_VALUE,
+                f"{path}.subject",
+                "a part must be the visit's patient",
+            )
+        for j, w in enumerate(env.observations):
+            if _outside_visit(w.observation, started_at, ended_at):
+                raise _fail(
+                    WireErrorCode.INVALID_VALUE,
+                    f"{path}.observations[{j}].effective_time",
+                    f"{_iso(w.observation.effective_time)} is outside the visit "
+                    f"({_iso(started_at)} - {_iso(ended_at)}, ± {VISIT_TIME_TOLERANCE})",
+                )
+        parts.append(env)
+    if len({p.device_id for p in parts}) != len(parts):
+        raise _fail(WireErrorCode.INVALID_VALUE, "parts", "a device appears twice in one visit")
+    answers: list[Answer] = []
+    raw_answers = doc.get("answers")
+    if raw_answers is not None:
+        if not isinstance(raw_answers, list):
+            raise _fail(
+                WireErrorCode.WRONG_TYPE, "answers", f"expected an array, got {_tname(raw_answers)}"
+            )
+        if len(raw_answers) > MAX_ANSWERS:
+            raise _fail(WireErrorCode.INVALID_VALUE, "answers", f"at most {MAX_ANSWERS} answers")
+        for i, raw in enumerate(raw_answers):
+            path = f"answers[{i}]"
+            item = _obj(raw, path)
+            aid = _req_str(item, "id", path, max_len=63)
+            value = _get(item, "value", path)
+            a = Answer(id=aid, value=value)
+            if isinstance(value, list | dict) or value is None:
+                raise _fail(
+                    WireErrorCode.WRONG_TYPE,
+                    f"{path}.value",
+                    f"expected a string, number or boolean, got {_tname(value)}",
+                )
+            problem = _answer_problem(a)
+            if problem:
+                raise _fail(WireErrorCode.INVALID_VALUE, path, problem)
+            answers.append(a)
+        if len({a.id for a in answers}) != len(answers):
+            raise _fail(WireErrorCode.INVALID_VALUE, "answers", "a question is answered twice")
+    expected = visit_message_id(
+        site=site,
+        visit_ref=visit_ref,
+        subject=subject,
+        started_at=started_at,
+        ended_at=ended_at,
+        quarantined=quarantined,
+        part_ids=[p.msg_id for p in parts],
+        answers=answers,
+    )
+    if expected != msg_id:
+        raise _fail(
+            WireErrorCode.ID_MISMATCH, "msg_id", f"does not match the content (expected {expected})"
+        )
+    return VisitEnvelope(
+        schema=SCHEMA_VISIT_V1,
+        msg_id=msg_id,
+        site=site,
+        visit_ref=visit_ref,
+        subject=subject,
+        started_at=started_at,
+        ended_at=ended_at,
+        created_at=created_at,
+        parts=tuple(parts),
+        answers=tuple(answers),
+        quarantined=quarantined,
     )
