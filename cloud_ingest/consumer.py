@@ -36,6 +36,7 @@ from gateway.wire import (
     OBS_SUBSCRIPTION,
     STATUS_SUBSCRIPTION,
     TELEMETRY_SUBSCRIPTION,
+    VISIT_SUBSCRIPTION,
 )
 
 log = logging.getLogger("remon.ingest.consumer")
@@ -226,7 +227,7 @@ class Consumer:
             return
         with self._lock:
             self._generation += 1
-        data = [OBS_SUBSCRIPTION, EVENT_SUBSCRIPTION, TELEMETRY_SUBSCRIPTION]
+        data = [OBS_SUBSCRIPTION, EVENT_SUBSCRIPTION, TELEMETRY_SUBSCRIPTION, VISIT_SUBSCRIPTION]
         if self.config.shared and self.stats.protocol == "5":
             data = [f"$share/{SHARE_GROUP}/{topic}" for topic in data]
         elif self.config.shared:

@@ -112,6 +112,7 @@ from cloud_ingest.storage import (
     EventRecord,
     InboundEnvelope,
     InboundEvents,
+    KioskVisitRecord,
     LastSeen,
     ObservationRecord,
     OverrideRecord,
@@ -124,6 +125,7 @@ from cloud_ingest.storage import (
     StoredEvent,
     StoredReading,
     TelemetryIn,
+    VisitIn,
     WriteTx,
     same_event,
     same_reading,
@@ -141,6 +143,7 @@ from gateway.wire import (
     decode_observations,
     decode_status,
     decode_telemetry,
+    decode_visit,
 )
 
 __all__ = [
@@ -216,6 +219,7 @@ class IngestResult:
     events_stored: int = 0
     events_duplicate: int = 0  # already stored, or twice in the batch
     telemetry_samples: int = 0  # device telemetry samples taken (battery, RSSI, link, clock)
+    visits: int = 0  # kiosk visits stored (their readings count in messages/observations)
 
 
 Stats = Counts
@@ -289,6 +293,10 @@ def _is_telemetry_topic(topic: str) -> bool:
     return topic.endswith("/telemetry")  # decode_telemetry checks the rest of the topic
 
 
+def _is_visit_topic(topic: str) -> bool:
+    return topic.endswith("/_kiosk/visit")  # decode_visit checks the rest of the topic
+
+
 def _is_status_topic(topic: str) -> bool:
     parts = topic.split("/")
     return (
@@ -306,6 +314,7 @@ class _Decoded:
     dead: list[DeadLetterIn]
     events: list[InboundEvents] = field(default_factory=list)
     telemetry: list[TelemetryIn] = field(default_factory=list)
+    visits: list[VisitIn] = field(default_factory=list)
     # id(InboundEnvelope) or id(InboundEvents) -> the raw message
     payloads: dict[int, RawMessage] = field(default_factory=dict)
 
@@ -381,6 +390,19 @@ class IngestService:
                             received_at=m.received_at,
                         )
                     )
+                elif _is_visit_topic(m.topic):
+                    # a visit is its parts' readings plus one row: the parts go in with the
+                    # batch's other envelopes (same screening, rules and idempotency)
+                    visit = decode_visit(m.topic, m.payload)
+                    for part in visit.parts:
+                        inbound = InboundEnvelope(
+                            topic=m.topic,
+                            envelope=screen(part, m.received_at),
+                            received_at=m.received_at,
+                        )
+                        out.envelopes.append(inbound)
+                        out.payloads[id(inbound)] = m
+                    out.visits.append(VisitIn(envelope=visit, received_at=m.received_at))
                 elif _is_event_topic(m.topic):
                     events = InboundEvents(
                         topic=m.topic,
@@ -495,6 +517,7 @@ class IngestService:
             tx.upsert_telemetry(d.telemetry)
             tx.upsert_device_subjects(_device_subjects(d))
             outcome = tx.store_envelopes(d.envelopes) if d.envelopes else None
+            visits = tx.insert_visits(d.visits)
             conflicts: list[DeadLetterIn] = []
             if outcome is not None and (
                 outcome.duplicate_observations or outcome.duplicate_messages
@@ -533,6 +556,7 @@ class IngestService:
             events_stored=len(events.new_events) if events else 0,
             events_duplicate=events.duplicates if events else 0,
             telemetry_samples=sum(len(x.envelope.samples) for x in d.telemetry),
+            visits=visits,
         )
         return result, (outcome.new_readings if outcome else ())
 
@@ -845,6 +869,14 @@ class IngestService:
             site_prefix=site_prefix,
             limit=limit,
         )
+
+    def list_visits(
+        self, *, subject: str, since: datetime | None = None, limit: int = 100
+    ) -> list[KioskVisitRecord]:
+        return self.storage.list_visits(subject_ref=subject, since=since, limit=limit)
+
+    def visit_observations(self, visit: KioskVisitRecord) -> list[ObservationRecord]:
+        return self.storage.observations_of_messages(visit.part_msg_ids)
 
     def list_events(
         self,

@@ -11,6 +11,7 @@ from gateway.wire import (
     Envelope,
     EventEnvelope,
     TelemetryEnvelope,
+    VisitEnvelope,
     WireEvent,
     WireObservation,
 )
@@ -135,6 +136,29 @@ class DeadLetterIn:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StatusIn:
     status: AgentStatus
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VisitIn:
+    """A decoded kiosk visit and when it arrived (its parts go in as observation envelopes)."""
+
+    envelope: VisitEnvelope
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KioskVisitRecord:
+    msg_id: str
+    visit_ref: str
+    site: str
+    subject_ref: str
+    started_at: datetime
+    ended_at: datetime
+    quarantined: int
+    observations: int
+    part_msg_ids: list[str]
+    answers: list[dict[str, Any]]
     received_at: datetime
 
 

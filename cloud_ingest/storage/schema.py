@@ -312,6 +312,25 @@ dispenser_clients = sa.Table(
     sa.Index("ix_dispenser_clients_team", "home_care_team_id"),
 )
 
+#: Kiosk visits (``remon.visit/1``): one row per visit message; its readings are ordinary
+#: observations, stored under the parts' msg_ids (``part_msg_ids``).
+kiosk_visits = sa.Table(
+    "kiosk_visits",
+    metadata,
+    sa.Column("msg_id", sa.String(32), primary_key=True),
+    sa.Column("visit_ref", sa.String(128), nullable=False),
+    sa.Column("site", sa.String(63), nullable=False),
+    sa.Column("subject_ref", sa.String(128), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("ended_at", UTCDateTime(), nullable=False),
+    sa.Column("quarantined", sa.Integer, nullable=False),
+    sa.Column("observations", sa.Integer, nullable=False),
+    sa.Column("part_msg_ids", JSONType, nullable=False),
+    sa.Column("answers", JSONType, nullable=False),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_kiosk_visits_subject_time", "subject_ref", "started_at"),
+)
+
 #: The web UI's sign-ins. The browser holds a random session id; only its SHA-256 is stored,
 #: with the SHA-256 of the token it was opened with: re-issuing that token (or removing a service
 #: account) ends its sessions, and so does signing out, at once, on the server.

@@ -51,6 +51,7 @@ from cloud_ingest.storage.records import (
     EventRecord,
     InboundEnvelope,
     InboundEvents,
+    KioskVisitRecord,
     LastSeen,
     ObservationRecord,
     OverrideRecord,
@@ -67,6 +68,7 @@ from cloud_ingest.storage.records import (
     TeamThresholdRecord,
     TelemetryIn,
     UnroutedSubject,
+    VisitIn,
 )
 
 #: Keys per IN (...) list; well under SQLite's and PostgreSQL's bind parameter limits.
@@ -177,6 +179,38 @@ class WriteTx:
                 for r in rows
             ],
         )
+
+    def insert_visits(self, rows: Sequence[VisitIn]) -> int:
+        """Store each kiosk visit once (by its msg_id); return how many were new. Its readings
+        are stored with the other envelopes of the batch."""
+        if not rows:
+            return 0
+        values = [
+            {
+                "msg_id": v.envelope.msg_id,
+                "visit_ref": v.envelope.visit_ref,
+                "site": v.envelope.site,
+                "subject_ref": v.envelope.subject.ref,
+                "started_at": v.envelope.started_at,
+                "ended_at": v.envelope.ended_at,
+                "quarantined": v.envelope.quarantined,
+                "observations": v.envelope.observation_count,
+                "part_msg_ids": [p.msg_id for p in v.envelope.parts],
+                "answers": [{"id": a.id, "value": a.value} for a in v.envelope.answers],
+                "received_at": v.received_at,
+            }
+            for v in {v.envelope.msg_id: v for v in rows}.values()
+        ]
+        kv = t.kiosk_visits
+        stmt = (
+            self._insert(kv)
+            .on_conflict_do_nothing(index_elements=["msg_id"])
+            .returning(kv.c.msg_id)
+        )
+        new = 0
+        for row in values:  # a handful per batch: a visit is minutes of a person's time
+            new += len(self.conn.execute(stmt, row).all())
+        return new
 
     def store_envelopes(self, items: Sequence[InboundEnvelope]) -> StoreOutcome:
         """Store messages and their readings exactly once; return what was new.
@@ -840,6 +874,29 @@ class Storage:
             conn.execute(sa.text("SELECT 1"))
 
     # -- queries -------------------------------------------------------------------------------
+
+    def list_visits(
+        self, *, subject_ref: str, since: datetime | None = None, limit: int = 100
+    ) -> list[KioskVisitRecord]:
+        """A patient's kiosk visits, newest first."""
+        kv = t.kiosk_visits
+        stmt = sa.select(kv).where(kv.c.subject_ref == subject_ref)
+        if since is not None:
+            stmt = stmt.where(kv.c.started_at >= since)
+        stmt = stmt.order_by(kv.c.started_at.desc(), kv.c.msg_id).limit(limit)
+        with self._read() as conn:
+            return [_row(KioskVisitRecord, r) for r in conn.execute(stmt)]
+
+    def observations_of_messages(self, msg_ids: Sequence[str]) -> list[ObservationRecord]:
+        """The readings stored under these messages (a visit's parts), oldest first."""
+        c = t.observations.c
+        cols = [col for col in t.observations.columns if col.name != "id"]
+        out: list[ObservationRecord] = []
+        with self._read() as conn:
+            for part in _chunks(sorted(set(msg_ids))):
+                stmt = sa.select(*cols).where(c.msg_id.in_(part))
+                out += [_row(ObservationRecord, r) for r in conn.execute(stmt)]
+        return sorted(out, key=lambda o: (o.effective_time, o.obs_id))
 
     def list_observations(
         self,
