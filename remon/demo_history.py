@@ -82,7 +82,15 @@ from device_profiles.observation import (
 from device_profiles.units import GLUCOSE_MG_DL_PER_MMOL_L, convert
 from gateway.outbox import Outbox
 from gateway.relay import Relay, RelayConfig
-from gateway.wire import OutboundMessage, Subject, encode_events, encode_observations
+from gateway.wire import (
+    Answer,
+    OutboundMessage,
+    Subject,
+    VisitPart,
+    encode_events,
+    encode_observations,
+    encode_visit,
+)
 
 __all__ = [
     "BP_DAYS",
@@ -856,6 +864,41 @@ def _kiosk_visit(
     return out
 
 
+#: A patient reviews the values and consents this long after the last reading.
+KIOSK_REVIEW: Final = timedelta(minutes=1)
+#: The health-check questions the demo kiosk asks (ids as in the station's questionnaire).
+_KIOSK_QUESTIONS: Final = ("smoker", "exercise-days-week", "feeling")
+
+
+def kiosk_visit_message(
+    i: int, visit: KioskVisit, *, subject: Subject, now: datetime
+) -> OutboundMessage | None:
+    """The visit as the kiosk sends it (``remon.visit/1``: one message, every device's
+    readings, the answers), or None while it is not over at ``now``."""
+    ended = max(o.effective_time for o in visit.observations) + KIOSK_REVIEW
+    if ended > now:
+        return None
+    rng = _rng(0, i, _KIOSK, visit.number + 1000)
+    answers = [
+        Answer(id=_KIOSK_QUESTIONS[0], value=i % 3 == 2),
+        Answer(id=_KIOSK_QUESTIONS[1], value=int(rng.integers(0, 6))),
+        Answer(id=_KIOSK_QUESTIONS[2], value=("good", "fair", "good")[visit.number % 3]),
+    ]
+    return encode_visit(
+        site=KIOSK_SITE,
+        visit_ref=f"v-{subject_ref(i)}-{visit.number}",
+        subject=subject,  # the visit identified the patient
+        started_at=visit.start,
+        ended_at=ended,
+        parts=[
+            VisitPart(device_id=d, device=KIOSK_DEVICES[d], observations=obs)
+            for d, obs in visit.readings.items()
+        ],
+        answers=answers,
+        created_at=now,
+    )
+
+
 def kiosk_history(
     i: int, *, now: datetime, seed: int = 0, profile: str | None = None
 ) -> list[KioskVisit]:
@@ -887,6 +930,8 @@ class HistoryStats:
     dose_events: int = 0
     kiosk: int = 0  # observations at the kiosk (every measure, the derived BMI included)
     kiosk_visits: int = 0
+    visit_messages: int = 0  # remon.visit/1 messages (one per finished kiosk visit)
+    visit_parts: int = 0  # the observation envelopes inside them (one per device)
     observations: int = 0
     events: int = 0
     messages: int = 0  # envelopes, observations' and events'
@@ -973,23 +1018,17 @@ def history_plan(
                 msgs += encoded
         counts["messages"] += len(msgs)
         plan[site] = msgs
-        visits = kiosk_history(i, now=now, seed=seed)
-        counts["kiosk_visits"] += len(visits)
-        for device_id, device in KIOSK_DEVICES.items():
-            observations = [o for v in visits for o in v.readings.get(device_id, [])]
-            counts["kiosk"] += len(observations)
-            counts["observations"] += len(observations)
-            for day in _by_local_day(observations, lambda o: o.effective_time):
-                encoded = encode_observations(
-                    site=KIOSK_SITE,
-                    device_id=device_id,
-                    device=device,
-                    subject=subject,  # the visit identified the patient
-                    observations=day,
-                    created_at=now,
-                )
-                counts["messages"] += len(encoded)
-                kiosk_msgs += encoded
+        for v in kiosk_history(i, now=now, seed=seed):
+            msg = kiosk_visit_message(i, v, subject=subject, now=now)
+            if msg is None:
+                continue  # still in progress: a kiosk sends a visit when the patient consents
+            counts["kiosk_visits"] += 1
+            counts["kiosk"] += len(v.observations)
+            counts["observations"] += len(v.observations)
+            counts["messages"] += 1
+            counts["visit_messages"] += 1
+            counts["visit_parts"] += len(v.readings)
+            kiosk_msgs.append(msg)
     if kiosk_msgs:
         plan[KIOSK_SITE] = kiosk_msgs
     return HistoryPlan(messages=plan, stats=HistoryStats(**counts))
@@ -1145,7 +1184,11 @@ def load_history(
         cgm_until=cgm_until,
         timeout_s=timeout_s,
     )
-    want = (stats.messages - stats.event_messages, stats.events)
+    # the ingest counts a visit's parts as its observation messages
+    want = (
+        stats.messages - stats.event_messages - stats.visit_messages + stats.visit_parts,
+        stats.events,
+    )
     deadline = clock.monotonic() + timeout_s
     while True:
         messages, events = _taken(consumer)

@@ -27,7 +27,13 @@ from cloud_ingest.service import IngestService, RawMessage
 from cloud_ingest.storage import ObservationRecord, Storage, open_storage
 from device_profiles.events import EventKind
 from device_profiles.observation import Observation, QualityFlag
-from gateway.wire import decode_events, decode_observations
+from gateway.wire import (
+    OutboundMessage,
+    WireObservation,
+    decode_events,
+    decode_observations,
+    decode_visit,
+)
 from remon.brokers import MosquittoProcess
 from remon.demo import DemoOptions, seed_directory
 from remon.demo_history import (
@@ -333,6 +339,13 @@ def test_every_dose_has_its_due_dispensed_and_one_outcome(behaviour: str) -> Non
     assert local == {"08:00", "14:00", "20:00"}  # also across the end of summer time
 
 
+def readings(m: OutboundMessage) -> tuple[WireObservation, ...]:
+    """The readings of an observation message, or of every part of a kiosk visit."""
+    if m.topic.endswith("/_kiosk/visit"):
+        return tuple(w for p in decode_visit(m.topic, m.payload).parts for w in p.observations)
+    return decode_observations(m.topic, m.payload).observations
+
+
 def test_nothing_after_now_and_the_same_readings_whatever_now() -> None:
     early = NOW - timedelta(hours=14)  # 07:30: the morning's PEF and BP may be under way
     a = history_plan(patients=6, now=early)
@@ -343,10 +356,7 @@ def test_nothing_after_now_and_the_same_readings_whatever_now() -> None:
                 items = (
                     [w.event.event_time for w in decode_events(m.topic, m.payload).events]
                     if m.topic.endswith("/event")
-                    else [
-                        w.observation.effective_time
-                        for w in decode_observations(m.topic, m.payload).observations
-                    ]
+                    else [w.observation.effective_time for w in readings(m)]
                 )
                 assert max(items) <= now
     # a whole past day is the same message (same msg_id) in both runs
@@ -359,8 +369,8 @@ def test_nothing_after_now_and_the_same_readings_whatever_now() -> None:
         out: dict[str, object] = {}
         for msgs in plan.messages.values():  # type: ignore[attr-defined]
             for m in msgs:
-                if m.topic.endswith("/obs"):
-                    for w in decode_observations(m.topic, m.payload).observations:
+                if not m.topic.endswith("/event"):
+                    for w in readings(m):
                         out[w.obs_id] = w.observation
         return out
 
@@ -380,6 +390,7 @@ def test_the_plan_is_deterministic_and_counts_what_it_holds() -> None:
     assert s.observations == s.cgm_readings + s.pef_blows + 3 * s.bp_readings + s.kiosk
     assert s.events == s.dose_events
     assert (s.kiosk_visits, s.kiosk) == (6, 6 * 15)
+    assert (s.visit_messages, s.visit_parts) == (6, 6 * len(KIOSK_DEVICE_IDS))
     assert set(a.messages) == {"home-0001", "home-0002", "home-0003", "kiosk-0001"}
     devices = {m.topic.split("/")[3] for msgs in a.messages.values() for m in msgs}
     assert devices == {
@@ -387,9 +398,16 @@ def test_the_plan_is_deterministic_and_counts_what_it_holds() -> None:
         "pef-board-history",
         "ble-bp-history",
         "dispenser-history",
-        *KIOSK_DEVICE_IDS,
+        "_kiosk",  # the kiosk sends each visit whole
     }
-    assert {m.topic.split("/")[2] for m in a.messages["kiosk-0001"]} == {"kiosk-0001"}
+    # one message per visit, each the patient's, every device's readings inside
+    kiosk = a.messages["kiosk-0001"]
+    assert {m.topic for m in kiosk} == {"remon/v1/kiosk-0001/_kiosk/visit"}
+    visits = [decode_visit(m.topic, m.payload) for m in kiosk]
+    assert len(visits) == s.kiosk_visits
+    assert {p.device_id for v in visits for p in v.parts} == set(KIOSK_DEVICE_IDS)
+    assert {v.subject.ref for v in visits} == {f"demo-patient-{i + 1:04d}" for i in range(3)}
+    assert all(len(v.answers) == 3 for v in visits)
     assert not any(
         m.topic.split("/")[3] in KIOSK_DEVICE_IDS
         for site, msgs in a.messages.items()

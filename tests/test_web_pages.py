@@ -33,7 +33,7 @@ from cloud_ingest.settings import IngestSettings
 from cloud_ingest.storage import Storage, open_storage
 from cloud_ingest.web import create_web_app
 from device_profiles.observation import DeviceIdentity, Observation, Provenance
-from gateway.wire import Subject, encode_observations
+from gateway.wire import Subject, VisitEnvelope, decode_visit, encode_observations
 from remon.demo_history import (
     HISTORY_DAYS,
     PERSONAL_BEST_L_MIN,
@@ -880,6 +880,8 @@ class History:
     #: (site, device id) -> the device's model, from the messages the history sent
     devices: dict[tuple[str, str], str]
     clients: list[TestClient] = field(default_factory=list)
+    #: the kiosk visit messages the history sent
+    visits: list[VisitEnvelope] = field(default_factory=list)
 
     def sign_in(self, who: str) -> TestClient:
         client = TestClient(self.app)
@@ -935,10 +937,17 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
             assert result.dead_letters == 0
             for m in msgs:
                 body = json.loads(m.payload)
-                devices[(site, body["device_id"])] = body["device"]["model"]
+                for part in body.get("parts", [body]):  # a kiosk visit: each device's envelope
+                    devices[(site, part["device_id"])] = part["device"]["model"]
         seed_pef_diaries(storage, patients=2, now=now)
         app = create_web_app(service, IngestSettings(api_tokens={ADMIN_TOKEN: "svc.admin"}))
-        h = History(app, tokens, devices)
+        visits = [
+            decode_visit(m.topic, m.payload)
+            for msgs in plan.messages.values()
+            for m in msgs
+            if m.topic.endswith("/_kiosk/visit")
+        ]
+        h = History(app, tokens, devices, visits=visits)
         yield h
         for client in h.clients:
             client.close()
@@ -1053,3 +1062,29 @@ def test_saving_a_threshold_unchanged_changes_nothing(world: World) -> None:
     after = world.threshold("p3", "cgm-falling-fast")
     assert (after["value"], after["scope"]) == (before["value"], before["scope"])
     assert [e for e in world.audit("p3") if e["action"] == "threshold.put"] == []
+
+
+def test_the_patient_page_shows_each_kiosk_visit_with_its_bp_result_and_answers(
+    history: History,
+) -> None:
+    """Each visit message is one visit on the page: its readings, the BP result by the kiosk
+    protocol (the mean of the last two of three, DOMAIN.md §3) and the questionnaire."""
+    dr = history.sign_in("dr.demo")
+    page = dr.get(f"/ui/patients/{CGM_PEF}").text
+    mine = [v for v in history.visits if v.subject.ref == CGM_PEF]
+    assert len(mine) == 2
+    for v in mine:
+        block = re.search(rf'data-visit="{re.escape(v.visit_ref)}".*?</details>', page, re.S)
+        assert block is not None, v.visit_ref
+        text = block.group(0)
+        cuff = next(p for p in v.parts if p.device_id == "kiosk-bp-history")
+        by_time = sorted(cuff.observations, key=lambda w: w.observation.effective_time)
+        sys_ = [w.observation.value for w in by_time if w.observation.measure == "bp.systolic"]
+        dia = [w.observation.value for w in by_time if w.observation.measure == "bp.diastolic"]
+        assert len(sys_) == len(dia) == 3
+        expected = f"{round((sys_[1] + sys_[2]) / 2)}/{round((dia[1] + dia[2]) / 2)} mmHg"
+        assert expected in text, (expected, text)
+        assert f"{v.observation_count} mittausta" in text
+        assert "Tupakoi" in text
+        assert "Liikuntapäiviä viikossa" in text
+        assert "ilman käyntiviestiä" not in text

@@ -251,6 +251,47 @@ _M: Final[dict[str, tuple[str, str, str]]] = {
         "Unclassified blows",
     ),
     "patient.visit": ("Käynti", "Besök", "Visit"),
+    "visit.readings": ("{n} mittausta", "{n} mätningar", "{n} readings"),
+    "visit.bp_result": (
+        "Verenpaine, kahden viimeisen keskiarvo",
+        "Blodtryck, medelvärdet av de två sista",
+        "Blood pressure, mean of the last two",
+    ),
+    "visit.bp_more": (
+        "Kaksi ensimmäistä eroavat ≥ 10 mmHg: mittausohjeen mukaan mitataan vielä kerran.",
+        "De två första skiljer sig med ≥ 10 mmHg: enligt anvisningen mäts en gång till.",
+        "The first two differ by ≥ 10 mmHg: the protocol asks for one more reading.",
+    ),
+    "visit.bp_few": (
+        "Vain {n} mittausta; mittausohje edellyttää kolmea.",
+        "Bara {n} mätningar; anvisningen kräver tre.",
+        "Only {n} readings; the protocol asks for three.",
+    ),
+    "visit.bp_not_computable": (
+        "Tulosta ei voi laskea",
+        "Resultatet kan inte beräknas",
+        "No result can be computed",
+    ),
+    "visit.answers": ("Kyselyn vastaukset", "Enkätsvar", "Questionnaire answers"),
+    "visit.quarantined": (
+        "{n} mittausta hylättiin, koska ne eivät kuuluneet tähän käyntiin (ei näytetä).",
+        "{n} mätningar avvisades eftersom de inte hörde till besöket (visas inte).",
+        "{n} measurements were refused as not this visit's (not shown).",
+    ),
+    "visit.unbundled": (
+        "mittauspisteen lukemat ilman käyntiviestiä",
+        "mätstationens värden utan besöksmeddelande",
+        "kiosk readings without a visit message",
+    ),
+    "question.smoker": ("Tupakoi", "Röker", "Smokes"),
+    "question.exercise-days-week": (
+        "Liikuntapäiviä viikossa",
+        "Motionsdagar i veckan",
+        "Exercise days a week",
+    ),
+    "question.feeling": ("Vointi", "Mående", "How they feel"),
+    "word.yes": ("kyllä", "ja", "yes"),
+    "word.no": ("ei", "nej", "no"),
     "patient.tir": ("Aika tavoitealueella", "Tid inom målområdet", "Time in ranges"),
     "patient.gmi": ("GMI", "GMI", "GMI"),
     "patient.cv": ("Vaihtelu (CV)", "Variation (CV)", "Variability (CV)"),
@@ -592,6 +633,19 @@ class Translator:
         """An audit-trail action; one this catalogue does not know is shown as stored."""
         texts = _M.get(f"action.{name}")
         return texts[_INDEX[self.lang]] if texts else name
+
+    def question(self, qid: str) -> str:
+        """A kiosk questionnaire question by its id; one this catalogue does not know is shown
+        by its id (the station's questionnaire may be newer than this UI)."""
+        texts = _M.get(f"question.{qid}")
+        return texts[_INDEX[self.lang]] if texts else qid
+
+    def answer(self, value: object) -> str:
+        if isinstance(value, bool):
+            return self("word.yes" if value else "word.no")
+        if isinstance(value, int | float):
+            return self.exact(float(value)) if isinstance(value, float) else str(value)
+        return str(value)
 
     def condition(self, key: str, fallback: str) -> str:
         names = _CONDITIONS.get(key)

@@ -18,7 +18,14 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from cloud_ingest.analytics.bp import BpReading, HomeBpSummary, home_bp_summary
+from cloud_ingest.analytics.bp import (
+    BpInputError,
+    BpReading,
+    HomeBpSummary,
+    KioskVisitSummary,
+    home_bp_summary,
+    kiosk_visit_summary,
+)
 from cloud_ingest.analytics.cgm_metrics import CgmMetrics, agp_profile, cgm_metrics
 from cloud_ingest.analytics.pef_diary import DiaryReport, PefDiaryError, analyse_diary
 from cloud_ingest.analytics.pef_sessions import PefBlowReading, SessionsResult, blows_from_readings
@@ -296,39 +303,93 @@ class KioskVisit:
     start: datetime
     readings: tuple[ObservationRecord, ...]
     bp: tuple[BpReading, ...] = field(default=())
+    #: from a visit message (remon.visit/1); None for readings grouped by time at a kiosk site
+    ref: str | None = None
+    end: datetime | None = None
+    answers: tuple[tuple[str, object], ...] = ()
+    quarantined: int = 0
+
+    @property
+    def bp_summary(self) -> KioskVisitSummary | None:
+        """The visit's BP result (DOMAIN.md §3: the mean of the last two of three readings,
+        one more when the first two differ by >= 10 mmHg); None without BP readings."""
+        if not self.bp:
+            return None
+        try:
+            return kiosk_visit_summary(self.bp)
+        except BpInputError:
+            return None  # e.g. two readings at one instant: shown as readings, not summarised
+
+
+#: Visit messages read for one patient's page (two a fortnight is the usual rhythm).
+MAX_VISITS: Final = 50
+
+
+def _visit(
+    site: str,
+    readings: Sequence[ObservationRecord],
+    *,
+    start: datetime,
+    ref: str | None = None,
+    end: datetime | None = None,
+    answers: tuple[tuple[str, object], ...] = (),
+    quarantined: int = 0,
+) -> KioskVisit:
+    return KioskVisit(
+        site=site,
+        start=start,
+        readings=tuple(readings),
+        bp=tuple(pair_bp(readings, [r for r in readings if r.measure == "pulse.cuff"])),
+        ref=ref,
+        end=end,
+        answers=answers,
+        quarantined=quarantined,
+    )
 
 
 def kiosk_visits(
     service: IngestService, subject: str, now: datetime, *, days: int = 90
 ) -> list[KioskVisit]:
-    """The patient's self-measurement visits at kiosk sites, newest first."""
-    rows = service.list_observations(
-        subject=subject,
-        since=now - timedelta(days=days),
-        site_prefix=KIOSK_SITE_PREFIX,
-        limit=_MAX_SERIES,
-    )
+    """The patient's self-measurement visits, newest first: each visit message the kiosk sent
+    (its readings, answers and span), and readings that reached the cloud from a kiosk site
+    outside any visit message grouped by time (gaps over :data:`KIOSK_VISIT_GAP`)."""
+    since = now - timedelta(days=days)
+    out: list[KioskVisit] = []
+    bundled: set[str] = set()
+    for v in service.list_visits(subject=subject, since=since, limit=MAX_VISITS):
+        readings = service.visit_observations(v)
+        bundled.update(r.obs_id for r in readings)
+        out.append(
+            _visit(
+                v.site,
+                readings,
+                start=v.started_at,
+                ref=v.visit_ref,
+                end=v.ended_at,
+                answers=tuple((str(a.get("id")), a.get("value")) for a in v.answers),
+                quarantined=v.quarantined,
+            )
+        )
+    rows = [
+        r
+        for r in service.list_observations(
+            subject=subject, since=since, site_prefix=KIOSK_SITE_PREFIX, limit=_MAX_SERIES
+        )
+        if r.obs_id not in bundled
+    ]
     rows.sort(key=lambda r: (r.site, r.effective_time))
-    visits: list[list[ObservationRecord]] = []
+    groups: list[list[ObservationRecord]] = []
     for r in rows:
-        last = visits[-1][-1] if visits else None
+        last = groups[-1][-1] if groups else None
         if (
             last is None
             or last.site != r.site
             or r.effective_time - last.effective_time > KIOSK_VISIT_GAP
         ):
-            visits.append([r])
+            groups.append([r])
         else:
-            visits[-1].append(r)
-    out = [
-        KioskVisit(
-            site=v[0].site,
-            start=v[0].effective_time,
-            readings=tuple(v),
-            bp=tuple(pair_bp(v, [r for r in v if r.measure == "pulse.cuff"])),
-        )
-        for v in visits
-    ]
+            groups[-1].append(r)
+    out += [_visit(g[0].site, g, start=g[0].effective_time) for g in groups]
     return sorted(out, key=lambda v: v.start, reverse=True)
 
 
