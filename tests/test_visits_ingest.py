@@ -121,3 +121,35 @@ def test_a_visit_through_mosquitto_and_the_consumer(
     finally:
         consumer.stop()
         storage.close()
+
+
+def test_the_api_lists_a_patients_visits_to_their_care_team_only(storage: Storage) -> None:
+    from fastapi.testclient import TestClient
+
+    from cloud_ingest.api import create_app
+    from cloud_ingest.settings import IngestSettings
+
+    svc = IngestService(storage, clock=lambda: RECEIVED)
+    msg = visit()
+    svc.ingest_batch([raw(msg)])
+    admin = {"Authorization": "Bearer tok-admin"}
+    app = create_app(svc, IngestSettings(api_tokens={"tok-admin": "svc.admin"}))
+    with TestClient(app) as c:
+        tokens = {}
+        for team in ("north", "south"):
+            c.put(f"/api/v1/teams/{team}", json={"name": team}, headers=admin)
+            body = {"name": team, "role": "clinician", "team_ids": [team]}
+            tokens[team] = c.put(f"/api/v1/staff/dr.{team}", json=body, headers=admin).json()[
+                "token"
+            ]
+        c.put(f"/api/v1/patients/{PATIENT.ref}", json={"team_id": "north"}, headers=admin)
+        url = f"/api/v1/patients/{PATIENT.ref}/visits"
+        r = c.get(url, headers={"Authorization": f"Bearer {tokens['north']}"})
+        assert r.status_code == 200, r.text
+        (v,) = r.json()
+        assert (v["msg_id"], v["visit_ref"], v["quarantined"]) == (msg.msg_id, "v-20261204-0001", 1)
+        assert len(v["observations"]) == 11
+        assert {o["subject_ref"] for o in v["observations"]} == {PATIENT.ref}
+        assert v["answers"][0] == {"id": "smoker", "value": False}
+        r = c.get(url, headers={"Authorization": f"Bearer {tokens['south']}"})
+        assert r.status_code in (403, 404)

@@ -63,6 +63,26 @@ class ObservationOut(_Out):
         return cls.model_validate(r)
 
 
+class AnswerOut(_Out):
+    id: str
+    value: str | bool | int | float
+
+
+class VisitOut(_Out):
+    """A kiosk visit (``remon.visit/1``) with its readings."""
+
+    msg_id: str
+    visit_ref: str
+    site: str
+    subject_ref: str
+    started_at: datetime
+    ended_at: datetime
+    quarantined: int = Field(description="measurements the kiosk refused to bind to this visit")
+    answers: list[AnswerOut]
+    received_at: datetime
+    observations: list[ObservationOut]
+
+
 class SubjectOut(_Out):
     kind: Literal["patient", "kiosk-session"]
     ref: str

@@ -1,5 +1,5 @@
-"""Clinical settings of teams and patients, the devices each subject's data came from, and the
-subjects nobody is routed for yet."""
+"""Clinical settings of teams and patients, their kiosk visits, the devices each subject's data
+came from, and the subjects nobody is routed for yet."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from fastapi import APIRouter, Path, Query
 
 from cloud_ingest.api.deps import CareDep, ClinicalDep, PrincipalDep, ServiceDep
 from cloud_ingest.api.schemas import (
+    AwareDatetime,
     DeviceSubjectOut,
     ErrorOut,
+    ObservationOut,
     ParameterOut,
     PefDiaryIn,
     PefDiaryOut,
@@ -19,6 +21,7 @@ from cloud_ingest.api.schemas import (
     TeamThresholdIn,
     TeamThresholdOut,
     UnroutedOut,
+    VisitOut,
 )
 from cloud_ingest.care import UnknownEntryError
 from cloud_ingest.clinical_settings import PEF_PERSONAL_BEST
@@ -113,6 +116,31 @@ def get_pef_diary(
     if rec is None:
         raise UnknownEntryError(f"no PEF diary for {subject!r}")
     return PefDiaryOut.model_validate(rec)
+
+
+@router.get("/patients/{subject}/visits", responses=_ERRORS)
+def list_visits(
+    subject: Subject,
+    who: PrincipalDep,
+    care: CareDep,
+    service: ServiceDep,
+    since: Annotated[AwareDatetime | None, Query(description="with UTC offset")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[VisitOut]:
+    """The patient's kiosk visits, newest first, each with its readings and answers."""
+    care.require_subject(who, subject)
+    out = []
+    for v in service.list_visits(subject=subject, since=since, limit=limit):
+        readings = [ObservationOut.of(r) for r in service.visit_observations(v)]
+        out.append(
+            VisitOut.model_validate(
+                {
+                    **{f: getattr(v, f) for f in VisitOut.model_fields if f != "observations"},
+                    "observations": readings,
+                }
+            )
+        )
+    return out
 
 
 @router.get("/devices", responses=_ERRORS)
