@@ -247,6 +247,14 @@ class KioskSession:
             raise KioskError(f"confirmation for visit {visit_ref!r}, sending {v.ref!r}")
         return self._wipe(v, "sent")
 
+    def send_failed(self, visit_ref: str, now: datetime, why: str) -> list[Output]:
+        """The consented visit could not be queued (a bug, not the patient's doing): wipe it,
+        so the station never stays stuck in sending or keeps the data."""
+        v = self._require(KioskState.SENDING, "fail sending")
+        if v.ref != visit_ref:
+            raise KioskError(f"failure for visit {visit_ref!r}, sending {v.ref!r}")
+        return self._wipe(v, f"not sent: {why}")
+
     def cancel(self, now: datetime, why: str = "cancelled") -> list[Output]:
         """The patient (or staff) stops the visit: nothing is sent, everything is wiped."""
         if self._visit is None:

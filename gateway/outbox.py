@@ -275,6 +275,10 @@ class Outbox:
             for r in rows
         ]
 
+    def has(self, msg_id: str) -> bool:
+        """Whether a message is still queued (the relay deletes it only after its PUBACK)."""
+        return bool(self._read("SELECT 1 FROM outbox WHERE msg_id = ? LIMIT 1", (msg_id,)))
+
     def pending(self) -> int:
         return int(self._read("SELECT count(*) FROM outbox", ())[0][0])
 

@@ -1456,7 +1456,7 @@ def visit_message_id(
     )
 
 
-def _answer_problem(a: Answer) -> str | None:
+def answer_problem(a: Answer) -> str | None:
     """What is wrong with an answer, or None."""
     if not is_token(a.id):
         return f"answer id {a.id!r} must match {_TOKEN_RE.pattern}"
@@ -1514,7 +1514,7 @@ def encode_visit(
     if len(answers) > MAX_ANSWERS or len({a.id for a in answers}) != len(answers):
         raise EncodeError(f"at most {MAX_ANSWERS} answers, each question once")
     for a in answers:
-        problem = _answer_problem(a)
+        problem = answer_problem(a)
         if problem:
             raise EncodeError(problem)
     if quarantined < 0:
@@ -1665,7 +1665,7 @@ def decode_visit(topic: str, payload: bytes) -> VisitEnvelope:
                     f"{path}.value",
                     f"expected a string, number or boolean, got {_tname(value)}",
                 )
-            problem = _answer_problem(a)
+            problem = answer_problem(a)
             if problem:
                 raise _fail(WireErrorCode.INVALID_VALUE, path, problem)
             answers.append(a)
