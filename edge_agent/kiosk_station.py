@@ -93,6 +93,8 @@ class StationView:
     readings: tuple[tuple[str, Observation], ...]  # (device id, reading), in time order
     answers: Mapping[str, AnswerValue]
     warning_until: datetime | None
+    #: how the last visit ended ("sent", or why it was wiped) and when: no personal data
+    last_end: tuple[str, datetime] | None = None
 
 
 class KioskStation:
@@ -120,7 +122,12 @@ class KioskStation:
             devices=frozenset(self.devices), new_ref=new_ref, timeouts=timeouts
         )
         self._open: _Open | None = None
+        self._last_end: tuple[str, datetime] | None = None
         self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        """The hub's clock, as the station uses it."""
+        return self._clock()
 
     # -- the patient's steps (from the local screen) ---------------------------------------------
 
@@ -225,6 +232,7 @@ class KioskStation:
                 readings=tuple(readings),
                 answers=dict(v.answers) if v else {},
                 warning_until=v.warning.ends_at if v and v.warning else None,
+                last_end=self._last_end,
             )
 
     # -- internals -------------------------------------------------------------------------------
@@ -248,6 +256,7 @@ class KioskStation:
             elif isinstance(out, Wipe):
                 log.info("kiosk %s: visit %s wiped (%s)", self.site, out.visit_ref, out.why)
                 self._open = None
+                self._last_end = (out.why, self._clock())
             if self._on_output is not None:
                 self._on_output(out)
 

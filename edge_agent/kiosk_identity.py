@@ -1,0 +1,81 @@
+"""Who is at the kiosk: identification sources that turn what a patient presents into the
+pseudonymous patient reference a visit is sent under. Sans-I/O.
+
+:class:`OneTimeCodes` is the typed source: the health station gives the patient a code (with
+an appointment, or at the desk); the kiosk takes each code once. A station's codes are loaded
+from its configuration; the kiosk never sees names or personal identity codes, only the
+pseudonymous reference each code stands for. Typing codes at random is slowed down: after
+:data:`MAX_FAILURES` wrong codes in a row the source refuses for :data:`LOCKOUT`.
+
+A card reader on serial would be another source with the same ``identify`` (the card's UID
+for the code); its adapter is not built yet.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final
+
+#: Wrong codes in a row before the source locks, and for how long.
+MAX_FAILURES: Final = 5
+LOCKOUT: Final = timedelta(seconds=30)
+_CODE: Final = re.compile(r"^[0-9A-Z]{4,16}$")
+
+
+class IdentificationError(ValueError):
+    """The patient could not be identified: ``reason`` is ``invalid`` or ``locked`` (the screen
+    says no more than that about a wrong code)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Identified:
+    patient_ref: str
+    method: str  # "code"
+
+
+def normalise_code(text: str) -> str:
+    """What the patient typed, as codes are stored: no spaces or dashes, upper case."""
+    return re.sub(r"[\s-]", "", text).upper()
+
+
+class OneTimeCodes:
+    def __init__(self, codes: Mapping[str, str]) -> None:
+        self._codes: dict[str, str] = {}
+        for code, ref in codes.items():
+            c = normalise_code(code)
+            if not _CODE.match(c):
+                raise ValueError(f"kiosk code {code!r}: 4-16 letters or digits")
+            if not ref or len(ref) > 128:
+                raise ValueError(f"kiosk code {code!r}: the patient reference must be 1-128 chars")
+            self._codes[c] = ref
+        self._failures = 0
+        self._locked_until: datetime | None = None
+
+    def identify(self, typed: str, now: datetime) -> Identified:
+        if self._locked_until is not None and now < self._locked_until:
+            raise IdentificationError("locked", "too many wrong codes: wait and try again")
+        code = normalise_code(typed)
+        match = None
+        for known in self._codes:  # constant-time per comparison; codes are few per station
+            if hmac.compare_digest(known.encode(), code.encode()):
+                match = known
+        if match is None:
+            self._failures += 1
+            if self._failures >= MAX_FAILURES:
+                self._failures = 0
+                self._locked_until = now + LOCKOUT
+            raise IdentificationError("invalid", "the code is not valid")
+        self._failures = 0
+        self._locked_until = None
+        return Identified(patient_ref=self._codes.pop(match), method="code")
+
+    def remaining(self) -> int:
+        return len(self._codes)
