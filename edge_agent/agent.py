@@ -26,6 +26,8 @@ from edge_agent.ble import BleConnector, BleSettings
 from edge_agent.ble_sources import BleDeviceSpec, BleSource, build_ble_source
 from edge_agent.config import BLE_KINDS, SERIAL_KINDS, AgentConfig, DeviceSection
 from edge_agent.derived import CgmDerivation
+from edge_agent.kiosk_identity import code_digest
+from edge_agent.kiosk_station import KioskStation
 from edge_agent.registry import DeviceRegistry
 from edge_agent.serial_sources import (
     SerialDeviceSpec,
@@ -87,6 +89,8 @@ class Agent:
         self.derived = CgmDerivation(clock=self._clock)
         #: Virtual serial devices (``[serial] backend = "virtual"``), by device id.
         self.virtual_serial: dict[str, Any] = {}
+        #: Kiosk mode (``[kiosk]``): the station its kiosk-session devices measure for.
+        self.station: KioskStation | None = None
 
     @property
     def relay_stats(self) -> RelayStats | None:
@@ -316,6 +320,8 @@ class Agent:
             await self._start_ble(stack)
             await self._start_serial(stack)
             sources = [self.build_source(d, outbox) for d in cfg.devices]
+            if cfg.kiosk is not None:
+                await self._start_kiosk(stack, outbox, sources, relay)
             log.info(
                 "agent started: site=%s devices=%d outbox=%s pending=%d broker=%s",
                 cfg.agent.site,
@@ -373,9 +379,80 @@ class Agent:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, backoff_max)
 
+    async def _start_kiosk(
+        self,
+        stack: contextlib.AsyncExitStack,
+        outbox: Outbox,
+        sources: Sequence[DeviceSource],
+        relay: Relay,
+    ) -> None:
+        """The station, its identification source and its screen (on loopback by default)."""
+        import uvicorn  # the kiosk's screen server: only a station needs it
+
+        from edge_agent.kiosk_identity import OneTimeCodes, load_codes
+        from edge_agent.kiosk_ui import create_kiosk_app
+
+        kiosk = self.config.kiosk
+        assert kiosk is not None
+        ids = {
+            src.device.device_id: src.device.identity
+            for src in sources
+            if src.device.subject.kind == "kiosk-session"
+        }
+        self.station = KioskStation(
+            site=self.config.agent.site,
+            devices=ids,
+            outbox=outbox,
+            clock=self._clock,
+            on_queued=lambda _msg_id: relay.wake(),  # a consented visit goes out at once
+        )
+        spent_prefix = "kiosk-code-spent:"
+        codes = load_codes(kiosk.codes_file)
+        spent = {
+            d
+            for d in (code_digest(c) for c in codes)
+            if outbox.get_cursor(f"{spent_prefix}{d}") is not None
+        }
+        identity = OneTimeCodes(
+            codes,
+            spent=spent,
+            on_spend=lambda d: outbox.set_cursor(f"{spent_prefix}{d}", "spent"),
+        )
+        app = create_kiosk_app(self.station, identity, kinds=self.config.kiosk_screens())
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app, host=kiosk.ui_host, port=kiosk.ui_port, log_level="warning", lifespan="on"
+            )
+        )
+        task = asyncio.create_task(server.serve(), name="kiosk-screen")
+
+        async def stop() -> None:
+            server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, SHUTDOWN_GRACE_S)
+
+        stack.push_async_callback(stop)
+        log.info(
+            "kiosk mode: %d station device(s), screen on http://%s:%d/",
+            len(ids),
+            kiosk.ui_host,
+            kiosk.ui_port,
+        )
+
     async def _sink(
         self, device: BoundDevice, observations: Sequence[Observation], cursor: str | None
     ) -> None:
+        if self.station is not None and device.subject.kind == "kiosk-session":
+            # a station's reading belongs to the open visit or to nobody (kiosk_session)
+            taken = await asyncio.to_thread(
+                self.station.measured, device.device_id, observations, device.identity
+            )
+            self.stats.observations_queued += taken
+            if cursor is not None:
+                await asyncio.to_thread(
+                    self._outbox_required().set_cursor, cursor_key(device.device_id), cursor
+                )
+            return
         observations = self.derived.process(device.device_id, observations)
         msgs = encode_observations(
             site=self.config.agent.site,
@@ -412,6 +489,10 @@ class Agent:
         )
         await self._queue(msgs)
         self.stats.telemetry_queued += 1
+
+    def _outbox_required(self) -> Outbox:
+        assert self._outbox is not None
+        return self._outbox
 
     async def _queue(
         self, msgs: Sequence[OutboundMessage], cursors: dict[str, str] | None = None

@@ -260,12 +260,70 @@ class SerialSection(_Strict):
     reopen_max_s: Annotated[float, Field(ge=1, le=600)] = 10.0
 
 
+KioskScreen = Literal["bp", "scale", "height", "oximeter", "thermometer"]
+#: What the kiosk screen calls a device of each kind (its name and guidance); a bridge-board
+#: peripheral names itself with ``screen``.
+KIOSK_SCREENS: Final[dict[str, KioskScreen]] = {
+    "ble.bp-monitor": "bp",
+    "sim.bp-monitor": "bp",
+    "ble.scale": "scale",
+    "ble.pulse-oximeter": "oximeter",
+    "sim.pulse-oximeter": "oximeter",
+    "ble.thermometer": "thermometer",
+    "sim.thermometer": "thermometer",
+}
+
+
+class KioskSection(_Strict):
+    """Kiosk mode: the devices bound to ``kiosk-session`` serve visits at a local screen."""
+
+    ui_host: str = "127.0.0.1"  # the screen's browser runs on the station itself
+    ui_port: Annotated[int, Field(ge=1, le=65_535)] = 8080
+    #: TOML with a [codes] table: one-time code = "pseudonymous patient ref"
+    codes_file: Path
+    #: what the screen calls each device (device id -> bp, scale, height, oximeter,
+    #: thermometer); by the device's kind when left out
+    screens: dict[str, KioskScreen] = Field(default_factory=dict)
+
+
 class AgentConfig(_Strict):
     agent: AgentSection
     mqtt: MqttSection = MqttSection()
     ble: BleSection = BleSection()
     serial: SerialSection = SerialSection()
+    kiosk: KioskSection | None = None
     devices: list[DeviceSection] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _kiosk_devices(self) -> AgentConfig:
+        if self.kiosk is None:
+            return self
+        station = [d for d in self.devices if d.subject_kind == "kiosk-session"]
+        if not station:
+            raise ValueError(
+                '[kiosk] needs devices with subject_kind = "kiosk-session" (the station\'s)'
+            )
+        ids = {d.id for d in station}
+        for device_id in self.kiosk.screens:
+            if device_id not in ids:
+                raise ValueError(f"[kiosk.screens] names {device_id!r}, not a station device")
+        for d in station:
+            if d.id not in self.kiosk.screens and d.kind not in KIOSK_SCREENS:
+                raise ValueError(
+                    f"device {d.id!r} ({d.kind}): say what the screen calls it in "
+                    "[kiosk.screens] (bp, scale, height, oximeter or thermometer)"
+                )
+        return self
+
+    def kiosk_screens(self) -> dict[str, str]:
+        """Each station device's screen name (device id -> bp, scale, ...)."""
+        if self.kiosk is None:
+            return {}
+        return {
+            d.id: self.kiosk.screens.get(d.id) or KIOSK_SCREENS[d.kind]
+            for d in self.devices
+            if d.subject_kind == "kiosk-session"
+        }
 
     @model_validator(mode="after")
     def _unique_ids(self) -> AgentConfig:

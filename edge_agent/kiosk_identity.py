@@ -13,11 +13,14 @@ for the code); its adapter is not built yet.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+import tomllib
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Final
 
 #: Wrong codes in a row before the source locks, and for how long.
@@ -46,8 +49,23 @@ def normalise_code(text: str) -> str:
     return re.sub(r"[\s-]", "", text).upper()
 
 
+def code_digest(code: str) -> str:
+    """How a spent code is remembered (its SHA-256; the code itself is not kept)."""
+    return hashlib.sha256(normalise_code(code).encode()).hexdigest()
+
+
 class OneTimeCodes:
-    def __init__(self, codes: Mapping[str, str]) -> None:
+    """``spent``: digests of codes already used (kept across restarts by the caller, who is
+    told of each newly spent one through ``on_spend``)."""
+
+    def __init__(
+        self,
+        codes: Mapping[str, str],
+        *,
+        spent: Collection[str] = (),
+        on_spend: Callable[[str], None] | None = None,
+    ) -> None:
+        self._on_spend = on_spend
         self._codes: dict[str, str] = {}
         for code, ref in codes.items():
             c = normalise_code(code)
@@ -55,7 +73,8 @@ class OneTimeCodes:
                 raise ValueError(f"kiosk code {code!r}: 4-16 letters or digits")
             if not ref or len(ref) > 128:
                 raise ValueError(f"kiosk code {code!r}: the patient reference must be 1-128 chars")
-            self._codes[c] = ref
+            if code_digest(c) not in spent:
+                self._codes[c] = ref
         self._failures = 0
         self._locked_until: datetime | None = None
 
@@ -75,7 +94,24 @@ class OneTimeCodes:
             raise IdentificationError("invalid", "the code is not valid")
         self._failures = 0
         self._locked_until = None
-        return Identified(patient_ref=self._codes.pop(match), method="code")
+        ref = self._codes.pop(match)
+        if self._on_spend is not None:
+            self._on_spend(code_digest(match))
+        return Identified(patient_ref=ref, method="code")
 
     def remaining(self) -> int:
         return len(self._codes)
+
+
+def load_codes(path: Path) -> dict[str, str]:
+    """A station's codes file: a TOML ``[codes]`` table, code = "pseudonymous patient ref"."""
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"kiosk codes file {path}: {exc}") from exc
+    codes = doc.get("codes")
+    if not isinstance(codes, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in codes.items()
+    ):
+        raise ValueError(f'kiosk codes file {path}: needs a [codes] table of code = "ref"')
+    return codes

@@ -109,6 +109,7 @@ class KioskStation:
         new_ref: Callable[[], str] = new_visit_ref,
         questions: Sequence[str] = (),
         on_output: Callable[[Output], None] | None = None,
+        on_queued: Callable[[str], None] | None = None,
     ) -> None:
         if not is_token(site):
             raise ValueError(f"site id {site!r} is not a token")
@@ -118,6 +119,7 @@ class KioskStation:
         self.questions = tuple(questions)
         self._clock = clock
         self._on_output = on_output
+        self._on_queued = on_queued
         self._session = KioskSession(
             devices=frozenset(self.devices), new_ref=new_ref, timeouts=timeouts
         )
@@ -197,9 +199,17 @@ class KioskStation:
 
     # -- devices and time ------------------------------------------------------------------------
 
-    def measured(self, device_id: str, observations: Sequence[Observation]) -> int:
-        """A device handed over readings; returns how many the open visit took."""
+    def measured(
+        self,
+        device_id: str,
+        observations: Sequence[Observation],
+        identity: DeviceIdentity | None = None,
+    ) -> int:
+        """A device handed over readings; returns how many the open visit took. ``identity``:
+        who the device said it is in this session (its readings' ids derive from it)."""
         with self._lock:
+            if identity is not None and device_id in self.devices:
+                self.devices[device_id] = identity
             outputs = self._session.measured(device_id, observations, self._clock())
             self._apply(outputs)
             return sum(len(o.observations) for o in outputs if isinstance(o, Accepted))
@@ -313,4 +323,6 @@ class KioskStation:
             raise KioskError(f"the visit cannot be encoded: {exc}") from exc
         self.outbox.put_many([msg])
         log.info("kiosk %s: visit %s queued as %s", self.site, v.ref, msg.msg_id)
+        if self._on_queued is not None:
+            self._on_queued(msg.msg_id)
         return msg.msg_id
