@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -150,3 +151,102 @@ def _up(ui: httpx.Client) -> bool:
 
 def _idle(ui: httpx.Client) -> bool:
     return 'data-state="idle"' in ui.get("/").text
+
+
+def test_kiosk_mode_over_the_real_device_paths(
+    tmp_path: Path, fresh_mosquitto: MosquittoProcess
+) -> None:
+    """A virtual BLE BP monitor (bumble, read through bleak: it hands over its stored
+    measurements on every connection) and a height rod behind our bridge board on a pty: what
+    either took before the visit armed it stays nobody's; the visit carries only what was
+    measured for it."""
+    port = free_port()
+    codes = tmp_path / "codes.toml"
+    codes.write_text('[codes]\n"4821-7730" = "p-anna"\n')
+    cfg = parse_config(
+        f"""
+[agent]
+site = "{SITE}"
+data_dir = "{tmp_path / "agent"}"
+outbox_synchronous = "NORMAL"
+
+[mqtt]
+url = "{fresh_mosquitto.url}"
+
+[ble]
+backend = "virtual"
+
+[serial]
+backend = "virtual"
+reopen_max_s = 2
+
+[kiosk]
+ui_port = {port}
+codes_file = "{codes}"
+[kiosk.screens]
+height = "height"
+
+[[devices]]
+id = "bp"
+kind = "ble.bp-monitor"
+address = "F1:00:00:00:00:42"
+subject = "{SITE}"
+subject_kind = "kiosk-session"
+poll_interval_s = 0.5
+idle_timeout_s = 1.0
+[devices.virtual]
+seed = 3
+
+[[devices]]
+id = "height"
+kind = "serial.kiosk-peripheral"
+subject = "{SITE}"
+subject_kind = "kiosk-session"
+port = "usb-remon_height"
+[devices.virtual]
+record_every_s = 0.5
+records = 1000
+"""
+    )
+    storage = open_storage(f"sqlite:///{tmp_path / 'cloud.db'}")
+    service = IngestService(storage)
+    consumer = Consumer(
+        service, ConsumerConfig(url=fresh_mosquitto.url, client_id=f"c-{uuid.uuid4().hex[:8]}")
+    )
+    consumer.start()
+    base = f"http://127.0.0.1:{port}"
+    same = {"Origin": base}
+    try:
+        with RunningAgent(cfg) as running, httpx.Client(base_url=base, timeout=10) as ui:
+            wait_until(lambda: _up(ui), 30, "the kiosk screen")
+            station = running.agent.station
+            assert station is not None
+            with Outbox(cfg.outbox_path) as outbox:
+                wait_until(  # both devices have handed over readings with nobody there
+                    lambda: {r.device_id for r in outbox.rejects(1000)} >= {"bp", "height"},
+                    60,
+                    "readings before any visit",
+                )
+            assert ui.post("/identify", data={"code": "4821-7730"}, headers=same).status_code == 303
+            before_start = datetime.now(UTC)
+            assert ui.post("/start", headers=same).status_code == 303
+            wait_until(
+                lambda: {d for d, _ in station.view().readings} == {"bp", "height"},
+                60,
+                "readings from both devices for the visit",
+            )
+            assert ui.post("/review", headers=same).status_code == 303
+            taken = {(d, o.record_key, o.measure) for d, o in station.view().readings}
+            assert ui.post("/consent", headers=same).status_code == 303
+            wait_until(lambda: _idle(ui), 30, "the visit to be confirmed and wiped")
+            wait_until(lambda: bool(service.list_visits(subject="p-anna")), 30, "the visit")
+        (visit,) = service.list_visits(subject="p-anna")
+        readings = service.visit_observations(visit)
+        assert {(r.device_id, r.record_key, r.measure) for r in readings} == taken
+        assert {r.device_id for r in readings} == {"bp", "height"}
+        # the cuff's memory from before the visit never joined it
+        assert all(r.effective_time >= before_start for r in readings)
+        assert {r.subject_ref for r in service.list_observations(limit=10_000)} == {"p-anna"}
+    finally:
+        consumer.stop()
+        storage.close()
