@@ -121,6 +121,29 @@ HOME_BP_THRESHOLD_DIA: Final = Figure(85.0, "mm[Hg]", "DOMAIN.md §3 home thresh
 #: Kiosk visit: 3 readings, more if the first two differ by >= 10 mmHg; mean of the last two.
 KIOSK_BP_READINGS: Final = Figure(3, "1", "DOMAIN.md §3 kiosk/office visit")
 KIOSK_BP_REPEAT_DIFF: Final = Figure(10.0, "mm[Hg]", "DOMAIN.md §3 kiosk/office visit")
+#: "More" readings when the first two differ: one more, then the mean of the last two
+#: (remon default: DOMAIN.md §3 says "more" without a number).
+KIOSK_BP_EXTRA: Final = Figure(1, "1", "remon default for DOMAIN.md §3 'more'")
+
+
+def kiosk_bp_wanted(
+    first: tuple[float, float] | None,
+    second: tuple[float, float] | None,
+    *,
+    readings: int = int(KIOSK_BP_READINGS.value),
+    repeat_diff_mm_hg: float = KIOSK_BP_REPEAT_DIFF.value,
+    extra: int = int(KIOSK_BP_EXTRA.value),
+) -> int:
+    """How many BP readings a kiosk visit wants (DOMAIN.md §3): ``readings``, and ``extra``
+    more when the first two (systolic, diastolic) differ by ``repeat_diff_mm_hg`` or more.
+    Shared by the kiosk's screen (asking for one more) and the cloud's visit summary."""
+    if first is None or second is None:
+        return readings
+    differ = (
+        abs(first[0] - second[0]) >= repeat_diff_mm_hg
+        or abs(first[1] - second[1]) >= repeat_diff_mm_hg
+    )
+    return readings + (extra if differ else 0)
 
 
 @dataclass(frozen=True, slots=True)

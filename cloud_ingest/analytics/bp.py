@@ -40,9 +40,11 @@ from device_profiles.clinical import (
     HOME_BP_DAYS,
     HOME_BP_THRESHOLD_DIA,
     HOME_BP_THRESHOLD_SYS,
+    KIOSK_BP_EXTRA,
     KIOSK_BP_READINGS,
     KIOSK_BP_REPEAT_DIFF,
     BpGrade,
+    kiosk_bp_wanted,
 )
 
 #: Local time at which the morning session ends (remon default: DOMAIN.md §3 says "morning and
@@ -54,9 +56,8 @@ HOME_BP_READINGS_PER_SESSION: Final = 2
 #: ESH home BP practice guidance, Parati et al. 2008/2021: at least 12 readings; not in
 #: DOMAIN.md).
 HOME_BP_MIN_READINGS: Final = 12
-#: "More" readings at a kiosk visit when the first two differ: one more, then the mean of the
-#: last two (remon default: DOMAIN.md §3 says "more" without a number).
-KIOSK_EXTRA_READINGS: Final = 1
+#: "More" readings at a kiosk visit when the first two differ (device_profiles.clinical).
+KIOSK_EXTRA_READINGS: Final = int(KIOSK_BP_EXTRA.value)
 #: Plausible ranges, mm[Hg] and /min (remon defaults: wider than any cuff's measuring range;
 #: outside them a reading is a device or entry error, rejected with its index, never clamped).
 SYSTOLIC_PLAUSIBLE_MM_HG: Final = (50.0, 300.0)
@@ -402,7 +403,13 @@ def kiosk_visit_summary(
     diff_text = (
         f"the first two readings differ by {dsys:g}/{ddia:g} mmHg (>= {repeat_diff_mm_hg:g})"
     )
-    wanted = expected_readings + (extra_readings if differ else 0)
+    wanted = kiosk_bp_wanted(
+        (float(r1.systolic), float(r1.diastolic)),
+        (float(r2.systolic), float(r2.diastolic)),
+        readings=expected_readings,
+        repeat_diff_mm_hg=repeat_diff_mm_hg,
+        extra=extra_readings,
+    )
     needs_more = n < wanted
     if not needs_more:
         more_reason = None

@@ -32,6 +32,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from device_profiles.clinical import kiosk_bp_wanted
+from device_profiles.observation import Observation
 from edge_agent.kiosk_identity import IdentificationError, OneTimeCodes
 from edge_agent.kiosk_session import KioskError, KioskState
 from edge_agent.kiosk_station import KioskStation
@@ -135,7 +137,8 @@ def create_kiosk_app(
                 return "—"
             d = _DECIMALS.get(unit, 0)
             pattern = "0" + ("." + "0" * d if d else "")
-            return f"{format_decimal(value, format=pattern, locale=lang)} {_UNITS.get(unit, unit)}"
+            text = format_decimal(value, format=pattern, locale=lang)
+            return f"{text} {_UNITS.get(unit, unit)}".strip()
 
         def clock(at: datetime) -> str:
             return at.astimezone(zone).strftime("%H.%M" if lang == "fi" else "%H:%M")
@@ -148,6 +151,7 @@ def create_kiosk_app(
             lang=lang,
             langs=[(c, LANG_NAMES[c]) for c in LANGS],
             view=view,
+            bp=bp_progress(view.readings),
             state=view.state.value,
             devices=[(d, kinds.get(d, d)) for d in devices],
             kinds=kinds,
@@ -234,6 +238,47 @@ def create_kiosk_app(
         return response
 
     return app
+
+
+@dataclass(frozen=True, slots=True)
+class BpProgress:
+    """The visit's BP measurements against the kiosk protocol (DOMAIN.md §3)."""
+
+    taken: int
+    wanted: int
+    first_two_differ: bool
+    result: tuple[float, float] | None  # mean of the last two, once enough are taken
+
+
+def bp_progress(readings: Sequence[tuple[str, Observation]]) -> BpProgress | None:
+    """Systolic/diastolic pairs (same device, same record) in time order; None without any."""
+    sys_: dict[tuple[str, str], Observation] = {}
+    dia: dict[tuple[str, str], float] = {}
+    for device_id, o in readings:
+        key = (device_id, o.record_key)
+        if o.measure == "bp.systolic" and o.value is not None:
+            sys_[key] = o
+        elif o.measure == "bp.diastolic" and o.value is not None:
+            dia[key] = o.value
+    pairs = sorted(
+        ((o.effective_time, o.value, dia[k]) for k, o in sys_.items() if k in dia),
+        key=lambda p: p[0],
+    )
+    if not pairs:
+        return None
+    values = [(float(s), float(d)) for _, s, d in pairs if s is not None]
+    first, second = (values[0], values[1]) if len(values) >= 2 else (None, None)
+    wanted = kiosk_bp_wanted(first, second)
+    result = None
+    if len(values) >= wanted:
+        (s1, d1), (s2, d2) = values[-2], values[-1]
+        result = ((s1 + s2) / 2, (d1 + d2) / 2)
+    return BpProgress(
+        taken=len(values),
+        wanted=wanted,
+        first_two_differ=wanted > kiosk_bp_wanted(None, None),
+        result=result,
+    )
 
 
 def _answer_value(q: Question, raw: str) -> bool | int | str:

@@ -78,6 +78,26 @@ W: Final[dict[str, tuple[str, str, str]]] = {
         "Resultaten skickas. Det tar en stund.",
         "Your results are being sent. This takes a moment.",
     ),
+    "bp.progress": (
+        "Verenpainemittauksia {taken}/{wanted}",
+        "Blodtrycksmätningar {taken}/{wanted}",
+        "Blood pressure readings {taken}/{wanted}",
+    ),
+    "bp.more": (
+        "Kaksi ensimmäistä mittausta eroavat vähintään 10 mmHg. Mittaa vielä kerran.",
+        "De två första mätningarna skiljer sig med minst 10 mmHg. Mät en gång till.",
+        "Your first two readings differ by 10 mmHg or more. Measure once more.",
+    ),
+    "bp.next": (
+        "Odota 1-2 minuuttia ja mittaa uudelleen.",
+        "Vänta 1-2 minuter och mät igen.",
+        "Wait 1-2 minutes and measure again.",
+    ),
+    "bp.result": (
+        "Verenpaineesi (kahden viimeisen mittauksen keskiarvo): {value} mmHg",
+        "Ditt blodtryck (medelvärdet av de två sista): {value} mmHg",
+        "Your blood pressure (mean of the last two readings): {value} mmHg",
+    ),
     "cancel": ("Keskeytä ja poista tiedot", "Avbryt och radera", "Stop and delete"),
     "warn": (
         "Käynti päättyy klo {time}, jos et jatka.",
