@@ -38,6 +38,7 @@ from edge_agent.kiosk_session import (
     KioskTimeouts,
     Output,
     Quarantine,
+    QuarantineReason,
     VisitReady,
     Warn,
     Wipe,
@@ -292,7 +293,10 @@ class KioskStation:
             reason=f"{q.reason.value}: {q.detail}",
             raw=raw,
         )
-        log.warning(
+        # a device measuring at an idle station is routine; anything else is worth a look
+        level = logging.INFO if q.reason is QuarantineReason.NO_OPEN_VISIT else logging.WARNING
+        log.log(
+            level,
             "kiosk %s: %d reading(s) from %s quarantined (%s)",
             self.site,
             len(q.observations),

@@ -36,6 +36,7 @@ from edge_agent.config import (
     AgentSection,
     BleSection,
     DeviceSection,
+    KioskSection,
     MqttSection,
     SerialSection,
     VirtualDeviceSection,
@@ -268,6 +269,45 @@ def fleet(opts: DemoOptions, broker_url: str, protocol: MqttProtocol = "auto") -
     return configs
 
 
+#: The demo's live self-measurement station (the history's visits were at the same one).
+KIOSK_SITE = "kiosk-0001"
+KIOSK_KINDS = ("sim.bp-monitor", "sim.pulse-oximeter", "sim.thermometer")
+
+
+def kiosk_code(i: int) -> str:
+    """Demo patient ``i``'s one-time code for the station (printed at start)."""
+    return f"{1000 + i + 1}-{7000 + 37 * (i + 1)}"
+
+
+def kiosk_config(
+    opts: DemoOptions, broker_url: str, port: int, protocol: MqttProtocol = "auto"
+) -> AgentConfig:
+    """A kiosk-mode agent: three station devices measuring for whoever's visit is open at its
+    screen, and a one-time code for each demo patient."""
+    data_dir = opts.data_dir / "agents" / KIOSK_SITE
+    data_dir.mkdir(parents=True, exist_ok=True)
+    codes = data_dir / "codes.toml"
+    lines = [f'"{kiosk_code(i)}" = "demo-patient-{i + 1:04d}"' for i in range(opts.patients)]
+    codes.write_text("[codes]\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    return AgentConfig(
+        agent=AgentSection(site=KIOSK_SITE, data_dir=data_dir, outbox_synchronous="NORMAL"),
+        mqtt=MqttSection(url=broker_url, client_id=f"remon-agent-{KIOSK_SITE}", protocol=protocol),
+        kiosk=KioskSection(ui_host=opts.host, ui_port=port, codes_file=codes),
+        devices=[
+            DeviceSection(
+                id=kind.split(".")[1],
+                kind=kind,
+                subject=KIOSK_SITE,
+                subject_kind="kiosk-session",
+                interval_s=max(opts.interval * 2, 3.0),
+                seed=100 + j,
+                error_rate=0.0,
+            )
+            for j, kind in enumerate(KIOSK_KINDS)
+        ],
+    )
+
+
 class _ApiServer:
     def __init__(self, app: Any, host: str, port: int) -> None:
         import uvicorn
@@ -359,7 +399,12 @@ def run_demo(opts: DemoOptions) -> int:
 
         base = f"http://{opts.host}:{port}"
         agents = [Agent(cfg) for cfg in fleet(opts, broker_url, protocol)]
+        kiosk_port = free_port()
+        agents.append(Agent(kiosk_config(opts, broker_url, kiosk_port, protocol)))
         n_devices = sum(len(a.config.devices) for a in agents)
+        codes = ", ".join(
+            f"{kiosk_code(i)} (patient {i + 1})" for i in range(min(opts.patients, 3))
+        )
         ble_note = (
             "  BLE        every hub also reads virtual BLE peripherals (bumble) through bleak:\n"
             "             a glucose meter (RACP download), a BP cuff, and every third a CGM\n"
@@ -385,6 +430,8 @@ remon demo — {opts.patients} simulated patients, {n_devices} devices
   staff      clinician {staff_tokens[CLINICIAN]}   ({DEMO_TEAM}'s clinical alerts)
              home care {staff_tokens[HOME_CARE]}   ({DEMO_HOME_CARE}'s dispenser alerts)
   stream     curl -sN -H 'Authorization: Bearer {hc_token}' {base}/api/v1/alerts/stream
+  kiosk      http://{opts.host}:{kiosk_port}/   (the self-measurement station's screen;
+             one-time codes {codes}, ...)
   faulty hub {FAULTY_SITE} sends a malformed reading every {FAULTY_EVERY_S:.0f} s: watch it go to
              {base}/api/v1/dead-letters while the rest flows
 {ble_note}Simulated data only: every reading carries the 'simulated' quality flag. Ctrl-C stops.

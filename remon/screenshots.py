@@ -35,6 +35,8 @@ DIARY_PATIENT: Final = "demo-patient-0004"
 _URL = re.compile(r"web UI\s+(http://\S+?)/ui/")
 _CLINICIAN = re.compile(r"staff\s+clinician\s+(\S+)")
 _HOME_CARE = re.compile(r"home care\s+(\S+)")
+_KIOSK = re.compile(r"kiosk\s+(http://\S+?)/\s")
+_KIOSK_CODE = re.compile(r"one-time codes (\S+) \(patient 1\)")
 
 
 def launch_chromium(pw: Playwright) -> Browser:
@@ -48,6 +50,8 @@ class Demo:
     base: str
     clinician: str
     home_care: str
+    kiosk: str
+    kiosk_code: str
 
 
 def _start_demo(data_dir: Path, duration: float) -> tuple[subprocess.Popen[str], Demo]:
@@ -77,10 +81,13 @@ def _start_demo(data_dir: Path, duration: float) -> tuple[subprocess.Popen[str],
         seen.append(line)
         text = "".join(seen)
         url, clin, home = _URL.search(text), _CLINICIAN.search(text), _HOME_CARE.search(text)
-        if url and clin and home:
+        kiosk, code = _KIOSK.search(text), _KIOSK_CODE.search(text)
+        if url and clin and home and kiosk and code:
             # keep reading its progress lines, or a full pipe would stall the demo
             threading.Thread(target=proc.stdout.read, daemon=True).start()
-            return proc, Demo(url.group(1), clin.group(1), home.group(1))
+            return proc, Demo(
+                url.group(1), clin.group(1), home.group(1), kiosk.group(1), code.group(1)
+            )
     proc.kill()
     raise SystemExit("the demo did not print its web UI and staff tokens:\n" + "".join(seen))
 
@@ -123,6 +130,19 @@ def take(demo: Demo, out: Path, pw: Playwright, patient: str = DIARY_PATIENT) ->
         tablet = browser.new_page(viewport={"width": 800, "height": 1100})
         _sign_in(tablet, demo.base, demo.home_care)
         saved.append(_save(tablet, out, "queue-home-care-tablet"))
+        # the kiosk station's screen: a visit measured by its simulated devices, at review
+        screen = browser.new_page(viewport={"width": 800, "height": 1280})
+        screen.goto(demo.kiosk)
+        saved.append(_save(screen, out, "kiosk-welcome"))
+        screen.fill("#code", demo.kiosk_code)
+        screen.keyboard.press("Enter")
+        screen.click("#start")
+        screen.wait_for_selector("table#readings", timeout=60_000)
+        screen.wait_for_timeout(6_000)  # a few more readings
+        screen.click("#review")
+        screen.wait_for_selector("#consent")
+        saved.append(_save(screen, out, "kiosk-review"))
+        screen.click("#cancel")
     finally:
         browser.close()
     return saved

@@ -20,6 +20,38 @@ pytestmark = pytest.mark.slow
 Serial = dict[str, list[dict[str, object]]]
 
 
+def kiosk_visit(out: Path) -> None:
+    """Patient 1 at the demo's station: code, measure, review, send; the screen is wiped."""
+    m = re.search(r"kiosk\s+(http://\S+?)/\s", out.read_text())
+    code = re.search(r"one-time codes (\S+) \(patient 1\)", out.read_text())
+    assert m, out.read_text()
+    assert code, out.read_text()
+    url = m.group(1)
+    same = {"Origin": url}
+    with httpx.Client(base_url=url, timeout=10) as ui:
+        deadline = time.monotonic() + 20  # the station's agent starts its screen with the fleet
+        while time.monotonic() < deadline:
+            try:
+                if ui.get("/").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert ui.post("/identify", data={"code": code.group(1)}, headers=same).status_code == 303
+        assert ui.post("/start", headers=same).status_code == 303
+        deadline = time.monotonic() + 20
+        while "mmHg" not in ui.get("/").text and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert "mmHg" in ui.get("/").text, "a BP reading for the visit"
+        assert ui.post("/review", headers=same).status_code == 303
+        assert ui.post("/consent", headers=same).status_code == 303
+        deadline = time.monotonic() + 20
+        while 'id="sent"' not in ui.get("/").text and time.monotonic() < deadline:
+            time.sleep(0.3)
+        page = ui.get("/").text
+        assert 'id="sent"' in page, page
+        assert "mmHg" not in page  # wiped once the broker confirmed it
+
+
 def run_demo_and_query(tmp_path: Path, *extra: str) -> tuple[list[dict[str, object]], str, Serial]:
     port = free_port()
     out = tmp_path / "demo.out"
@@ -53,6 +85,7 @@ def run_demo_and_query(tmp_path: Path, *extra: str) -> tuple[list[dict[str, obje
         assert token, out.read_text()
         base = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {token}"}
+        kiosk_visit(out)  # first: the station's simulated devices measure every few seconds
         assert httpx.get(f"{base}/api/v1/alerts").status_code == 401
         alerts: list[dict[str, object]] = []
         deadline = time.monotonic() + 20
@@ -92,6 +125,15 @@ def run_demo_and_query(tmp_path: Path, *extra: str) -> tuple[list[dict[str, obje
             routed = httpx.get(f"{base}/api/v1/alerts", headers=nurse).json()
             time.sleep(0.5)
         serial["home_care_alerts"] = routed
+        # the kiosk visit reached the patient's record, with what the station measured
+        visits: list[dict[str, object]] = []
+        deadline = time.monotonic() + 25
+        while not visits and time.monotonic() < deadline:
+            visits = httpx.get(
+                f"{base}/api/v1/patients/demo-patient-0001/visits", headers=headers
+            ).json()
+            time.sleep(0.5)
+        serial["kiosk_visits"] = visits
         proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop with a final summary
         try:
             code = proc.wait(90)  # a guard, not a timing assertion: CI machines are shared
@@ -119,6 +161,12 @@ def test_demo_raises_alerts_visible_through_the_api(tmp_path: Path) -> None:
     assert {(a["audience"], a["team_id"], a["kind"]) for a in routed} == {
         ("home_care", "demo-home-care", "event")
     }
+    (visit,) = serial["kiosk_visits"]  # the one visit at the demo's station, patient 1's
+    assert visit["site"] == "kiosk-0001"
+    readings = visit["observations"]
+    assert isinstance(readings, list)
+    assert readings
+    assert {o["subject_ref"] for o in readings} == {"demo-patient-0001"}
     for a in alerts:
         assert a["state"] in ("open", "acknowledged")
         assert a["priority"] in ("high", "medium", "low")
