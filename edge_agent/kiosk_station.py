@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from device_profiles.observation import DeviceIdentity, Observation
+from device_profiles.observation import DeviceIdentity, Observation, Provenance, QualityFlag
 from edge_agent.kiosk_session import (
     Accepted,
     KioskError,
@@ -64,6 +64,33 @@ QUARANTINE_SOURCE = "kiosk-quarantine"
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+#: The source and record-key suffix of the BMI a station derives from a visit's weight and height.
+BMI_SOURCE = "edge:kiosk-bmi"
+BMI_SUFFIX = "/bmi"
+
+
+def bmi_observation(weight: Observation, height: Observation) -> Observation | None:
+    """The body mass index of a visit's weight and height (kg / m², one decimal), flagged
+    ``derived`` and keyed by the weight's record; None when either has no value."""
+    if weight.value is None or height.value is None or height.value <= 0:
+        return None
+    w, h = weight.value, height.value
+    flags = {QualityFlag.DERIVED}
+    if QualityFlag.SIMULATED in weight.quality | height.quality:
+        flags.add(QualityFlag.SIMULATED)
+    return Observation(
+        measure="bmi",
+        unit="kg/m2",
+        value=round(w / (h / 100) ** 2, 1),
+        effective_time=max(weight.effective_time, height.effective_time),
+        record_key=weight.record_key + BMI_SUFFIX,
+        quality=frozenset(flags),  # computed at the edge, not measured
+        provenance=Provenance(
+            source=BMI_SOURCE, raw=f"body.weight / body.height^2 ({w:g} kg, {h:g} cm)"
+        ),
+    )
 
 
 def new_visit_ref() -> str:
@@ -304,8 +331,25 @@ class KioskStation:
             q.reason.value,
         )
 
+    def _with_bmi(self, v: _Open) -> dict[str, list[Observation]]:
+        """The visit's readings by device, with the BMI of its last weight and height (on the
+        weight's device) when it has both."""
+        out = {d: list(obs) for d, obs in v.by_device.items()}
+
+        def last(measure: str) -> tuple[str, Observation] | None:
+            found = [(d, o) for d, obs in out.items() for o in obs if o.measure == measure]
+            return max(found, key=lambda x: x[1].effective_time) if found else None
+
+        weight, height = last("body.weight"), last("body.height")
+        if weight is not None and height is not None:
+            bmi = bmi_observation(weight[1], height[1])
+            if bmi is not None:
+                out[weight[0]].append(bmi)
+        return out
+
     def _queue(self, v: _Open, now: datetime) -> str:
-        readings = [o for obs in v.by_device.values() for o in obs]
+        by_device = self._with_bmi(v)
+        readings = [o for obs in by_device.values() for o in obs]
         ended = max([now, *(o.effective_time for o in readings)])
         try:
             msg = encode_visit(
@@ -316,7 +360,7 @@ class KioskStation:
                 ended_at=ended,
                 parts=[
                     VisitPart(device_id=d, device=self.devices[d], observations=obs)
-                    for d, obs in v.by_device.items()
+                    for d, obs in by_device.items()
                     if obs
                 ],
                 answers=[Answer(id=q, value=a) for q, a in v.answers.items()],

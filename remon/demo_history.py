@@ -80,6 +80,7 @@ from device_profiles.observation import (
     QualityFlag,
 )
 from device_profiles.units import GLUCOSE_MG_DL_PER_MMOL_L, convert
+from edge_agent.kiosk_station import BMI_SOURCE, bmi_observation
 from gateway.outbox import Outbox
 from gateway.relay import Relay, RelayConfig
 from gateway.wire import (
@@ -684,8 +685,7 @@ KIOSK_DEVICES: Final[dict[str, DeviceIdentity]] = {
     KIOSK_HEIGHT: _serial_kiosk("Kiosk height rod", "HEIGHT"),
 }
 #: The kiosk hub's source of the BMI it derives from the visit's weight and height.
-KIOSK_BMI_SOURCE: Final = "edge:kiosk-bmi"
-_BMI_SUFFIX: Final = "/bmi"
+KIOSK_BMI_SOURCE: Final = BMI_SOURCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -811,22 +811,10 @@ def _kiosk_visit(
     w_at = after(h_at, 30, 60)
     w = round(weight_kg + _spread(rng, 0.6), 1)
     w_key = f"m:{seq}@{int(w_at.timestamp() * 1000)}"
-    bmi = round(w / (h / 100) ** 2, 1)
-    out[KIOSK_SCALE] = [
-        _kiosk_obs("body.weight", "kg", w, w_at, w_key, bridge, ble=False),
-        Observation(
-            measure="bmi",
-            unit="kg/m2",
-            value=bmi,
-            effective_time=w_at,
-            record_key=w_key + _BMI_SUFFIX,
-            quality=_sim() | {QualityFlag.DERIVED},  # computed at the edge, not measured
-            provenance=Provenance(
-                source=KIOSK_BMI_SOURCE,
-                raw=f"body.weight / body.height^2 ({w:g} kg, {h:g} cm)",
-            ),
-        ),
-    ]
+    weight = _kiosk_obs("body.weight", "kg", w, w_at, w_key, bridge, ble=False)
+    bmi = bmi_observation(weight, out[KIOSK_HEIGHT][0])  # as the station derives it
+    assert bmi is not None
+    out[KIOSK_SCALE] = [weight, bmi]
     # BP: 3 readings; the first the highest, the next two a little lower
     sys_ = bp.systolic + _KIOSK_BP_OFFSET[0] + _spread(rng, 5)
     dia = bp.diastolic + _KIOSK_BP_OFFSET[1] + _spread(rng, 3)

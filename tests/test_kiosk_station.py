@@ -286,3 +286,33 @@ def test_steps_out_of_order_are_refused_and_change_nothing(rig: Rig) -> None:
     s.cancel()
     assert s.view().state is KioskState.IDLE
     assert rig.outbox.pending() == 0
+
+
+def test_the_visit_carries_the_bmi_of_its_weight_and_height(rig: Rig) -> None:
+    from gateway.wire import decode_visit
+
+    r = rig
+    s = r.station
+    s.identify("p-anna")
+    s.start()
+    height = _obs("body.height", "cm", 176.0, r.clock.step(seconds=30), "h:1")
+    weight = _obs("body.weight", "kg", 81.4, r.clock.step(seconds=30), "w:1")
+    s.measured("scale", [weight])
+    s.measured("bp", [height])  # (a height rod in a test: any armed device of the station)
+    s.review()
+    msg_id = s.consent()
+    (queued,) = r.outbox.lease(10)
+    assert queued.msg_id == msg_id
+    visit = decode_visit(queued.topic, queued.payload)
+    bmis = [
+        w.observation for p in visit.parts for w in p.observations if w.observation.measure == "bmi"
+    ]
+    assert len(bmis) == 1
+    (bmi,) = bmis
+    assert bmi.value == round(81.4 / 1.76**2, 1) == 26.3
+    assert bmi.unit == "kg/m2"
+    assert QualityFlag.DERIVED in bmi.quality
+    assert bmi.record_key == "w:1/bmi"
+    assert bmi.effective_time == weight.effective_time
+    scale_part = next(p for p in visit.parts if p.device_id == "scale")
+    assert "bmi" in {w.observation.measure for w in scale_part.observations}
