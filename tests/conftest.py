@@ -11,11 +11,15 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from remon.brokers import MosquittoProcess
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 # CI explores a fixed sequence of examples (derandomize): a property that fails there fails on
 # every run and can be reproduced, instead of turning a merge red at random. Development runs
@@ -80,6 +84,22 @@ def pg_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright (one per test module)."""
+    from playwright.sync_api import sync_playwright
+
+    from remon.screenshots import CHROMIUM, launch_chromium
+
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: ./dev.sh test installs chromium"
+    with sync_playwright() as pw:
+        b = launch_chromium(pw)
+        try:
+            yield b
+        finally:
+            b.close()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

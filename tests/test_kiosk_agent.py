@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +24,22 @@ from remon.brokers import MosquittoProcess, free_port
 from tests.test_end_to_end import RunningAgent, wait_until
 
 SITE = "kiosk-0042"
+
+
+@pytest.fixture
+def service(tmp_path: Path, fresh_mosquitto: MosquittoProcess) -> Iterator[IngestService]:
+    """The cloud: SQLite storage and the real consumer on the test's broker."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'cloud.db'}")
+    svc = IngestService(storage)
+    consumer = Consumer(
+        svc, ConsumerConfig(url=fresh_mosquitto.url, client_id=f"c-{uuid.uuid4().hex[:8]}")
+    )
+    consumer.start()
+    try:
+        yield svc
+    finally:
+        consumer.stop()
+        storage.close()
 
 
 def kiosk_toml(tmp: Path, broker: str, port: int) -> str:
@@ -50,55 +67,45 @@ interval_s = 0.5
 
 
 def test_kiosk_mode_binds_only_what_was_measured_for_the_visit(
-    tmp_path: Path, fresh_mosquitto: MosquittoProcess
+    tmp_path: Path, fresh_mosquitto: MosquittoProcess, service: IngestService
 ) -> None:
     port = free_port()
     cfg = parse_config(kiosk_toml(tmp_path, fresh_mosquitto.url, port))
-    storage = open_storage(f"sqlite:///{tmp_path / 'cloud.db'}")
-    service = IngestService(storage)
-    consumer = Consumer(
-        service, ConsumerConfig(url=fresh_mosquitto.url, client_id=f"c-{uuid.uuid4().hex[:8]}")
-    )
-    consumer.start()
     base = f"http://127.0.0.1:{port}"
     same = {"Origin": base}
-    try:
-        with RunningAgent(cfg) as running, httpx.Client(base_url=base, timeout=10) as ui:
-            wait_until(lambda: _up(ui), 30, "the kiosk screen")
-            station = running.agent.station
-            assert station is not None
-            time.sleep(1.5)  # the monitor measures with nobody at the station
-            assert ui.post("/identify", data={"code": "4821-7730"}, headers=same).status_code == 303
-            time.sleep(1.0)  # identified, not yet measuring: still nobody's
-            assert ui.post("/start", headers=same).status_code == 303
-            wait_until(lambda: len(station.view().readings) >= 6, 30, "readings for the visit")
-            assert ui.post("/review", headers=same).status_code == 303
-            assert "mmHg" in ui.get("/").text
-            assert ui.post("/answers", data={"smoker": "no"}, headers=same).status_code == 303
-            taken = {o.record_key for _, o in station.view().readings}
-            assert ui.post("/consent", headers=same).status_code == 303
-            wait_until(lambda: _idle(ui), 30, "the visit to be confirmed and wiped")
-            time.sleep(1.0)  # the monitor goes on after the patient left: nobody's
-            wait_until(lambda: bool(service.list_visits(subject="p-anna")), 30, "the visit")
-        (visit,) = service.list_visits(subject="p-anna")
-        readings = service.visit_observations(visit)
-        assert {r.record_key for r in readings} == taken
-        assert {(r.subject_ref, r.site) for r in readings} == {("p-anna", SITE)}
-        assert visit.answers == [{"id": "smoker", "value": False}]
-        assert visit.quarantined >= 1  # readings taken before the start reached the station
-        # everything the monitor measured outside the visit is kept at the station, nobody's
-        with Outbox(cfg.outbox_path) as outbox:
-            quarantined = [r for r in outbox.rejects(1000) if r.source == QUARANTINE_SOURCE]
-            assert quarantined
-            assert {r.reason.split(":")[0] for r in quarantined} >= {"no-open-visit"}
-            assert outbox.pending() == 0
-            assert all(b"p-anna" not in (r.raw or b"") for r in quarantined)
-        # and no reading at the cloud belongs to the station itself or to anyone else
-        subjects = {o.subject_ref for o in service.list_observations(limit=10_000)}
-        assert subjects == {"p-anna"}
-    finally:
-        consumer.stop()
-        storage.close()
+    with RunningAgent(cfg) as running, httpx.Client(base_url=base, timeout=10) as ui:
+        wait_until(lambda: _up(ui), 30, "the kiosk screen")
+        station = running.agent.station
+        assert station is not None
+        time.sleep(1.5)  # the monitor measures with nobody at the station
+        assert ui.post("/identify", data={"code": "4821-7730"}, headers=same).status_code == 303
+        time.sleep(1.0)  # identified, not yet measuring: still nobody's
+        assert ui.post("/start", headers=same).status_code == 303
+        wait_until(lambda: len(station.view().readings) >= 6, 30, "readings for the visit")
+        assert ui.post("/review", headers=same).status_code == 303
+        assert "mmHg" in ui.get("/").text
+        assert ui.post("/answers", data={"smoker": "no"}, headers=same).status_code == 303
+        taken = {o.record_key for _, o in station.view().readings}
+        assert ui.post("/consent", headers=same).status_code == 303
+        wait_until(lambda: _idle(ui), 30, "the visit to be confirmed and wiped")
+        time.sleep(1.0)  # the monitor goes on after the patient left: nobody's
+        wait_until(lambda: bool(service.list_visits(subject="p-anna")), 30, "the visit")
+    (visit,) = service.list_visits(subject="p-anna")
+    readings = service.visit_observations(visit)
+    assert {r.record_key for r in readings} == taken
+    assert {(r.subject_ref, r.site) for r in readings} == {("p-anna", SITE)}
+    assert visit.answers == [{"id": "smoker", "value": False}]
+    assert visit.quarantined >= 1  # readings taken before the start reached the station
+    # everything the monitor measured outside the visit is kept at the station, nobody's
+    with Outbox(cfg.outbox_path) as outbox:
+        quarantined = [r for r in outbox.rejects(1000) if r.source == QUARANTINE_SOURCE]
+        assert quarantined
+        assert {r.reason.split(":")[0] for r in quarantined} >= {"no-open-visit"}
+        assert outbox.pending() == 0
+        assert all(b"p-anna" not in (r.raw or b"") for r in quarantined)
+    # and no reading at the cloud belongs to the station itself or to anyone else
+    subjects = {o.subject_ref for o in service.list_observations(limit=10_000)}
+    assert subjects == {"p-anna"}
 
 
 def test_a_spent_code_stays_spent_after_a_restart(
@@ -154,7 +161,7 @@ def _idle(ui: httpx.Client) -> bool:
 
 
 def test_kiosk_mode_over_the_real_device_paths(
-    tmp_path: Path, fresh_mosquitto: MosquittoProcess
+    tmp_path: Path, fresh_mosquitto: MosquittoProcess, service: IngestService
 ) -> None:
     """A virtual BLE BP monitor (bumble, read through bleak: it hands over its stored
     measurements on every connection) and a height rod behind our bridge board on a pty: what
@@ -208,45 +215,35 @@ record_every_s = 0.5
 records = 1000
 """
     )
-    storage = open_storage(f"sqlite:///{tmp_path / 'cloud.db'}")
-    service = IngestService(storage)
-    consumer = Consumer(
-        service, ConsumerConfig(url=fresh_mosquitto.url, client_id=f"c-{uuid.uuid4().hex[:8]}")
-    )
-    consumer.start()
     base = f"http://127.0.0.1:{port}"
     same = {"Origin": base}
-    try:
-        with RunningAgent(cfg) as running, httpx.Client(base_url=base, timeout=10) as ui:
-            wait_until(lambda: _up(ui), 30, "the kiosk screen")
-            station = running.agent.station
-            assert station is not None
-            with Outbox(cfg.outbox_path) as outbox:
-                wait_until(  # both devices have handed over readings with nobody there
-                    lambda: {r.device_id for r in outbox.rejects(1000)} >= {"bp", "height"},
-                    60,
-                    "readings before any visit",
-                )
-            assert ui.post("/identify", data={"code": "4821-7730"}, headers=same).status_code == 303
-            before_start = datetime.now(UTC)
-            assert ui.post("/start", headers=same).status_code == 303
-            wait_until(
-                lambda: {d for d, _ in station.view().readings} == {"bp", "height"},
+    with RunningAgent(cfg) as running, httpx.Client(base_url=base, timeout=10) as ui:
+        wait_until(lambda: _up(ui), 30, "the kiosk screen")
+        station = running.agent.station
+        assert station is not None
+        with Outbox(cfg.outbox_path) as outbox:
+            wait_until(  # both devices have handed over readings with nobody there
+                lambda: {r.device_id for r in outbox.rejects(1000)} >= {"bp", "height"},
                 60,
-                "readings from both devices for the visit",
+                "readings before any visit",
             )
-            assert ui.post("/review", headers=same).status_code == 303
-            taken = {(d, o.record_key, o.measure) for d, o in station.view().readings}
-            assert ui.post("/consent", headers=same).status_code == 303
-            wait_until(lambda: _idle(ui), 30, "the visit to be confirmed and wiped")
-            wait_until(lambda: bool(service.list_visits(subject="p-anna")), 30, "the visit")
-        (visit,) = service.list_visits(subject="p-anna")
-        readings = service.visit_observations(visit)
-        assert {(r.device_id, r.record_key, r.measure) for r in readings} == taken
-        assert {r.device_id for r in readings} == {"bp", "height"}
-        # the cuff's memory from before the visit never joined it
-        assert all(r.effective_time >= before_start for r in readings)
-        assert {r.subject_ref for r in service.list_observations(limit=10_000)} == {"p-anna"}
-    finally:
-        consumer.stop()
-        storage.close()
+        assert ui.post("/identify", data={"code": "4821-7730"}, headers=same).status_code == 303
+        before_start = datetime.now(UTC)
+        assert ui.post("/start", headers=same).status_code == 303
+        wait_until(
+            lambda: {d for d, _ in station.view().readings} == {"bp", "height"},
+            60,
+            "readings from both devices for the visit",
+        )
+        assert ui.post("/review", headers=same).status_code == 303
+        taken = {(d, o.record_key, o.measure) for d, o in station.view().readings}
+        assert ui.post("/consent", headers=same).status_code == 303
+        wait_until(lambda: _idle(ui), 30, "the visit to be confirmed and wiped")
+        wait_until(lambda: bool(service.list_visits(subject="p-anna")), 30, "the visit")
+    (visit,) = service.list_visits(subject="p-anna")
+    readings = service.visit_observations(visit)
+    assert {(r.device_id, r.record_key, r.measure) for r in readings} == taken
+    assert {r.device_id for r in readings} == {"bp", "height"}
+    # the cuff's memory from before the visit never joined it
+    assert all(r.effective_time >= before_start for r in readings)
+    assert {r.subject_ref for r in service.list_observations(limit=10_000)} == {"p-anna"}

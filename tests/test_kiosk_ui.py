@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from playwright.sync_api import Error as PlaywrightError
 
 from cloud_ingest.consumer import Consumer, ConsumerConfig
@@ -25,7 +25,6 @@ from edge_agent.kiosk_ui import create_kiosk_app
 from gateway.outbox import Outbox
 from gateway.relay import Relay, RelayConfig
 from remon.brokers import MosquittoProcess
-from remon.screenshots import CHROMIUM, launch_chromium
 from tests.test_end_to_end import wait_until
 from tests.test_kiosk_station import CUFF, SCALE, _obs
 from tests.test_queue_stream import Server
@@ -61,17 +60,6 @@ class Kiosk:
     def scale(self, kg: float) -> None:
         at = datetime.now(UTC)  # taken after the device was armed, handed over at once
         assert self.station.measured("scale", [_obs("body.weight", "kg", kg, at, f"w:{kg}")]) == 1
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: ./dev.sh test installs chromium"
-    with sync_playwright() as pw:
-        b = launch_chromium(pw)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from cloud_ingest.consumer import Consumer, ConsumerConfig
 from cloud_ingest.service import IngestService
@@ -28,7 +28,6 @@ from cloud_ingest.storage import open_storage
 from cloud_ingest.web import create_web_app
 from cloud_ingest.web.i18n import Translator
 from remon.brokers import MosquittoProcess
-from remon.screenshots import CHROMIUM, launch_chromium
 from tests.helpers import T0, envelope, glucose, missed_dose
 from tests.test_end_to_end import _publish
 from tests.test_queue_stream import Server
@@ -75,17 +74,6 @@ def shot(page: Page, name: str) -> Path:
     page.screenshot(path=str(path), full_page=True)
     assert path.stat().st_size > 5_000, f"{name}: an empty screenshot"
     return path
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: ./dev.sh test installs chromium"
-    with sync_playwright() as pw:
-        b = launch_chromium(pw)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture
