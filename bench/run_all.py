@@ -17,6 +17,7 @@ BENCHES = [
     "bench_pef_diary.py",
     "bench_cgm.py",
     "bench_cgm_stream.py",
+    "bench_web.py",
 ]
 
 
