@@ -118,6 +118,7 @@ from cloud_ingest.storage import (
     OverrideRecord,
     ReadingFacts,
     Routing,
+    SeriesPoint,
     SiteRecord,
     StatusIn,
     Storage,
@@ -869,6 +870,11 @@ class IngestService:
             site_prefix=site_prefix,
             limit=limit,
         )
+
+    def series(
+        self, *, subject: str, measure: str, since: datetime, limit: int
+    ) -> list[SeriesPoint]:
+        return self.storage.series(subject_ref=subject, measure=measure, since=since, limit=limit)
 
     def list_visits(
         self, *, subject: str, since: datetime | None = None, limit: int = 100

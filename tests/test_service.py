@@ -676,3 +676,29 @@ def test_a_batch_keeps_the_firmware_of_the_devices_newest_data(svc: IngestServic
     svc.ingest_batch(msgs([ob(5, 5.1)], device=new) + msgs([ob(6, 5.2)], device=bare))
     (binding,) = svc.storage.device_subjects(subject_ref="p1")
     assert binding.firmware == "2.0"
+
+
+def test_a_chart_series_is_the_plain_values_oldest_first_the_newest_kept(
+    svc: IngestService,
+) -> None:
+    """LO/HI bounds and absent values are no points of a curve; a limit keeps the newest."""
+    svc.ingest_batch(
+        msgs(
+            [
+                ob(1, 5.0),
+                ob(2, 2.2, comparator="<"),  # a LO: the device's bound, not a value
+                ob(3, None, absent=AbsentReason.ERROR),
+                ob(4, 6.0),
+                ob(5, 7.0),
+            ]
+        )
+    )
+    points = svc.series(subject="p1", measure="glucose.capillary", since=T0, limit=100)
+    assert [(p.at, p.value, p.unit) for p in points] == [
+        (T0 + timedelta(minutes=1), 5.0, "mmol/L"),
+        (T0 + timedelta(minutes=4), 6.0, "mmol/L"),
+        (T0 + timedelta(minutes=5), 7.0, "mmol/L"),
+    ]
+    newest = svc.series(subject="p1", measure="glucose.capillary", since=T0, limit=2)
+    assert [p.value for p in newest] == [6.0, 7.0]
+    assert svc.series(subject="p2", measure="glucose.capillary", since=T0, limit=100) == []

@@ -40,6 +40,14 @@ class InboundEnvelope:
     received_at: datetime
 
 
+class SeriesPoint(NamedTuple):
+    """One plain value of a measure's series (a chart's point)."""
+
+    at: datetime
+    value: float
+    unit: str
+
+
 class ReadingFacts(NamedTuple):
     """The facts of a reading that its id must pin down; a second reading with the same id and
     different facts is a conflict, not a duplicate (see :func:`same_reading`)."""

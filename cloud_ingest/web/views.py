@@ -198,17 +198,14 @@ def cgm_view(
     service: IngestService, subject: str, tz: ZoneInfo, now: datetime, t: Translator
 ) -> CgmView:
     since = now - timedelta(days=DIARY_DAYS)
-    rows = service.list_observations(
-        subject=subject, measure="glucose.cgm", since=since, limit=_MAX_CGM
-    )
-    rows = [r for r in rows if r.value is not None and r.comparator is None]
+    rows = service.series(subject=subject, measure="glucose.cgm", since=since, limit=_MAX_CGM)
     units = {r.unit for r in rows}
     if not rows or len(units) != 1:
         empty_agp = charts.agp_svg(None, text=_text("agp", t), num=t.num, chart_id="agp")
         empty_tir = charts.tir_bar_svg(None, text=_text("tir", t), num=t.num, chart_id="tir")
         return CgmView(agp=empty_agp, tir=empty_tir, metrics=None, readings=len(rows))
     unit = units.pop()
-    by_time = {r.effective_time: float(r.value) for r in rows if r.value is not None}
+    by_time = {r.at: r.value for r in rows}
     ordered = sorted(by_time.items())
     utc_s = np.array([at.timestamp() for at, _ in ordered])
     values = np.array([v for _, v in ordered])
