@@ -395,14 +395,16 @@ class IngestService:
                     # a visit is its parts' readings plus one row: the parts go in with the
                     # batch's other envelopes (same screening, rules and idempotency)
                     visit = decode_visit(m.topic, m.payload)
-                    for part in visit.parts:
-                        inbound = InboundEnvelope(
+                    parts = [  # all or nothing of the visit goes into the batch
+                        InboundEnvelope(
                             topic=m.topic,
                             envelope=screen(part, m.received_at),
                             received_at=m.received_at,
                         )
-                        out.envelopes.append(inbound)
-                        out.payloads[id(inbound)] = m
+                        for part in visit.parts
+                    ]
+                    out.envelopes += parts
+                    out.payloads.update((id(inbound), m) for inbound in parts)
                     out.visits.append(VisitIn(envelope=visit, received_at=m.received_at))
                 elif _is_event_topic(m.topic):
                     events = InboundEvents(

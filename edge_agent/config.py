@@ -277,7 +277,9 @@ KIOSK_SCREENS: Final[dict[str, KioskScreen]] = {
 class KioskSection(_Strict):
     """Kiosk mode: the devices bound to ``kiosk-session`` serve visits at a local screen."""
 
-    ui_host: str = "127.0.0.1"  # the screen's browser runs on the station itself
+    #: the screen's browser runs on the station itself; the screen shows patients' readings,
+    #: so it is served on loopback only
+    ui_host: Literal["127.0.0.1", "::1", "localhost"] = "127.0.0.1"
     ui_port: Annotated[int, Field(ge=1, le=65_535)] = 8080
     #: TOML with a [codes] table: one-time code = "pseudonymous patient ref"
     codes_file: Path

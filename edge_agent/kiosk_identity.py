@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import threading
 import tomllib
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final
@@ -42,6 +43,7 @@ class IdentificationError(ValueError):
 class Identified:
     patient_ref: str
     method: str  # "code"
+    code: str = field(default="", repr=False)  # (never logged)
 
 
 def normalise_code(text: str) -> str:
@@ -66,11 +68,18 @@ class OneTimeCodes:
         on_spend: Callable[[str], None] | None = None,
     ) -> None:
         self._on_spend = on_spend
+        self._lock = threading.Lock()
         self._codes: dict[str, str] = {}
+        seen: set[str] = set()
         for code, ref in codes.items():
             c = normalise_code(code)
             if not _CODE.match(c):
                 raise ValueError(f"kiosk code {code!r}: 4-16 letters or digits")
+            if c in seen:  # "AB12-CD" and "ab12cd" are one code: whose would it be?
+                raise ValueError(
+                    f"kiosk code {code!r} appears twice (spaces, dashes and case aside)"
+                )
+            seen.add(c)
             if not ref or len(ref) > 128:
                 raise ValueError(f"kiosk code {code!r}: the patient reference must be 1-128 chars")
             if code_digest(c) not in spent:
@@ -79,25 +88,31 @@ class OneTimeCodes:
         self._locked_until: datetime | None = None
 
     def identify(self, typed: str, now: datetime) -> Identified:
-        if self._locked_until is not None and now < self._locked_until:
-            raise IdentificationError("locked", "too many wrong codes: wait and try again")
-        code = normalise_code(typed)
-        match = None
-        for known in self._codes:  # constant-time per comparison; codes are few per station
-            if hmac.compare_digest(known.encode(), code.encode()):
-                match = known
-        if match is None:
-            self._failures += 1
-            if self._failures >= MAX_FAILURES:
-                self._failures = 0
-                self._locked_until = now + LOCKOUT
-            raise IdentificationError("invalid", "the code is not valid")
-        self._failures = 0
-        self._locked_until = None
-        ref = self._codes.pop(match)
-        if self._on_spend is not None:
-            self._on_spend(code_digest(match))
-        return Identified(patient_ref=ref, method="code")
+        """Who the code stands for; the code stays valid until :meth:`spend` (call it once the
+        visit is open, so a visit that could not open does not waste the patient's code)."""
+        with self._lock:
+            if self._locked_until is not None and now < self._locked_until:
+                raise IdentificationError("locked", "too many wrong codes: wait and try again")
+            code = normalise_code(typed)
+            match = None
+            for known in self._codes:  # constant time per comparison; a station has few codes
+                if hmac.compare_digest(known.encode(), code.encode()):
+                    match = known
+            if match is None:
+                self._failures += 1
+                if self._failures >= MAX_FAILURES:
+                    self._failures = 0
+                    self._locked_until = now + LOCKOUT
+                raise IdentificationError("invalid", "the code is not valid")
+            self._failures = 0
+            self._locked_until = None
+            return Identified(patient_ref=self._codes[match], method="code", code=match)
+
+    def spend(self, identified: Identified) -> None:
+        """The visit opened: the code is used up (and remembered as spent)."""
+        with self._lock:
+            if self._codes.pop(identified.code, None) is not None and self._on_spend is not None:
+                self._on_spend(code_digest(identified.code))
 
     def remaining(self) -> int:
         return len(self._codes)

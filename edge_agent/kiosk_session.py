@@ -66,6 +66,7 @@ class QuarantineReason(StrEnum):
     TAKEN_BEFORE_ARMED = "taken-before-armed"
     TAKEN_AFTER_ARRIVAL = "taken-after-arrival"
     BOUND_BEFORE = "bound-before"
+    VISIT_FULL = "visit-full"
 
 
 class KioskError(ValueError):
@@ -169,6 +170,12 @@ class _Visit:
 _TIMED: Final = (KioskState.IDENTIFIED, KioskState.MEASURING, KioskState.REVIEW)
 #: How many bound readings' keys (device, record key, measure) the station remembers.
 SEEN_KEYS: Final = 10_000
+#: Readings one visit takes from one device, and in all (remon defaults). A visit is sent as
+#: one message of at most 256 KiB; a streaming device (an oximeter's continuous PLX, two a
+#: second) would fill it in minutes and the whole visit could not be sent. Beyond these the
+#: readings are quarantined as ``visit-full``, never silently dropped.
+MAX_READINGS_PER_DEVICE: Final = 150
+MAX_READINGS_PER_VISIT: Final = 600
 
 
 class KioskSession:
@@ -198,6 +205,20 @@ class KioskSession:
     @property
     def visit_ref(self) -> str | None:
         return self._visit.ref if self._visit else None
+
+    def deadline(self) -> datetime | None:
+        """When the current waiting step times out (None: idle or sending)."""
+        v = self._visit
+        if v is None or self._state not in _TIMED:
+            return None
+        return v.since + self._limit()
+
+    def _limit(self) -> timedelta:
+        return {
+            KioskState.IDENTIFIED: self.timeouts.identified,
+            KioskState.MEASURING: self.timeouts.measuring,
+            KioskState.REVIEW: self.timeouts.review,
+        }[self._state]
 
     def readings(self) -> tuple[Observation, ...]:
         """What the open visit holds (for the review screen), in time order."""
@@ -246,6 +267,14 @@ class KioskSession:
         if v.ref != visit_ref:
             raise KioskError(f"confirmation for visit {visit_ref!r}, sending {v.ref!r}")
         return self._wipe(v, "sent")
+
+    def queued(self, visit_ref: str, now: datetime) -> list[Output]:
+        """The visit message is safe in the durable outbox but not confirmed yet (the broker
+        is out of reach): free the station for the next patient; the outbox sends it later."""
+        v = self._require(KioskState.SENDING, "hand over to the outbox")
+        if v.ref != visit_ref:
+            raise KioskError(f"hand-over for visit {visit_ref!r}, sending {v.ref!r}")
+        return self._wipe(v, "queued")
 
     def send_failed(self, visit_ref: str, now: datetime, why: str) -> list[Output]:
         """The consented visit could not be queued (a bug, not the patient's doing): wipe it,
@@ -311,12 +340,20 @@ class KioskSession:
         bad = {id(o) for o in (*before, *after)}
         fresh: list[Observation] = []
         earlier: list[Observation] = []
+        full: list[Observation] = []
+        from_device = sum(1 for k in v.readings if k[0] == device_id)
         for o in obs:
             key = (device_id, o.record_key, o.measure)
             if id(o) in bad or key in v.readings:
                 continue  # quarantined above, or a resend of a reading the visit holds
             if key in self._bound:
                 earlier.append(o)
+                continue
+            if (
+                from_device + len(fresh) >= MAX_READINGS_PER_DEVICE
+                or len(v.readings) >= MAX_READINGS_PER_VISIT
+            ):
+                full.append(o)
                 continue
             v.readings[key] = o
             self._bound[key] = None
@@ -329,6 +366,13 @@ class KioskSession:
                 "a reading an earlier visit at this station already took",
                 tuple(earlier),
             )
+        if full:
+            refuse(
+                QuarantineReason.VISIT_FULL,
+                f"the visit holds {MAX_READINGS_PER_DEVICE} readings of {device_id} "
+                f"(or {MAX_READINGS_PER_VISIT} in all)",
+                tuple(full),
+            )
         if fresh:
             out.append(Accepted(v.ref, device_id, tuple(fresh)))
         return out
@@ -338,12 +382,7 @@ class KioskSession:
         v = self._visit
         if v is None or self._state not in _TIMED:
             return []
-        limit = {
-            KioskState.IDENTIFIED: self.timeouts.identified,
-            KioskState.MEASURING: self.timeouts.measuring,
-            KioskState.REVIEW: self.timeouts.review,
-        }[self._state]
-        ends_at = v.since + limit
+        ends_at = v.since + self._limit()
         if now >= ends_at:
             return self._wipe(v, f"timed out in {self._state.value}")
         if not v.warned and now >= ends_at - self.timeouts.warn_before:

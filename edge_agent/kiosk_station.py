@@ -27,7 +27,8 @@ import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Final
 
 from device_profiles.observation import DeviceIdentity, Observation, Provenance, QualityFlag
 from edge_agent.kiosk_session import (
@@ -60,6 +61,13 @@ log = logging.getLogger("remon.kiosk")
 
 #: The reject store's source for readings no visit could take.
 QUARANTINE_SOURCE = "kiosk-quarantine"
+#: How long the screen waits for the broker's confirmation of a visit. After that the visit
+#: stays in the durable outbox (sent when the broker is back, then deleted) and the station is
+#: free for the next patient, with nothing of the visit left in memory.
+SEND_WAIT: Final = timedelta(seconds=20)
+#: How long quarantined readings are kept at the station for inspection (remon default: a
+#: week covers the daily checks and a weekend; they are nobody's, and then they are gone).
+QUARANTINE_KEPT: Final = timedelta(days=7)
 
 
 def _utcnow() -> datetime:
@@ -109,6 +117,7 @@ class _Open:
     answers: dict[str, AnswerValue] = field(default_factory=dict)
     quarantined: int = 0
     msg_id: str | None = None  # the queued visit message, while sending
+    sending_since: datetime | None = None
     warning: Warn | None = None
 
 
@@ -121,8 +130,10 @@ class StationView:
     readings: tuple[tuple[str, Observation], ...]  # (device id, reading), in time order
     answers: Mapping[str, AnswerValue]
     warning_until: datetime | None
-    #: how the last visit ended ("sent", or why it was wiped) and when: no personal data
+    #: how the last visit ended ("sent", "queued", or why it was wiped) and when
     last_end: tuple[str, datetime] | None = None
+    #: when the current step times out (the screen refreshes itself by then)
+    deadline: datetime | None = None
 
 
 class KioskStation:
@@ -247,13 +258,11 @@ class KioskStation:
         with self._lock:
             now = self._clock()
             v = self._open
-            if (
-                self._session.state is KioskState.SENDING
-                and v is not None
-                and v.msg_id is not None
-                and not self.outbox.has(v.msg_id)
-            ):
-                self._apply(self._session.sent(v.ref, now))
+            if self._session.state is KioskState.SENDING and v is not None and v.msg_id:
+                if not self.outbox.has(v.msg_id):
+                    self._apply(self._session.sent(v.ref, now))
+                elif v.sending_since is not None and now - v.sending_since >= SEND_WAIT:
+                    self._apply(self._session.queued(v.ref, now))
                 return
             self._apply(self._session.tick(now))
 
@@ -271,6 +280,7 @@ class KioskStation:
                 answers=dict(v.answers) if v else {},
                 warning_until=v.warning.ends_at if v and v.warning else None,
                 last_end=self._last_end,
+                deadline=self._session.deadline(),
             )
 
     # -- internals -------------------------------------------------------------------------------
@@ -281,6 +291,9 @@ class KioskStation:
         return self._open
 
     def _apply(self, outputs: Sequence[Output], *, now: datetime | None = None) -> None:
+        # the visit's own readings first: whatever happens to a quarantine below, what the
+        # state machine bound must reach the visit it bound it to
+        outputs = sorted(outputs, key=lambda o: not isinstance(o, Accepted))
         for out in outputs:
             v = self._open
             if isinstance(out, Accepted) and v is not None and v.ref == out.visit_ref:
@@ -291,6 +304,7 @@ class KioskStation:
                 v.warning = out
             elif isinstance(out, VisitReady) and v is not None:
                 v.msg_id = self._queue(v, now or self._clock())
+                v.sending_since = now or self._clock()
             elif isinstance(out, Wipe):
                 log.info("kiosk %s: visit %s wiped (%s)", self.site, out.visit_ref, out.why)
                 self._open = None
@@ -301,6 +315,12 @@ class KioskStation:
     def _quarantine(self, q: Quarantine) -> None:
         if self._open is not None:
             self._open.quarantined += len(q.observations)
+        try:
+            self._keep_quarantined(q)
+        except Exception:  # a full disk must not lose the visit's own readings
+            log.exception("kiosk %s: quarantined readings could not be kept", self.site)
+
+    def _keep_quarantined(self, q: Quarantine) -> None:
         raw = json.dumps(
             [
                 {
@@ -313,12 +333,16 @@ class KioskStation:
                 for o in q.observations
             ]
         ).encode()
+        now = self._clock()
         self.outbox.put_reject(
-            at=self._clock().isoformat(),
+            at=now.isoformat(),
             device_id=q.device_id,
             source=QUARANTINE_SOURCE,
             reason=f"{q.reason.value}: {q.detail}",
             raw=raw,
+        )
+        self.outbox.expire_rejects(
+            source=QUARANTINE_SOURCE, before=(now - QUARANTINE_KEPT).isoformat()
         )
         # a device measuring at an idle station is routine; anything else is worth a look
         level = logging.INFO if q.reason is QuarantineReason.NO_OPEN_VISIT else logging.WARNING
@@ -351,12 +375,14 @@ class KioskStation:
         by_device = self._with_bmi(v)
         readings = [o for obs in by_device.values() for o in obs]
         ended = max([now, *(o.effective_time for o in readings)])
+        # (a hub clock stepped back during the visit: the span still holds every reading)
+        started = min([v.started_at, *(o.effective_time for o in readings)])
         try:
             msg = encode_visit(
                 site=self.site,
                 visit_ref=v.ref,
                 subject=Subject(kind="patient", ref=v.patient_ref),
-                started_at=v.started_at,
+                started_at=started,
                 ended_at=ended,
                 parts=[
                     VisitPart(device_id=d, device=self.devices[d], observations=obs)

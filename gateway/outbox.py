@@ -257,6 +257,14 @@ class Outbox:
             if cur.lastrowid is not None and cur.lastrowid > REJECTS_KEPT:
                 conn.execute("DELETE FROM rejects WHERE id <= ?", (cur.lastrowid - REJECTS_KEPT,))
 
+    def expire_rejects(self, *, source: str, before: str) -> int:
+        """Delete one source's rejects kept before ``before`` (ISO text, as ``at`` is stored);
+        returns how many went."""
+        conn = self._conn()
+        with self._write(conn, "expire_rejects"):
+            cur = conn.execute("DELETE FROM rejects WHERE source = ? AND at < ?", (source, before))
+        return int(cur.rowcount)
+
     def rejects(self, limit: int = 100) -> list[RejectRecord]:
         """The newest rejects first."""
         rows = self._read(

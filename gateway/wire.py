@@ -1467,7 +1467,7 @@ def answer_problem(a: Answer) -> str | None:
     elif isinstance(v, bool):
         pass
     elif isinstance(v, int | float):
-        if not math.isfinite(v) or abs(v) > 2**53:
+        if abs(v) > 2**53 or not math.isfinite(v):  # (isfinite of a huge int overflows)
             return f"answer {a.id}: a number must be finite and at most 2**53"
     else:
         return f"answer {a.id}: {type(v).__name__} is not a string, number or boolean"

@@ -292,7 +292,7 @@ def kiosk_config(
     return AgentConfig(
         agent=AgentSection(site=KIOSK_SITE, data_dir=data_dir, outbox_synchronous="NORMAL"),
         mqtt=MqttSection(url=broker_url, client_id=f"remon-agent-{KIOSK_SITE}", protocol=protocol),
-        kiosk=KioskSection(ui_host=opts.host, ui_port=port, codes_file=codes),
+        kiosk=KioskSection(ui_port=port, codes_file=codes),  # the screen: loopback only
         devices=[
             DeviceSection(
                 id=kind.split(".")[1],
@@ -430,7 +430,7 @@ remon demo — {opts.patients} simulated patients, {n_devices} devices
   staff      clinician {staff_tokens[CLINICIAN]}   ({DEMO_TEAM}'s clinical alerts)
              home care {staff_tokens[HOME_CARE]}   ({DEMO_HOME_CARE}'s dispenser alerts)
   stream     curl -sN -H 'Authorization: Bearer {hc_token}' {base}/api/v1/alerts/stream
-  kiosk      http://{opts.host}:{kiosk_port}/   (the self-measurement station's screen;
+  kiosk      http://127.0.0.1:{kiosk_port}/   (the self-measurement station's screen;
              one-time codes {codes}, ...)
   faulty hub {FAULTY_SITE} sends a malformed reading every {FAULTY_EVERY_S:.0f} s: watch it go to
              {base}/api/v1/dead-letters while the rest flows

@@ -131,6 +131,7 @@ def test_a_spent_code_stays_spent_after_a_restart(
     [
         ("", "subject_kind"),  # no station device
         ('[kiosk.screens]\nnope = "bp"\n', "not a station device"),
+        ('ui_host = "0.0.0.0"\n', "ui_host"),  # the screen shows patients' values: loopback
     ],
 )
 def test_kiosk_configuration_errors_name_the_problem(

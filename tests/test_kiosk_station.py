@@ -316,3 +316,51 @@ def test_the_visit_carries_the_bmi_of_its_weight_and_height(rig: Rig) -> None:
     assert bmi.effective_time == weight.effective_time
     scale_part = next(p for p in visit.parts if p.device_id == "scale")
     assert "bmi" in {w.observation.measure for w in scale_part.observations}
+
+
+def test_a_streaming_device_cannot_fill_a_visit_past_what_one_message_carries(rig: Rig) -> None:
+    """An oximeter streaming twice a second for minutes: the visit keeps the first 150 of its
+    readings and quarantines the rest as visit-full; the visit still goes out whole."""
+    from edge_agent.kiosk_session import MAX_READINGS_PER_DEVICE
+
+    r = rig
+    s = r.station
+    s.identify("p-anna")
+    s.start()
+    t = r.clock.step(seconds=5)
+    stream = [_obs("spo2", "%", 97.0, t + timedelta(seconds=i / 2), f"plx:{i}") for i in range(400)]
+    r.clock.step(seconds=205)
+    assert s.measured("bp", stream) == MAX_READINGS_PER_DEVICE
+    s.review()
+    s.consent()
+    (queued,) = r.outbox.lease(10)
+    from gateway.wire import decode_visit
+
+    visit = decode_visit(queued.topic, queued.payload)
+    assert visit.observation_count == MAX_READINGS_PER_DEVICE
+    assert visit.quarantined == 400 - MAX_READINGS_PER_DEVICE
+    full = [x for x in r.outbox.rejects(100) if x.reason.startswith("visit-full")]
+    assert full
+
+
+def test_an_unreachable_broker_frees_the_station_and_the_visit_waits_in_the_outbox(
+    rig: Rig,
+) -> None:
+    """No confirmation within SEND_WAIT: the station goes idle (nothing of the visit in
+    memory) and says the results are saved; the outbox sends the visit when it can."""
+    from edge_agent.kiosk_station import SEND_WAIT
+
+    r = rig
+    msg_id = one_visit(r, "p-anna", Cuff(), [(142, 88), (136, 85), (134, 84)])  # no relay yet
+    r.station.poll()
+    assert r.station.view().state is KioskState.SENDING
+    r.clock.step(seconds=SEND_WAIT.total_seconds())
+    r.station.poll()
+    view = r.station.view()
+    assert (view.state, view.readings, view.visit_ref) == (KioskState.IDLE, (), None)
+    assert view.last_end is not None
+    assert view.last_end[0] == "queued"
+    assert r.outbox.has(msg_id)
+    r.relay()  # the broker is back
+    wait_until(lambda: r.outbox.pending() == 0, DEADLINE_S, "the visit to go out")
+    wait_until(lambda: bool(r.visits("p-anna")), DEADLINE_S, "the visit at the cloud")

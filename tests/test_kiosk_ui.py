@@ -5,6 +5,7 @@ have their own tests). Screenshots land in ``test-artifacts/``."""
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -221,3 +222,39 @@ def test_the_screen_asks_for_a_fourth_bp_reading_when_the_first_two_differ(kiosk
     # (the measuring page refreshes itself every 3 s)
     expect(page.locator("#bp-result")).to_contain_text("136/85 mmHg")  # (137+135)/2, (86+84)/2
     legible(page, "bp-result")
+
+
+def test_codes_are_spent_only_when_a_visit_opens_and_never_ambiguous() -> None:
+    from edge_agent.kiosk_identity import IdentificationError
+
+    codes = OneTimeCodes({"4821-7730": "p-anna"})
+    now = datetime.now(UTC)
+    who = codes.identify("4821 7730", now)
+    again = codes.identify("48217730", now)  # not spent yet: the visit did not open
+    assert who.patient_ref == again.patient_ref == "p-anna"
+    codes.spend(who)
+    with pytest.raises(IdentificationError):
+        codes.identify("4821-7730", now)
+    with pytest.raises(ValueError, match="twice"):
+        OneTimeCodes({"AB12-CD34": "p-1", "ab12cd34": "p-2"})
+
+
+def test_every_waiting_page_reloads_itself_before_its_step_ends() -> None:
+    """A review page left alone must not keep showing a patient's values after the wipe."""
+    import re as _re
+
+    from fastapi.testclient import TestClient
+
+    with Outbox(Path(tempfile.mkdtemp()) / "o.db") as outbox:
+        station = KioskStation(site=SITE, devices={"bp": CUFF}, outbox=outbox)
+        app = create_kiosk_app(station, OneTimeCodes({"1234": "p"}), kinds={"bp": "bp"}, poll=False)
+        with TestClient(app) as c:
+            station.identify("p")
+            station.start()
+            station.review()
+            page = c.get("/").text
+            m = _re.search(r'http-equiv="refresh" content="(\d+)"', page)
+            assert m is not None
+            # 5 min review step, warned a minute ahead: the page is back within 30 s at most
+            assert 1 <= int(m.group(1)) <= 30
+            assert c.get("/", headers={"Host": "evil.example"}).status_code == 400

@@ -247,6 +247,7 @@ def _kiosk_subject(d: dict[str, Any]) -> None:
         (_set(["answers", 0, "value"], None), WireErrorCode.WRONG_TYPE, "answers[0].value"),
         (_set(["answers", 1, "id"], "Smoker"), WireErrorCode.INVALID_VALUE, "answers[1]"),
         (_set(["answers", 2, "value"], "x" * 129), WireErrorCode.INVALID_VALUE, "answers[2]"),
+        (_set(["answers", 1, "value"], 10**400), WireErrorCode.INVALID_VALUE, "answers[1]"),
         (_set(["answers", 1, "id"], "smoker"), WireErrorCode.INVALID_VALUE, "answers"),
         (_set(["answers"], {"smoker": False}), WireErrorCode.WRONG_TYPE, "answers"),
         (_set(["msg_id"], "0" * 32), WireErrorCode.ID_MISMATCH, "msg_id"),

@@ -18,9 +18,11 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
+import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Final
 from urllib.parse import urlsplit
@@ -31,6 +33,7 @@ from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from device_profiles.clinical import kiosk_bp_wanted
 from device_profiles.observation import Observation
@@ -120,6 +123,10 @@ def create_kiosk_app(
                     await task
 
     app = FastAPI(title="remon kiosk", docs_url=None, redoc_url=None, lifespan=lifespan)
+    # loopback names only: a page of another site reaching us by DNS rebinding is refused
+    app.add_middleware(
+        TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]", "testserver"]
+    )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     def lang_of(request: Request) -> Lang:
@@ -144,6 +151,16 @@ def create_kiosk_app(
             return at.astimezone(zone).strftime("%H.%M" if lang == "fi" else "%H:%M")
 
         devices = sorted(station.devices)
+        # a page whose step can end by itself reloads by then (the warning a minute ahead,
+        # and the wipe: nothing of a visit stays on the screen after it ended)
+        refresh = None
+        if view.state in (KioskState.MEASURING, KioskState.SENDING):
+            refresh = 3
+        elif view.deadline is not None:
+            due = view.deadline - station.now()
+            if view.warning_until is None:
+                due -= timedelta(seconds=60)
+            refresh = max(1, min(30, math.ceil(due.total_seconds()) + 1))
         html = _env.get_template("kiosk.html").render(
             t=t,
             num=num,
@@ -151,6 +168,7 @@ def create_kiosk_app(
             lang=lang,
             langs=[(c, LANG_NAMES[c]) for c in LANGS],
             view=view,
+            refresh=refresh,
             bp=bp_progress(view.readings),
             state=view.state.value,
             devices=[(d, kinds.get(d, d)) for d in devices],
@@ -178,13 +196,17 @@ def create_kiosk_app(
     def home(request: Request) -> HTMLResponse:
         return page(request)
 
+    identifying = threading.Lock()  # a double tap must not open two visits or spend twice
+
     @app.post("/identify")
     def identify(request: Request, code: Annotated[str, Form(max_length=64)] = "") -> Response:
         def step() -> None:
-            if station.view().state is not KioskState.IDLE:
-                raise KioskError("a visit is open")
-            who = identity.identify(code, station.now())
-            station.identify(who.patient_ref)
+            with identifying:
+                if station.view().state is not KioskState.IDLE:
+                    raise KioskError("a visit is open")
+                who = identity.identify(code, station.now())
+                station.identify(who.patient_ref)
+                identity.spend(who)
 
         return act(request, step)
 
@@ -287,7 +309,7 @@ def _answer_value(q: Question, raw: str) -> bool | int | str:
             raise KioskError(f"{q.id}: answer yes or no")
         return raw == "yes"
     if q.kind == "number":
-        if not raw.isdigit() or not q.lo <= int(raw) <= q.hi:
+        if not re.fullmatch(r"[0-9]{1,3}", raw) or not q.lo <= int(raw) <= q.hi:
             raise KioskError(f"{q.id}: a whole number {q.lo}-{q.hi}")
         return int(raw)
     if raw not in q.choices:
@@ -296,6 +318,11 @@ def _answer_value(q: Question, raw: str) -> bool | int | str:
 
 
 async def _poll(station: KioskStation) -> None:
+    """The station's clock: timeouts and send confirmations. An error (a locked outbox file,
+    say) is logged and the next tick tries again: a stopped clock would keep a visit open."""
     while True:
-        await asyncio.to_thread(station.poll)
+        try:
+            await asyncio.to_thread(station.poll)
+        except Exception:
+            log.exception("kiosk screen: the station's clock tick failed; retrying")
         await asyncio.sleep(POLL_S)

@@ -26,6 +26,12 @@ W: Final[dict[str, tuple[str, str, str]]] = {
         "Tack! Resultaten skickades till din hälsostation. Stationens minne är tömt.",
         "Thank you! Your results were sent to your health station. The station's memory is clear.",
     ),
+    "idle.queued": (
+        "Kiitos! Tulokset on tallennettu ja ne lähtevät terveysasemallesi heti, kun yhteys toimii.",
+        "Tack! Resultaten är sparade och skickas till din hälsostation när förbindelsen fungerar.",
+        "Thank you! Your results are saved and go to your health station as soon as the "
+        "connection works.",
+    ),
     "idle.wiped": (
         "Käynti päättyi, eikä mitään lähetetty. Tiedot poistettiin.",
         "Besöket avslutades och inget skickades. Uppgifterna raderades.",
