@@ -226,22 +226,27 @@ def create_kiosk_app(
     def touch(request: Request) -> Response:
         return act(request, station.touch)
 
+    def save_answers(form: Mapping[str, Any]) -> None:
+        for qid, raw in form.items():
+            q = by_id.get(qid)
+            if q is None or not isinstance(raw, str) or not raw:
+                continue
+            station.answer(qid, _answer_value(q, raw))
+
     @app.post("/answers")
     async def answers(request: Request) -> Response:
         form = await request.form()
-
-        def step() -> None:
-            for qid, raw in form.items():
-                q = by_id.get(qid)
-                if q is None or not isinstance(raw, str) or not raw:
-                    continue
-                station.answer(qid, _answer_value(q, raw))
-
-        return act(request, step)
+        return act(request, lambda: save_answers(form))
 
     @app.post("/consent")
-    def consent(request: Request) -> Response:
-        return act(request, station.consent)
+    async def consent(request: Request) -> Response:
+        form = await request.form()  # the answers chosen with the consent, saved or not
+
+        def step() -> None:
+            save_answers(form)
+            station.consent()
+
+        return act(request, step)
 
     @app.post("/cancel")
     def cancel(request: Request) -> Response:
