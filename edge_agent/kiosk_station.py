@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from device_profiles.clinical import kiosk_bp_wanted
 from device_profiles.observation import DeviceIdentity, Observation, Provenance, QualityFlag
 from edge_agent.kiosk_session import (
     Accepted,
@@ -52,6 +53,7 @@ from gateway.wire import (
     EncodeError,
     Subject,
     VisitPart,
+    VisitSummary,
     answer_problem,
     encode_visit,
     is_token,
@@ -98,6 +100,63 @@ def bmi_observation(weight: Observation, height: Observation) -> Observation | N
         provenance=Provenance(
             source=BMI_SOURCE, raw=f"body.weight / body.height^2 ({w:g} kg, {h:g} cm)"
         ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BpProgress:
+    """The visit's BP measurements against the kiosk protocol (DOMAIN.md §3)."""
+
+    taken: int
+    wanted: int
+    first_two_differ: bool
+    result: tuple[float, float] | None  # mean of the last two, once enough are taken
+
+
+def bp_progress(readings: Sequence[tuple[str, Observation]]) -> BpProgress | None:
+    """Systolic/diastolic pairs (same device, same record) in time order; None without any."""
+    sys_: dict[tuple[str, str], Observation] = {}
+    dia: dict[tuple[str, str], float] = {}
+    for device_id, o in readings:
+        key = (device_id, o.record_key)
+        if o.measure == "bp.systolic" and o.value is not None:
+            sys_[key] = o
+        elif o.measure == "bp.diastolic" and o.value is not None:
+            dia[key] = o.value
+    pairs = sorted(
+        ((o.effective_time, o.value, dia[k]) for k, o in sys_.items() if k in dia),
+        key=lambda p: p[0],
+    )
+    if not pairs:
+        return None
+    values = [(float(s), float(d)) for _, s, d in pairs if s is not None]
+    first, second = (values[0], values[1]) if len(values) >= 2 else (None, None)
+    wanted = kiosk_bp_wanted(first, second)
+    result = None
+    if len(values) >= wanted:
+        (s1, d1), (s2, d2) = values[-2], values[-1]
+        result = ((s1 + s2) / 2, (d1 + d2) / 2)
+    return BpProgress(
+        taken=len(values),
+        wanted=wanted,
+        first_two_differ=wanted > kiosk_bp_wanted(None, None),
+        result=result,
+    )
+
+
+def bp_summary(readings: Sequence[tuple[str, Observation]]) -> VisitSummary | None:
+    """The visit's BP result for the visit message, once the protocol's readings are taken."""
+    bp = bp_progress(readings)
+    if bp is None or bp.result is None:
+        return None
+    return VisitSummary(
+        id="bp",
+        values={
+            "systolic": round(bp.result[0], 1),
+            "diastolic": round(bp.result[1], 1),
+            "readings": bp.taken,
+        },
+        method=f"mean of the last two of {bp.taken} readings (DOMAIN.md §3, kiosk visit)",
     )
 
 
@@ -391,6 +450,11 @@ class KioskStation:
                 ],
                 answers=[Answer(id=q, value=a) for q, a in v.answers.items()],
                 quarantined=v.quarantined,
+                summaries=[
+                    s
+                    for s in [bp_summary([(d, o) for d, obs in by_device.items() for o in obs])]
+                    if s is not None
+                ],
                 created_at=now,
             )
         except EncodeError as exc:

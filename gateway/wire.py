@@ -1358,6 +1358,9 @@ VISIT_SUBSCRIPTION: Final = f"{TOPIC_ROOT}/+/_kiosk/visit"
 #: Devices one visit may carry readings from, and questionnaire answers per visit.
 MAX_VISIT_PARTS: Final = 32
 MAX_ANSWERS: Final = 64
+#: Visit summaries (e.g. the BP result by the kiosk protocol) and values in each.
+MAX_SUMMARIES: Final = 16
+MAX_SUMMARY_VALUES: Final = 16
 #: How far a reading may lie outside its visit's span (device and hub clocks; the kiosk's own
 #: binding check allows the same, edge_agent.kiosk_session.KioskTimeouts.clock_tolerance).
 VISIT_TIME_TOLERANCE: Final = timedelta(seconds=5)
@@ -1385,6 +1388,16 @@ class Answer:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class VisitSummary:
+    """A result the kiosk derived from the visit's readings, e.g. ``bp``: systolic, diastolic,
+    pulse, readings; ``method`` says how (for the record; the readings themselves are sent)."""
+
+    id: str
+    values: Mapping[str, float]
+    method: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class VisitEnvelope:
     schema: str
     msg_id: str
@@ -1400,6 +1413,7 @@ class VisitEnvelope:
     answers: tuple[Answer, ...] = ()
     #: how many measurements the kiosk refused to bind to this visit (a count, no values)
     quarantined: int = 0
+    summaries: tuple[VisitSummary, ...] = ()
 
     @property
     def observation_count(self) -> int:
@@ -1439,8 +1453,10 @@ def visit_message_id(
     quarantined: int,
     part_ids: Sequence[str],
     answers: Sequence[Answer],
+    summaries: Sequence[VisitSummary] = (),
 ) -> str:
-    """The visit's ``msg_id``: its routing fields, span, parts' msg_ids and answers, in order."""
+    """The visit's ``msg_id``: its routing fields, span, parts' msg_ids, answers and
+    summaries, in order."""
     return _digest(
         "msg",
         SCHEMA_VISIT_V1,
@@ -1453,7 +1469,31 @@ def visit_message_id(
         str(quarantined),
         *part_ids,
         *(f"{a.id}={_answer_text(a.value)}" for a in answers),
+        *(_summary_text(s) for s in summaries),
     )
+
+
+def _summary_text(s: VisitSummary) -> str:
+    values = json.dumps(dict(sorted(s.values.items())), allow_nan=False)
+    return f"summary:{s.id}={values}|{s.method}"
+
+
+def summary_problem(s: VisitSummary) -> str | None:
+    """What is wrong with a visit summary, or None."""
+    if not is_token(s.id):
+        return f"summary id {s.id!r} must match {_TOKEN_RE.pattern}"
+    if not s.method or len(s.method) > MAX_TEXT or _BAD_TEXT.search(s.method):
+        return f"summary {s.id}: method must be 1..{MAX_TEXT} characters"
+    if not 1 <= len(s.values) <= MAX_SUMMARY_VALUES:
+        return f"summary {s.id}: 1..{MAX_SUMMARY_VALUES} values"
+    for name, v in s.values.items():
+        if not is_token(name):
+            return f"summary {s.id}: value name {name!r} must match {_TOKEN_RE.pattern}"
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return f"summary {s.id}: {name} must be a number"
+        if abs(v) > 2**53 or not math.isfinite(v):
+            return f"summary {s.id}: {name} must be finite"
+    return None
 
 
 def answer_problem(a: Answer) -> str | None:
@@ -1498,6 +1538,7 @@ def encode_visit(
     parts: Sequence[VisitPart],
     answers: Sequence[Answer] = (),
     quarantined: int = 0,
+    summaries: Sequence[VisitSummary] = (),
     created_at: datetime,
 ) -> OutboundMessage:
     """One visit, one message (never split: a visit is stored whole or not at all)."""
@@ -1519,6 +1560,12 @@ def encode_visit(
             raise EncodeError(problem)
     if quarantined < 0:
         raise EncodeError(f"quarantined {quarantined} is negative")
+    if len(summaries) > MAX_SUMMARIES or len({s.id for s in summaries}) != len(summaries):
+        raise EncodeError(f"at most {MAX_SUMMARIES} summaries, each id once")
+    for s in summaries:
+        problem = summary_problem(s)
+        if problem:
+            raise EncodeError(problem)
     docs: list[Any] = []
     part_ids: list[str] = []
     for p in parts:
@@ -1546,6 +1593,7 @@ def encode_visit(
         quarantined=quarantined,
         part_ids=part_ids,
         answers=answers,
+        summaries=summaries,
     )
     body: dict[str, Any] = {
         "schema": SCHEMA_VISIT_V1,
@@ -1563,6 +1611,10 @@ def encode_visit(
     }
     if answers:
         body["answers"] = [{"id": a.id, "value": a.value} for a in answers]
+    if summaries:
+        body["summaries"] = [
+            {"id": s.id, "values": dict(s.values), "method": s.method} for s in summaries
+        ]
     payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     data = payload.encode("utf-8")
     if len(data) > MAX_PAYLOAD_BYTES:
@@ -1671,6 +1723,7 @@ def decode_visit(topic: str, payload: bytes) -> VisitEnvelope:
             answers.append(a)
         if len({a.id for a in answers}) != len(answers):
             raise _fail(WireErrorCode.INVALID_VALUE, "answers", "a question is answered twice")
+    summaries = _decode_summaries(doc.get("summaries"))
     expected = visit_message_id(
         site=site,
         visit_ref=visit_ref,
@@ -1680,6 +1733,7 @@ def decode_visit(topic: str, payload: bytes) -> VisitEnvelope:
         quarantined=quarantined,
         part_ids=[p.msg_id for p in parts],
         answers=answers,
+        summaries=summaries,
     )
     if expected != msg_id:
         raise _fail(
@@ -1697,4 +1751,31 @@ def decode_visit(topic: str, payload: bytes) -> VisitEnvelope:
         parts=tuple(parts),
         answers=tuple(answers),
         quarantined=quarantined,
+        summaries=tuple(summaries),
     )
+
+
+def _decode_summaries(raw: Any) -> list[VisitSummary]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise _fail(WireErrorCode.WRONG_TYPE, "summaries", f"expected an array, got {_tname(raw)}")
+    if len(raw) > MAX_SUMMARIES:
+        raise _fail(WireErrorCode.INVALID_VALUE, "summaries", f"at most {MAX_SUMMARIES}")
+    out: list[VisitSummary] = []
+    for i, item in enumerate(raw):
+        path = f"summaries[{i}]"
+        o = _obj(item, path)
+        values = _obj(_get(o, "values", path), f"{path}.values")
+        s = VisitSummary(
+            id=_req_str(o, "id", path, max_len=63),
+            values=dict(values),
+            method=_req_str(o, "method", path),
+        )
+        problem = summary_problem(s)
+        if problem:
+            raise _fail(WireErrorCode.INVALID_VALUE, path, problem)
+        out.append(s)
+    if len({s.id for s in out}) != len(out):
+        raise _fail(WireErrorCode.INVALID_VALUE, "summaries", "a summary id appears twice")
+    return out

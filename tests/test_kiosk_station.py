@@ -181,6 +181,10 @@ def test_a_visit_reaches_the_cloud_once_as_the_patients_and_is_wiped(rig: Rig) -
     (stored,) = r.service.list_visits(subject="p-anna")
     assert stored.answers == [{"id": "smoker", "value": False}]
     assert stored.quarantined == 0
+    # the BP result by the kiosk protocol travels with the readings: the last two of three
+    (bp,) = stored.summaries
+    assert bp["id"] == "bp"
+    assert bp["values"] == {"systolic": 135.0, "diastolic": 84.5, "readings": 3}
 
 
 def test_back_to_back_visits_with_a_cuff_replaying_its_memory(rig: Rig) -> None:

@@ -404,3 +404,27 @@ def test_decoder_on_mutated_valid_payloads(data: st.DataObject) -> None:
         for w in p.observations:
             t = w.observation.effective_time
             assert env.started_at - VISIT_TIME_TOLERANCE <= t <= env.ended_at + VISIT_TIME_TOLERANCE
+
+
+def test_visit_summaries_round_trip_and_are_covered_by_the_id() -> None:
+    from gateway.wire import VisitSummary
+
+    bp = VisitSummary(
+        id="bp",
+        values={"systolic": 135.0, "diastolic": 84.5, "readings": 3},
+        method="mean of the last two of 3 readings",
+    )
+    msg = visit(summaries=[bp])
+    env = decode_visit(msg.topic, msg.payload)
+    assert list(env.summaries) == [bp]
+    assert msg.msg_id != GOOD.msg_id
+    body = json.loads(msg.payload)
+    body["summaries"][0]["values"]["systolic"] = 125.0  # a changed result does not pass
+    err = refused(body, msg.topic)
+    assert (err.code, err.path) == (WireErrorCode.ID_MISMATCH, "msg_id")
+    body = json.loads(msg.payload)
+    body["summaries"][0]["values"]["systolic"] = "135"
+    err = refused(body, msg.topic)
+    assert (err.code, err.path) == (WireErrorCode.INVALID_VALUE, "summaries[0]")
+    with pytest.raises(EncodeError, match="finite"):
+        visit(summaries=[VisitSummary(id="bp", values={"systolic": float("inf")}, method="m")])

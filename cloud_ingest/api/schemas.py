@@ -79,6 +79,9 @@ class VisitOut(_Out):
     ended_at: datetime
     quarantined: int = Field(description="measurements the kiosk refused to bind to this visit")
     answers: list[AnswerOut]
+    summaries: list[dict[str, Any]] = Field(
+        description="results the kiosk derived from the readings, e.g. the BP mean of the last two"
+    )
     received_at: datetime
     observations: list[ObservationOut]
 

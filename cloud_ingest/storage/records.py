@@ -167,6 +167,7 @@ class KioskVisitRecord:
     observations: int
     part_msg_ids: list[str]
     answers: list[dict[str, Any]]
+    summaries: list[dict[str, Any]]
     received_at: datetime
 
 

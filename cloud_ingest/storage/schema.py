@@ -327,6 +327,7 @@ kiosk_visits = sa.Table(
     sa.Column("observations", sa.Integer, nullable=False),
     sa.Column("part_msg_ids", JSONType, nullable=False),
     sa.Column("answers", JSONType, nullable=False),
+    sa.Column("summaries", JSONType, nullable=False),  # results the kiosk derived (BP mean)
     sa.Column("received_at", UTCDateTime(), nullable=False),
     sa.Index("ix_kiosk_visits_subject_time", "subject_ref", "started_at"),
 )

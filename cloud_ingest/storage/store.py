@@ -198,6 +198,10 @@ class WriteTx:
                 "observations": v.envelope.observation_count,
                 "part_msg_ids": [p.msg_id for p in v.envelope.parts],
                 "answers": [{"id": a.id, "value": a.value} for a in v.envelope.answers],
+                "summaries": [
+                    {"id": s.id, "values": dict(s.values), "method": s.method}
+                    for s in v.envelope.summaries
+                ],
                 "received_at": v.received_at,
             }
             for v in {v.envelope.msg_id: v for v in rows}.values()

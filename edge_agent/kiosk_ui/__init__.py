@@ -35,11 +35,9 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from device_profiles.clinical import kiosk_bp_wanted
-from device_profiles.observation import Observation
 from edge_agent.kiosk_identity import IdentificationError, OneTimeCodes
 from edge_agent.kiosk_session import KioskError, KioskState
-from edge_agent.kiosk_station import KioskStation
+from edge_agent.kiosk_station import KioskStation, bp_progress
 from edge_agent.kiosk_ui.words import LANG_NAMES, LANGS, Lang, parse_lang, word
 
 log = logging.getLogger("remon.kiosk.ui")
@@ -265,47 +263,6 @@ def create_kiosk_app(
         return response
 
     return app
-
-
-@dataclass(frozen=True, slots=True)
-class BpProgress:
-    """The visit's BP measurements against the kiosk protocol (DOMAIN.md §3)."""
-
-    taken: int
-    wanted: int
-    first_two_differ: bool
-    result: tuple[float, float] | None  # mean of the last two, once enough are taken
-
-
-def bp_progress(readings: Sequence[tuple[str, Observation]]) -> BpProgress | None:
-    """Systolic/diastolic pairs (same device, same record) in time order; None without any."""
-    sys_: dict[tuple[str, str], Observation] = {}
-    dia: dict[tuple[str, str], float] = {}
-    for device_id, o in readings:
-        key = (device_id, o.record_key)
-        if o.measure == "bp.systolic" and o.value is not None:
-            sys_[key] = o
-        elif o.measure == "bp.diastolic" and o.value is not None:
-            dia[key] = o.value
-    pairs = sorted(
-        ((o.effective_time, o.value, dia[k]) for k, o in sys_.items() if k in dia),
-        key=lambda p: p[0],
-    )
-    if not pairs:
-        return None
-    values = [(float(s), float(d)) for _, s, d in pairs if s is not None]
-    first, second = (values[0], values[1]) if len(values) >= 2 else (None, None)
-    wanted = kiosk_bp_wanted(first, second)
-    result = None
-    if len(values) >= wanted:
-        (s1, d1), (s2, d2) = values[-2], values[-1]
-        result = ((s1 + s2) / 2, (d1 + d2) / 2)
-    return BpProgress(
-        taken=len(values),
-        wanted=wanted,
-        first_two_differ=wanted > kiosk_bp_wanted(None, None),
-        result=result,
-    )
 
 
 def _answer_value(q: Question, raw: str) -> bool | int | str:

@@ -1,6 +1,6 @@
 """Kiosk visits (``remon.visit/1``): one row per visit message, with the visit's span, the
-patient, the parts' msg_ids (its readings are ordinary observations), the questionnaire answers
-and how many measurements the kiosk quarantined.
+patient, the parts' msg_ids (its readings are ordinary observations), the questionnaire answers,
+the results the kiosk derived (the BP mean) and how many measurements it quarantined.
 
 Revision ID: 0007
 Revises: 0006
@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("observations", sa.Integer(), nullable=False),
         sa.Column("part_msg_ids", _JSON, nullable=False),
         sa.Column("answers", _JSON, nullable=False),
+        sa.Column("summaries", _JSON, nullable=False),
         _ts("received_at"),
     )
     op.create_index("ix_kiosk_visits_subject_time", "kiosk_visits", ["subject_ref", "started_at"])
