@@ -11,7 +11,12 @@ What it adds to the state machine, which decides binding:
   record only after its PUBACK, so "no longer in the outbox" is the confirmation. After a power
   loss during sending the station starts idle with nothing of the visit in memory; the relay
   sends the queued message (once: the cloud keeps a visit by its content-derived id), and the
-  outbox row, the last of the visit's personal data at the station, goes with its PUBACK;
+  outbox row, the last of the visit's personal data at the station, goes with its PUBACK. With
+  the broker out of reach the station waits :data:`SEND_WAIT`, then frees itself for the next
+  patient and leaves the visit to the outbox;
+* it caps what a visit takes (``kiosk_session.MAX_READINGS_PER_DEVICE``/``_PER_VISIT``: one
+  message carries a visit), adds the BMI of the visit's weight and height and the BP result by
+  the kiosk protocol;
 * quarantined readings go to the outbox's reject store for inspection, with their device and
   reason and no patient reference: never shown or sent as anyone's.
 
