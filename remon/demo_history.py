@@ -80,7 +80,7 @@ from device_profiles.observation import (
     QualityFlag,
 )
 from device_profiles.units import GLUCOSE_MG_DL_PER_MMOL_L, convert
-from edge_agent.kiosk_station import BMI_SOURCE, bmi_observation
+from edge_agent.kiosk_station import bmi_observation
 from gateway.outbox import Outbox
 from gateway.relay import Relay, RelayConfig
 from gateway.wire import (
@@ -685,7 +685,6 @@ KIOSK_DEVICES: Final[dict[str, DeviceIdentity]] = {
     KIOSK_HEIGHT: _serial_kiosk("Kiosk height rod", "HEIGHT"),
 }
 #: The kiosk hub's source of the BMI it derives from the visit's weight and height.
-KIOSK_BMI_SOURCE: Final = BMI_SOURCE
 
 
 @dataclass(frozen=True, slots=True)

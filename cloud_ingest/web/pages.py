@@ -15,7 +15,7 @@ from typing import Annotated, Any, Final
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Form, Path, Query, Request
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -116,7 +116,7 @@ def render(
         now=datetime.now(UTC),
         **ctx,
     )
-    return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
+    return HTMLResponse(html, status_code=status_code)  # headers: web.__init__'s middleware
 
 
 def error_page(
@@ -128,7 +128,7 @@ def error_page(
 
 
 def _see_other(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
+    return RedirectResponse(url, status_code=303)
 
 
 # -- sign-in, sign-out, language -----------------------------------------------------------------
@@ -270,19 +270,28 @@ FilterQ = Annotated[str | None, Query(max_length=64)]
 PageQ = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 
 
+def queue_filters(
+    state: FilterQ = None,
+    kind: FilterQ = None,
+    priority: FilterQ = None,
+    team: FilterQ = None,
+    page: PageQ = 1,
+) -> dict[str, str]:
+    """The queue page's and its rows fragment's query parameters, checked."""
+    return _queue_filters(state, kind, priority, team, page)
+
+
+QueueFilters = Annotated[dict[str, str], Depends(queue_filters)]
+
+
 @router.get("/queue", response_class=HTMLResponse)
 def queue(
     request: Request,
     viewer: ViewerDep,
     service: ServiceDep,
     care: CareDep,
-    state: FilterQ = None,
-    kind: FilterQ = None,
-    priority: FilterQ = None,
-    team: FilterQ = None,
-    page: PageQ = 1,
+    flt: QueueFilters,
 ) -> HTMLResponse:
-    flt = _queue_filters(state, kind, priority, team, page)
     rows, more = _queue_rows(viewer, service, flt)
     teams = (
         [tm.id for tm in care.directory.list_teams()]
@@ -311,14 +320,9 @@ def queue_rows(
     request: Request,
     viewer: ViewerDep,
     service: ServiceDep,
-    state: FilterQ = None,
-    kind: FilterQ = None,
-    priority: FilterQ = None,
-    team: FilterQ = None,
-    page: PageQ = 1,
+    flt: QueueFilters,
 ) -> HTMLResponse:
     """The queue table's body alone: what the page's script swaps in when the queue changed."""
-    flt = _queue_filters(state, kind, priority, team, page)
     rows, _ = _queue_rows(viewer, service, flt)
     return render(request, "_queue_rows.html", t=viewer.t, viewer=viewer, rows=rows)
 
