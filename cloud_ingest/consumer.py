@@ -1,14 +1,20 @@
-"""MQTT consumer: the cloud side's only importer of paho-mqtt.
+"""MQTT consumer: the ingest's worker loop between the MQTT link and the ingest service.
 
-It subscribes to observation, device-event and status topics on a *persistent* session with
-*manual acks*: a message is acknowledged to the broker only after the ingest service has committed
-the batch it was in. If ingest fails or the process dies, the broker still holds the
-unacknowledged messages and delivers them again; ingest is idempotent (message, reading and event
-ids), so the effect is exactly-once.
+It subscribes to observation, device-event, telemetry, visit and status topics on a
+*persistent* session with *manual acks* (:mod:`cloud_ingest.mqtt_link`): a message is
+acknowledged to the broker only after the ingest service has committed the batch it was in. If
+ingest fails or the process dies, the broker still holds the unacknowledged messages and
+delivers them again; ingest is idempotent (message, reading and event ids), so the effect is
+exactly-once.
 
-paho's network loop runs on its own thread and only appends to a queue; a worker thread batches
-(up to ``batch_max`` messages or ``batch_wait_s``), calls the service and acks. With MQTT 5,
-``shared=True`` subscribes through ``$share/<group>/...`` so several workers split the load.
+The link runs in a process of its own by default (``link="process"``): paho's network loop
+costs about as much per message as the ingest itself and would otherwise share this process's
+interpreter lock with it. The worker thread batches what arrives (up to ``batch_max`` messages
+or ``batch_wait_s``), calls the service and sends the acks back. A link process that dies is
+started again (its unacknowledged messages come again on the new connection); when this process
+dies, the link process sees its socket close and disconnects. ``link="thread"`` keeps the link
+in this process (one process, one interpreter lock). With MQTT 5, ``shared=True`` subscribes
+through ``$share/<group>/...`` so several workers split the load.
 """
 
 from __future__ import annotations
@@ -16,20 +22,28 @@ from __future__ import annotations
 import gc
 import logging
 import queue
-import ssl
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from urllib.parse import urlparse
+from multiprocessing.connection import Connection
+from typing import Any, Literal
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-
+from cloud_ingest.mqtt_link import (
+    RECEIVE_MAXIMUM,
+    SESSION_EXPIRY_S,
+    SHARE_GROUP,
+    V5_ANSWER_TIMEOUT_S,
+    Ack,
+    Inbound,
+    LinkSettings,
+    MqttLink,
+    parse_broker_url,
+)
 from cloud_ingest.service import ConflictError, IngestResult, IngestService, RawMessage
 from gateway.wire import (
     EVENT_SUBSCRIPTION,
@@ -39,20 +53,31 @@ from gateway.wire import (
     VISIT_SUBSCRIPTION,
 )
 
+__all__ = [
+    "INGEST_GC_THRESHOLD",
+    "ISOLATE_AFTER_FAILURES",
+    "RECEIVE_MAXIMUM",
+    "SESSION_EXPIRY_S",
+    "SHARE_GROUP",
+    "V5_ANSWER_TIMEOUT_S",
+    "Consumer",
+    "ConsumerConfig",
+    "ConsumerStats",
+]
+
 log = logging.getLogger("remon.ingest.consumer")
 
-#: How many unacknowledged QoS 1 messages the broker may have in flight to us (MQTT 5).
-RECEIVE_MAXIMUM = 4000
-#: In "auto" mode, a broker that has not answered an MQTT 5 CONNECT by then gets MQTT 3.1.1
-#: (amqtt, for one, never answers a v5 CONNECT that carries properties).
-V5_ANSWER_TIMEOUT_S = 5.0
-#: Broker keeps our session (subscriptions + queued messages) this long while we are away.
-SESSION_EXPIRY_S = 7 * 24 * 3600
-SHARE_GROUP = "remon-ingest"
 #: A batch that failed this many times in a row is ingested message by message.
 ISOLATE_AFTER_FAILURES = 3
 #: The interpreter's cyclic-GC thresholds while a consumer runs (see ``ConsumerConfig``).
 INGEST_GC_THRESHOLD = (10_000, 50, 100)
+#: A link process that died is started again after this long.
+LINK_RESTART_S = 1.0
+#: Connection generations of successive link processes never overlap: each starts this much
+#: above the previous one, so an ack for a message of a dead link can never match a live one.
+GENERATION_STRIDE = 1_000_000
+#: The topics the ingest reads: the first five in the share group when ``shared``.
+_SHARED_TOPICS = (OBS_SUBSCRIPTION, EVENT_SUBSCRIPTION, TELEMETRY_SUBSCRIPTION, VISIT_SUBSCRIPTION)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +99,8 @@ class ConsumerConfig:
     #: objects, nearly all freed by reference counting; with Python's default (700, 10, 10)
     #: about a seventh of a worker's time went into cyclic collections.
     gc_threshold: tuple[int, int, int] | None = INGEST_GC_THRESHOLD
+    #: where the MQTT link runs: its own process (default) or a thread of this one
+    link: Literal["process", "thread"] = "process"
 
 
 @dataclass(slots=True)
@@ -84,16 +111,8 @@ class ConsumerStats:
     connected: bool = False
     protocol: str | None = None
     totals: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class _Inbound:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    generation: int
-    received_at: datetime
+    #: link processes started again after they died
+    link_restarts: int = 0
 
 
 class Consumer:
@@ -108,23 +127,21 @@ class Consumer:
         self.config = config
         self.stats = ConsumerStats()
         self._on_result = on_result
-        self._queue: queue.Queue[_Inbound] = queue.Queue()
+        self._inbox: queue.SimpleQueue[list[Inbound]] = queue.SimpleQueue()
+        self._carry: list[Inbound] = []
         self._stop = threading.Event()
-        self._generation = 0
-        self._lock = threading.Lock()
-        self._client: mqtt.Client | None = None
-        self._worker: threading.Thread | None = None
-        self._protocol = config.protocol
         self._connected = threading.Event()
+        self._worker: threading.Thread | None = None
         self._gc_before: tuple[int, int, int] | None = None
-        u = urlparse(config.url)
-        if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
-            raise ValueError(
-                f"broker URL must be mqtt://host:port or mqtts://host:port, got {config.url!r}"
-            )
-        self._host = u.hostname
-        self._port = u.port or (8883 if u.scheme == "mqtts" else 1883)
-        self._tls = u.scheme == "mqtts"
+        parse_broker_url(config.url)  # a bad URL fails here, in the caller
+        # thread link
+        self._link: MqttLink | None = None
+        # process link
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+        self._send_lock = threading.Lock()
+        self._reader: threading.Thread | None = None
+        self._generation_base = 0
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -138,7 +155,13 @@ class Consumer:
                 gc.set_threshold(*raised)
         self._worker = threading.Thread(target=self._work, name="ingest-worker", daemon=True)
         self._worker.start()
-        self._connect(self._protocol if self._protocol != "auto" else "5")
+        if self.config.link == "thread":
+            self._link = MqttLink(self._settings(), self._deliver, self._state)
+            self._link.start()
+        else:
+            self._start_link_process()
+            self._reader = threading.Thread(target=self._read, name="ingest-link", daemon=True)
+            self._reader.start()
         if wait_connected is not None and not self._connected.wait(wait_connected):
             raise ConnectionError(
                 f"could not connect and subscribe to the broker at {self.config.url}"
@@ -148,10 +171,11 @@ class Consumer:
         self._stop.set()
         if self._worker is not None:
             self._worker.join(timeout)
-        client = self._client
-        if client is not None:
-            client.disconnect()
-            client.loop_stop()
+        if self._link is not None:
+            self._link.stop()
+        self._stop_link_process(timeout)
+        if self._reader is not None:
+            self._reader.join(timeout)
         if self._gc_before is not None:
             gc.set_threshold(*self._gc_before)
             self._gc_before = None
@@ -165,128 +189,108 @@ class Consumer:
             self.stats.totals.get("dead_letters", 0),
         )
 
-    # -- MQTT ----------------------------------------------------------------------------------
+    # -- the MQTT link -------------------------------------------------------------------------
 
-    def _connect(self, protocol: str) -> None:
-        v5 = protocol == "5"
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.config.client_id,
-            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            clean_session=None if v5 else False,
-            manual_ack=True,
+    def _settings(self) -> LinkSettings:
+        c = self.config
+        return LinkSettings(
+            url=c.url,
+            client_id=c.client_id,
+            protocol=c.protocol,
+            shared=c.shared,
+            username=c.username,
+            password=c.password,
+            ca_file=c.ca_file,
+            topics=(*_SHARED_TOPICS, STATUS_SUBSCRIPTION),
+            shared_count=len(_SHARED_TOPICS),
+            log_level=logging.getLogger("remon").getEffectiveLevel(),
+            generation_base=self._generation_base,
         )
-        if self.config.username:
-            client.username_pw_set(self.config.username, self.config.password)
-        if self._tls:
-            client.tls_set(ca_certs=self.config.ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        client.reconnect_delay_set(1, 30)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_subscribe = self._on_subscribe
-        self._client = client
-        self.stats.protocol = "5" if v5 else "3.1.1"
-        props = None
-        if v5:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = SESSION_EXPIRY_S
-            props.ReceiveMaximum = RECEIVE_MAXIMUM
-        client.connect_async(
-            self._host,
-            self._port,
-            keepalive=30,
-            clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-            properties=props,
-        )
-        client.loop_start()
-        if v5 and self._protocol == "auto":
-            timer = threading.Timer(V5_ANSWER_TIMEOUT_S, self._fallback_if_silent, args=(client,))
-            timer.daemon = True
-            timer.start()
 
-    def _fallback_if_silent(self, client: mqtt.Client) -> None:
-        if self._client is client and self._protocol == "auto" and not self._connected.is_set():
-            log.info("no answer to MQTT 5 within %.0f s; trying MQTT 3.1.1", V5_ANSWER_TIMEOUT_S)
-            self._fallback(client)
+    def _deliver(self, item: Inbound) -> None:
+        self._inbox.put([item])
 
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        flags: mqtt.ConnectFlags,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason.is_failure:
-            if self._protocol == "auto" and self.stats.protocol == "5" and reason.value in (1, 132):
-                log.info("broker refused MQTT 5 (%s); falling back to MQTT 3.1.1", reason)
-                threading.Thread(target=self._fallback, args=(client,), daemon=True).start()
-                return
-            log.error("broker refused the connection: %s", reason)
-            return
-        with self._lock:
-            self._generation += 1
-        data = [OBS_SUBSCRIPTION, EVENT_SUBSCRIPTION, TELEMETRY_SUBSCRIPTION, VISIT_SUBSCRIPTION]
-        if self.config.shared and self.stats.protocol == "5":
-            data = [f"$share/{SHARE_GROUP}/{topic}" for topic in data]
-        elif self.config.shared:
-            log.warning(
-                "shared subscriptions need MQTT 5; on %s every worker gets every message "
-                "(ingest dedupes, so the effect stays exactly-once, but the work is repeated)",
-                self.stats.protocol,
+    def _state(self, connected: bool, protocol: str | None) -> None:
+        self.stats.protocol = protocol
+        self.stats.connected = connected
+        if connected:
+            self._connected.set()
+        else:
+            self._connected.clear()
+
+    def _start_link_process(self) -> None:
+        ours, theirs = socket.socketpair()
+        try:
+            self._proc = subprocess.Popen(  # noqa: S603 - our own module, no shell
+                [sys.executable, "-m", "cloud_ingest.mqtt_link", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
             )
-        # Ready (``start`` returns) only when the broker has granted the subscriptions (one
-        # SUBACK for all of them): on a new session, a message published before the SUBSCRIBE is
-        # processed is not ours to get.
-        client.subscribe([*((topic, 1) for topic in data), (STATUS_SUBSCRIPTION, 1)])
-        log.info(
-            "ingest consumer connected (MQTT %s, session present=%s)",
-            self.stats.protocol,
-            flags.session_present,
-        )
+        finally:
+            theirs.close()
+        self._conn = Connection(ours.detach())
+        # the settings (with any broker password) go over the socket, never on the command line
+        self._send(("c", asdict(self._settings())))
 
-    def _on_subscribe(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        mid: int,
-        reasons: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        refused = [str(r) for r in reasons if r.is_failure]
-        if refused:
-            # Stay "not connected": an ingest that receives nothing must not look healthy.
-            log.error("broker refused the ingest subscriptions: %s", ", ".join(refused))
+    def _stop_link_process(self, timeout: float) -> None:
+        proc, conn = self._proc, self._conn
+        if proc is None or conn is None:
             return
-        self.stats.connected = True
-        self._connected.set()
+        self._send(("x",))
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("the MQTT link process did not stop in %.0f s; killing it", timeout)
+            proc.kill()
+            proc.wait()
+        conn.close()
 
-    def _fallback(self, old: mqtt.Client) -> None:
-        old.disconnect()
-        old.loop_stop()
-        self._protocol = "3.1.1"
-        self._connect("3.1.1")
+    def _send(self, obj: object) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        with self._send_lock:
+            try:
+                conn.send(obj)
+            except OSError:  # the link died: the reader restarts it, the broker redelivers
+                log.warning("the MQTT link process is gone; its messages come again")
 
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        flags: mqtt.DisconnectFlags,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        self.stats.connected = False
-        self._connected.clear()
-        if not self._stop.is_set():
-            log.warning("ingest consumer disconnected: %s; reconnecting", reason)
+    def _read(self) -> None:
+        """Take what the link process sends; start it again if it dies."""
+        while True:
+            conn = self._conn
+            assert conn is not None
+            try:
+                msg: Any = conn.recv()
+            except (EOFError, OSError):
+                self._state(False, self.stats.protocol)
+                if self._stop.is_set():
+                    return
+                code = self._proc.wait() if self._proc is not None else None
+                log.error(
+                    "the MQTT link process exited (status %s); starting it again in %.0f s",
+                    code,
+                    LINK_RESTART_S,
+                )
+                if self._stop.wait(LINK_RESTART_S):
+                    return
+                conn.close()
+                self._generation_base += GENERATION_STRIDE
+                self.stats.link_restarts += 1
+                self._start_link_process()
+                continue
+            if msg[0] == "m":
+                self._inbox.put(msg[1])
+            elif msg[0] == "s":
+                self._state(msg[1], msg[2])
 
-    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        self.stats.received += 1
-        payload = msg.payload if isinstance(msg.payload, bytes) else bytes(msg.payload)
-        self._queue.put(
-            _Inbound(msg.topic, payload, msg.mid, msg.qos, self._generation, datetime.now(UTC))
-        )
+    def _ack(self, batch: list[Inbound]) -> None:
+        acks: list[Ack] = [(m[2], m[3], m[4]) for m in batch if m[3] > 0]
+        if not acks:
+            return
+        if self._link is not None:
+            self._link.ack(acks)
+        else:
+            self._send(("a", acks))
 
     # -- worker --------------------------------------------------------------------------------
 
@@ -310,7 +314,7 @@ class Consumer:
     def _work(self) -> None:
         backoff = 0.2
         failures = 0
-        pending: list[_Inbound] = []
+        pending: list[Inbound] = []
         next_housekeeping = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
@@ -346,7 +350,7 @@ class Consumer:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
 
-    def _one_by_one(self, pending: list[_Inbound]) -> list[_Inbound]:
+    def _one_by_one(self, pending: list[Inbound]) -> list[Inbound]:
         """Ingest each message alone; dead-letter one that fails alone. Returns what is left."""
         for i, m in enumerate(pending):
             raw = _raw(m)
@@ -358,7 +362,7 @@ class Consumer:
                 except Exception:
                     log.exception("cannot even dead-letter a message; keeping it")
                     return pending[i:]
-                log.error("message on %s dead-lettered: the database refused it (%r)", m.topic, exc)
+                log.error("message on %s dead-lettered: the database refused it (%r)", m[0], exc)
                 result = IngestResult(
                     messages=0,
                     duplicate_messages=0,
@@ -371,7 +375,7 @@ class Consumer:
             self._done([m], result)
         return []
 
-    def _done(self, batch: list[_Inbound], result: IngestResult) -> None:
+    def _done(self, batch: list[Inbound], result: IngestResult) -> None:
         self._ack(batch)
         self.stats.batches += 1
         for k, v in asdict(result).items():
@@ -379,16 +383,19 @@ class Consumer:
         if self._on_result is not None:
             self._on_result(result)
 
-    def _collect(self) -> list[_Inbound]:
-        try:
-            first = self._queue.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        batch = [first]
-        deadline = time.monotonic() + self.config.batch_wait_s
-        while len(batch) < self.config.batch_max:
+    def _collect(self) -> list[Inbound]:
+        batch = self._carry
+        self._carry = []
+        if not batch:
             try:
-                batch.append(self._queue.get_nowait())
+                batch = self._inbox.get(timeout=0.2)
+            except queue.Empty:
+                return []
+        deadline = time.monotonic() + self.config.batch_wait_s
+        limit = self.config.batch_max
+        while len(batch) < limit:
+            try:
+                batch += self._inbox.get_nowait()
                 continue
             except queue.Empty:
                 pass
@@ -396,22 +403,14 @@ class Consumer:
             if left <= 0:
                 break
             try:
-                batch.append(self._queue.get(timeout=left))
+                batch += self._inbox.get(timeout=left)
             except queue.Empty:
                 break
+        if len(batch) > limit:
+            batch, self._carry = batch[:limit], batch[limit:]
+        self.stats.received += len(batch)
         return batch
 
-    def _ack(self, batch: list[_Inbound]) -> None:
-        client = self._client
-        if client is None:
-            return
-        gen = self._generation
-        for m in batch:
-            # Acks for a previous connection are void: the broker redelivers those messages
-            # on the new session and we dedupe them.
-            if m.qos > 0 and m.generation == gen:
-                client.ack(m.mid, m.qos)
 
-
-def _raw(m: _Inbound) -> RawMessage:
-    return RawMessage(topic=m.topic, payload=m.payload, received_at=m.received_at)
+def _raw(m: Inbound) -> RawMessage:
+    return RawMessage(topic=m[0], payload=m[1], received_at=datetime.fromtimestamp(m[5], UTC))

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Literal
+
+import pytest
 
 from cloud_ingest.consumer import ISOLATE_AFTER_FAILURES, Consumer, ConsumerConfig
+from cloud_ingest.mqtt_link import serve
 from cloud_ingest.service import IngestResult, IngestService, RawMessage
 from cloud_ingest.storage import open_storage
 from remon.brokers import MosquittoProcess
@@ -62,8 +74,9 @@ def test_a_message_the_database_refuses_is_dead_lettered_and_the_rest_flow(
         storage.close()
 
 
+@pytest.mark.parametrize("link", ["process", "thread"])
 def test_start_returns_only_once_the_subscription_is_granted(
-    sqlite_url: str, fresh_mosquitto: MosquittoProcess
+    sqlite_url: str, fresh_mosquitto: MosquittoProcess, link: Literal["process", "thread"]
 ) -> None:
     """A message published the moment ``start()`` returns reaches a brand-new session.
 
@@ -75,7 +88,8 @@ def test_start_returns_only_once_the_subscription_is_granted(
     try:
         for n in range(1, 11):
             consumer = Consumer(
-                service, ConsumerConfig(url=fresh_mosquitto.url, client_id=f"it-ready-{n}")
+                service,
+                ConsumerConfig(url=fresh_mosquitto.url, client_id=f"it-ready-{n}", link=link),
             )
             consumer.start()
             try:
@@ -87,3 +101,131 @@ def test_start_returns_only_once_the_subscription_is_granted(
                 consumer.stop()
     finally:
         storage.close()
+
+
+def _link_children(pid: int) -> list[int]:
+    """The MQTT link processes started by process ``pid``."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rpartition(")")[2].split()[1])
+        if ppid == pid and b"cloud_ingest.mqtt_link" in cmd:
+            out.append(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (a container's init may never reap an orphan)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_killed_link_process_is_started_again_and_nothing_is_lost(
+    sqlite_url: str, fresh_mosquitto: MosquittoProcess
+) -> None:
+    """The MQTT link process dies mid-stream: the broker redelivers what it had not acked to
+    the new link, and ingest stores every reading exactly once."""
+    storage = open_storage(sqlite_url)
+    service = IngestService(storage)
+    n = 1500
+    msgs = [envelope([glucose(i, 6.0)], site="link-kill") for i in range(1, n + 1)]
+    consumer = Consumer(
+        service,
+        ConsumerConfig(url=fresh_mosquitto.url, client_id="it-link-kill", batch_max=50),
+    )
+    consumer.start()
+    try:
+        links = _link_children(os.getpid())
+        assert len(links) == 1
+        publisher = threading.Thread(
+            target=_publish, args=(fresh_mosquitto.port, [(m.topic, m.payload) for m in msgs])
+        )
+        publisher.start()
+        wait_until(lambda: service.stats().observations > 200, 30, "some readings stored")
+        os.kill(links[0], signal.SIGKILL)
+        publisher.join(60)
+        wait_until(lambda: consumer.stats.link_restarts == 1, 10, "the link started again")
+        wait_until(lambda: service.stats().observations >= n, 60, "every reading")
+        time.sleep(0.3)
+        assert service.stats().observations == n
+        assert consumer.stats.connected
+        new_links = _link_children(os.getpid())
+        assert len(new_links) == 1
+        assert new_links != links
+    finally:
+        consumer.stop()
+        storage.close()
+    assert not any(_alive(pid) for pid in _link_children(os.getpid())), "stop ends the link"
+
+
+def test_the_link_process_leaves_when_its_ingest_is_killed(
+    sqlite_url: str, fresh_mosquitto: MosquittoProcess, tmp_path: Path
+) -> None:
+    """No orphaned MQTT session: a SIGKILLed ingest's link process disconnects and exits."""
+    logfile = tmp_path / "ingest.log"
+    with logfile.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "remon.cli",
+                "ingest",
+                "run",
+                "--no-api",
+                "--database",
+                sqlite_url,
+                "--broker",
+                fresh_mosquitto.url,
+                "--client-id",
+                "it-orphan",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    try:
+        wait_until(lambda: "ingest consumer connected" in logfile.read_text(), 30, "ingest up")
+        links = _link_children(proc.pid)
+        assert len(links) == 1
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        wait_until(lambda: not _alive(links[0]), 10, "the link process to leave")
+        assert "the ingest process went away" in logfile.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_link_process_refuses_a_first_message_that_is_not_its_settings() -> None:
+    ours, theirs = socket.socketpair()
+    a, b = Connection(ours.detach()), Connection(theirs.detach())
+    try:
+        a.send(("a", [(1, 1, 1)]))
+        assert serve(b) == 2
+    finally:
+        a.close()
+        b.close()
+    ours, theirs = socket.socketpair()
+    a, b = Connection(ours.detach()), Connection(theirs.detach())
+    a.close()  # the ingest went away before it said anything
+    try:
+        assert serve(b) == 1
+    finally:
+        b.close()
+    usage = subprocess.run(
+        [sys.executable, "-m", "cloud_ingest.mqtt_link"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert usage.returncode == 2
+    assert "usage" in usage.stderr
