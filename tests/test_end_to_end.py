@@ -113,6 +113,22 @@ def stored_obs_ids(url: str) -> list[str]:
         engine.dispose()
 
 
+def orphan_readings(url: str) -> int:
+    """Readings whose message row is missing (no foreign key holds this on PostgreSQL)."""
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as c:
+            n = c.execute(
+                sa.text(
+                    "SELECT count(*) FROM observations o WHERE NOT EXISTS "
+                    "(SELECT 1 FROM messages m WHERE m.msg_id = o.msg_id)"
+                )
+            ).scalar()
+            return int(n or 0)
+    finally:
+        engine.dispose()
+
+
 class RunningAgent:
     """The production Agent on its own thread and event loop."""
 
@@ -375,6 +391,7 @@ def test_ingest_sigkilled_mid_stream_loses_and_duplicates_nothing(
         proc.wait(20)
     got = stored_obs_ids(db_url)
     assert len(got) == len(set(got)) == n
+    assert orphan_readings(db_url) == 0
 
 
 def test_two_shared_subscription_workers_store_every_reading_once(
@@ -434,10 +451,18 @@ def test_two_shared_subscription_workers_store_every_reading_once(
                 )
             ).all()
             received = c.execute(sa.text("SELECT count(DISTINCT msg_id) FROM messages")).scalar()
+            fks = c.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_constraint "
+                    "WHERE conrelid = 'observations'::regclass AND contype = 'f'"
+                )
+            ).scalar()
     finally:
         engine.dispose()
     assert dup == []
     assert received == n
+    assert orphan_readings(pg_url) == 0
+    assert fks == 0  # migration 0008
     text = logfile.read_text()
     assert "Traceback" not in text
     shares = [int(x) for x in re.findall(r"ingest consumer stopped: received=(\d+)", text)]

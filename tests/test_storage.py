@@ -22,7 +22,7 @@ from cloud_ingest.storage.schema import metadata
 def test_migration_creates_the_schema(db_url: str) -> None:
     s = open_storage(db_url)
     try:
-        assert current_revision(s.engine) == "0007"
+        assert current_revision(s.engine) == "0008"
         insp = sa.inspect(s.engine)
         tables = set(insp.get_table_names()) - {"alembic_version"}
         assert tables == set(metadata.tables)
@@ -285,7 +285,7 @@ def test_upgrade_from_0002_keeps_alerts_and_carries_level_1_values_to_cgm(db_url
                 )
             )
         migrate(engine)
-        assert current_revision(engine) == "0007"
+        assert current_revision(engine) == "0008"
     finally:
         engine.dispose()
     s = open_storage(db_url)

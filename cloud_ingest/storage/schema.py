@@ -71,6 +71,9 @@ observations = sa.Table(
         autoincrement=True,
     ),
     sa.Column("obs_id", sa.String(32), nullable=False, unique=True),
+    # the message the reading came in; a foreign key on SQLite only (migration 0008 dropped it
+    # on PostgreSQL, where its per-row check was a third of the insert: ingest writes both rows
+    # in one transaction, and the end-to-end tests check that every reading has its message)
     sa.Column("msg_id", sa.String(32), sa.ForeignKey("messages.msg_id"), nullable=False),
     sa.Column("site", sa.String(63), nullable=False),
     sa.Column("device_id", sa.String(63), nullable=False),
