@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import signal
 import ssl
 import sys
 import threading
@@ -358,6 +359,11 @@ def _main(argv: list[str]) -> int:
     if len(argv) != 1 or not argv[0].isdigit():
         print("usage: python -m cloud_ingest.mqtt_link <socket fd>", file=sys.stderr)
         return 2
+    # The ingest process decides when the link ends ("x", or its socket closing): Ctrl-C in a
+    # terminal and a service manager's SIGTERM reach the whole process group, and a link that
+    # died first would be started again by an ingest that is shutting down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     conn = Connection(int(argv[0]))
     try:
         return serve(conn)

@@ -205,6 +205,48 @@ def test_the_link_process_leaves_when_its_ingest_is_killed(
             proc.wait()
 
 
+def test_sigterm_to_the_whole_process_group_stops_the_ingest_cleanly(
+    sqlite_url: str, fresh_mosquitto: MosquittoProcess, tmp_path: Path
+) -> None:
+    """A service manager signals every process of the group: the link waits for its ingest to
+    end it instead of dying first (and being started again by an ingest that is stopping)."""
+    logfile = tmp_path / "ingest.log"
+    with logfile.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "remon.cli",
+                "ingest",
+                "run",
+                "--no-api",
+                "--database",
+                sqlite_url,
+                "--broker",
+                fresh_mosquitto.url,
+                "--client-id",
+                "it-group-term",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
+    try:
+        wait_until(lambda: "ingest consumer connected" in logfile.read_text(), 30, "ingest up")
+        links = _link_children(proc.pid)
+        assert len(links) == 1
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(20) == 0
+        wait_until(lambda: not _alive(links[0]), 10, "the link process to leave")
+        text = logfile.read_text()
+        assert "ingest consumer stopped" in text
+        assert "starting it again" not in text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_the_link_process_refuses_a_first_message_that_is_not_its_settings() -> None:
     ours, theirs = socket.socketpair()
     a, b = Connection(ours.detach()), Connection(theirs.detach())
