@@ -142,6 +142,7 @@ class Consumer:
         self._send_lock = threading.Lock()
         self._reader: threading.Thread | None = None
         self._generation_base = 0
+        self._life = threading.Lock()  # stop() against a link restart
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -168,7 +169,8 @@ class Consumer:
             )
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
+        with self._life:
+            self._stop.set()
         if self._worker is not None:
             self._worker.join(timeout)
         if self._link is not None:
@@ -265,23 +267,36 @@ class Consumer:
                 self._state(False, self.stats.protocol)
                 if self._stop.is_set():
                     return
-                code = self._proc.wait() if self._proc is not None else None
                 log.error(
                     "the MQTT link process exited (status %s); starting it again in %.0f s",
-                    code,
+                    self._reap_link(),
                     LINK_RESTART_S,
                 )
                 if self._stop.wait(LINK_RESTART_S):
                     return
                 conn.close()
-                self._generation_base += GENERATION_STRIDE
-                self.stats.link_restarts += 1
-                self._start_link_process()
+                with self._life:  # never a new link once stop() has begun
+                    if self._stop.is_set():
+                        return
+                    self._generation_base += GENERATION_STRIDE
+                    self.stats.link_restarts += 1
+                    self._start_link_process()
                 continue
             if msg[0] == "m":
                 self._inbox.put(msg[1])
             elif msg[0] == "s":
                 self._state(msg[1], msg[2])
+
+    def _reap_link(self) -> int | None:
+        """The exit status of a link process that closed its socket (killed if it lingers)."""
+        proc = self._proc
+        if proc is None:
+            return None
+        try:
+            return proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
 
     def _ack(self, batch: list[Inbound]) -> None:
         acks: list[Ack] = [(m[2], m[3], m[4]) for m in batch if m[3] > 0]
