@@ -73,6 +73,8 @@ ISOLATE_AFTER_FAILURES = 3
 INGEST_GC_THRESHOLD = (10_000, 50, 100)
 #: A link process that died is started again after this long.
 LINK_RESTART_S = 1.0
+#: ... and after up to this long when starting it fails again and again.
+LINK_RESTART_MAX_S = 30.0
 #: Connection generations of successive link processes never overlap: each starts this much
 #: above the previous one, so an ack for a message of a dead link can never match a live one.
 GENERATION_STRIDE = 1_000_000
@@ -127,6 +129,9 @@ class Consumer:
         self.config = config
         self.stats = ConsumerStats()
         self._on_result = on_result
+        # Unbounded on purpose: the reader must never block, or the link process would block
+        # sending and stop answering the broker. The broker's Receive Maximum (4000 unacked
+        # messages) bounds what can be here.
         self._inbox: queue.SimpleQueue[list[Inbound]] = queue.SimpleQueue()
         self._carry: list[Inbound] = []
         self._stop = threading.Event()
@@ -164,6 +169,7 @@ class Consumer:
             self._reader = threading.Thread(target=self._read, name="ingest-link", daemon=True)
             self._reader.start()
         if wait_connected is not None and not self._connected.wait(wait_connected):
+            self.stop()  # no link process or thread left behind by a failed start
             raise ConnectionError(
                 f"could not connect and subscribe to the broker at {self.config.url}"
             )
@@ -176,8 +182,6 @@ class Consumer:
         if self._link is not None:
             self._link.stop()
         self._stop_link_process(timeout)
-        if self._reader is not None:
-            self._reader.join(timeout)
         if self._gc_before is not None:
             gc.set_threshold(*self._gc_before)
             self._gc_before = None
@@ -223,10 +227,14 @@ class Consumer:
     def _start_link_process(self) -> None:
         ours, theirs = socket.socketpair()
         try:
+            # -P: the link imports the installed code, never a module of the working directory
             self._proc = subprocess.Popen(  # noqa: S603 - our own module, no shell
-                [sys.executable, "-m", "cloud_ingest.mqtt_link", str(theirs.fileno())],
+                [sys.executable, "-P", "-m", "cloud_ingest.mqtt_link", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
             )
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         self._conn = Connection(ours.detach())
@@ -244,13 +252,22 @@ class Consumer:
             log.warning("the MQTT link process did not stop in %.0f s; killing it", timeout)
             proc.kill()
             proc.wait()
-        conn.close()
+        if self._reader is not None:
+            self._reader.join(timeout)  # it sees the socket close and returns
+        self._close_conn()
+
+    def _close_conn(self) -> None:
+        """Close the link's socket; never while a send on it is under way."""
+        with self._send_lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
 
     def _send(self, obj: object) -> None:
-        conn = self._conn
-        if conn is None:
-            return
         with self._send_lock:
+            conn = self._conn
+            if conn is None:
+                return
             try:
                 conn.send(obj)
             except OSError:  # the link died: the reader restarts it, the broker redelivers
@@ -260,10 +277,11 @@ class Consumer:
         """Take what the link process sends; start it again if it dies."""
         while True:
             conn = self._conn
-            assert conn is not None
+            if conn is None:
+                return
             try:
                 msg: Any = conn.recv()
-            except (EOFError, OSError):
+            except (EOFError, OSError, TypeError):  # TypeError: closed under us by stop()
                 self._state(False, self.stats.protocol)
                 if self._stop.is_set():
                     return
@@ -272,15 +290,26 @@ class Consumer:
                     self._reap_link(),
                     LINK_RESTART_S,
                 )
-                if self._stop.wait(LINK_RESTART_S):
+                self._close_conn()
+                delay = LINK_RESTART_S
+                while not self._stop.wait(delay):
+                    with self._life:  # never a new link once stop() has begun
+                        if self._stop.is_set():
+                            return
+                        self._generation_base += GENERATION_STRIDE
+                        try:
+                            self._start_link_process()
+                        except OSError:
+                            delay = min(delay * 2, LINK_RESTART_MAX_S)
+                            log.exception(
+                                "could not start the MQTT link process; next try in %.0f s",
+                                delay,
+                            )
+                            continue
+                        self.stats.link_restarts += 1
+                        break
+                else:
                     return
-                conn.close()
-                with self._life:  # never a new link once stop() has begun
-                    if self._stop.is_set():
-                        return
-                    self._generation_base += GENERATION_STRIDE
-                    self.stats.link_restarts += 1
-                    self._start_link_process()
                 continue
             if msg[0] == "m":
                 self._inbox.put(msg[1])

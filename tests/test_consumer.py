@@ -152,6 +152,7 @@ def test_a_killed_link_process_is_started_again_and_nothing_is_lost(
         publisher.start()
         wait_until(lambda: service.stats().observations > 200, 30, "some readings stored")
         os.kill(links[0], signal.SIGKILL)
+        assert service.stats().observations < n, "the kill happened mid-stream"
         publisher.join(60)
         wait_until(lambda: consumer.stats.link_restarts == 1, 10, "the link started again")
         wait_until(lambda: service.stats().observations >= n, 60, "every reading")
