@@ -168,32 +168,30 @@ def test_a_killed_link_process_is_started_again_and_nothing_is_lost(
     assert not any(_alive(pid) for pid in _link_children(os.getpid())), "stop ends the link"
 
 
+def _ingest_process(
+    db_url: str, broker_url: str, client_id: str, logfile: Path
+) -> subprocess.Popen[bytes]:
+    """`remon ingest run --no-api` in a session of its own, up and subscribed."""
+    cmd = [sys.executable, "-m", "remon.cli", "ingest", "run", "--no-api"]
+    cmd += ["--database", db_url, "--broker", broker_url, "--client-id", client_id]
+    with logfile.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    try:
+        wait_until(lambda: "ingest consumer connected" in logfile.read_text(), 30, "ingest up")
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
 def test_the_link_process_leaves_when_its_ingest_is_killed(
     sqlite_url: str, fresh_mosquitto: MosquittoProcess, tmp_path: Path
 ) -> None:
     """No orphaned MQTT session: a SIGKILLed ingest's link process disconnects and exits."""
     logfile = tmp_path / "ingest.log"
-    with logfile.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "remon.cli",
-                "ingest",
-                "run",
-                "--no-api",
-                "--database",
-                sqlite_url,
-                "--broker",
-                fresh_mosquitto.url,
-                "--client-id",
-                "it-orphan",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
+    proc = _ingest_process(sqlite_url, fresh_mosquitto.url, "it-orphan", logfile)
     try:
-        wait_until(lambda: "ingest consumer connected" in logfile.read_text(), 30, "ingest up")
         links = _link_children(proc.pid)
         assert len(links) == 1
         proc.send_signal(signal.SIGKILL)
@@ -212,28 +210,8 @@ def test_sigterm_to_the_whole_process_group_stops_the_ingest_cleanly(
     """A service manager signals every process of the group: the link waits for its ingest to
     end it instead of dying first (and being started again by an ingest that is stopping)."""
     logfile = tmp_path / "ingest.log"
-    with logfile.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "remon.cli",
-                "ingest",
-                "run",
-                "--no-api",
-                "--database",
-                sqlite_url,
-                "--broker",
-                fresh_mosquitto.url,
-                "--client-id",
-                "it-group-term",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,
-        )
+    proc = _ingest_process(sqlite_url, fresh_mosquitto.url, "it-group-term", logfile)
     try:
-        wait_until(lambda: "ingest consumer connected" in logfile.read_text(), 30, "ingest up")
         links = _link_children(proc.pid)
         assert len(links) == 1
         os.killpg(proc.pid, signal.SIGTERM)
