@@ -34,6 +34,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -332,6 +334,19 @@ def drop_pg_db(admin: sa.Engine, name: str) -> None:
     admin.dispose()
 
 
+@contextmanager
+def _database(args: argparse.Namespace, label: str, sqlite_file: Path) -> Iterator[str]:
+    """A fresh database for one run: ``sqlite_file``, or a PostgreSQL database dropped after."""
+    if label == "sqlite":
+        yield f"sqlite:///{sqlite_file}"
+        return
+    db_url, admin, name = make_pg_db(args.pg)
+    try:
+        yield db_url
+    finally:
+        drop_pg_db(admin, name)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -375,17 +390,9 @@ def _latency(
 ) -> None:
     rate = 1000
     for label in dbs:
-        admin = name = None
-        if label == "sqlite":
-            db_url = f"sqlite:///{tmp}/lat.db"
-        else:
-            db_url, admin, name = make_pg_db(args.pg)
-        try:
+        with _database(args, label, tmp / "lat.db") as db_url:
             seconds = 5 if args.quick else 20
             lat = alert_latency(port, db_url, rate, seconds, 10, tmp)
-        finally:
-            if admin is not None and name is not None:
-                drop_pg_db(admin, name)
         results[f"alert_latency_{rate}obs_s_{label}"] = lat
         print(
             f"alert latency at {rate} obs/s ({label}, publish → queue API): "
@@ -421,17 +428,9 @@ def _throughput(
         if link == "process" or w == 1
     ]
     for label, workers, k, n, link in runs:
-        admin = name = None
-        if label == "sqlite":
-            db_url = f"sqlite:///{tmp}/bench-{rnd}-{workers}-{k}-{link}.db"
-        else:
-            db_url, admin, name = make_pg_db(args.pg)
-        try:
+        with _database(args, label, tmp / f"bench-{rnd}-{workers}-{k}-{link}.db") as db_url:
             msgs = glucose_envelopes(n, k, tag=f"{label}{workers}{k}{link}r{rnd}")
             r = ingest_run(port, db_url, msgs, n * k, workers, link)
-        finally:
-            if admin is not None and name is not None:
-                drop_pg_db(admin, name)
         ratio = r["msg_per_s"] / bare[k]
         single = next(
             (

@@ -246,12 +246,7 @@ class Consumer:
         if proc is None or conn is None:
             return
         self._send(("x",))
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("the MQTT link process did not stop in %.0f s; killing it", timeout)
-            proc.kill()
-            proc.wait()
+        self._reap_link(timeout)
         if self._reader is not None:
             self._reader.join(timeout)  # it sees the socket close and returns
         self._close_conn()
@@ -287,7 +282,7 @@ class Consumer:
                     return
                 log.error(
                     "the MQTT link process exited (status %s); starting it again in %.0f s",
-                    self._reap_link(),
+                    self._reap_link(5.0),
                     LINK_RESTART_S,
                 )
                 self._close_conn()
@@ -316,14 +311,15 @@ class Consumer:
             elif msg[0] == "s":
                 self._state(msg[1], msg[2])
 
-    def _reap_link(self) -> int | None:
-        """The exit status of a link process that closed its socket (killed if it lingers)."""
+    def _reap_link(self, timeout: float) -> int | None:
+        """The link process's exit status once it has ended (killed if it lingers)."""
         proc = self._proc
         if proc is None:
             return None
         try:
-            return proc.wait(5)
+            return proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            log.warning("the MQTT link process did not stop in %.0f s; killing it", timeout)
             proc.kill()
             return proc.wait()
 

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -104,29 +105,26 @@ def expected_obs_ids(cfg: AgentConfig) -> set[str]:
     return ids
 
 
-def stored_obs_ids(url: str) -> list[str]:
+def _rows(url: str, sql: str) -> list[sa.Row[Any]]:
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     try:
         with engine.connect() as c:
-            return [r[0] for r in c.execute(sa.text("SELECT obs_id FROM observations"))]
+            return list(c.execute(sa.text(sql)))
     finally:
         engine.dispose()
+
+
+def stored_obs_ids(url: str) -> list[str]:
+    return [r[0] for r in _rows(url, "SELECT obs_id FROM observations")]
 
 
 def orphan_readings(url: str) -> int:
     """Readings whose message row is missing (no foreign key holds this on PostgreSQL)."""
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:
-        with engine.connect() as c:
-            n = c.execute(
-                sa.text(
-                    "SELECT count(*) FROM observations o WHERE NOT EXISTS "
-                    "(SELECT 1 FROM messages m WHERE m.msg_id = o.msg_id)"
-                )
-            ).scalar()
-            return int(n or 0)
-    finally:
-        engine.dispose()
+    sql = (
+        "SELECT count(*) FROM observations o WHERE NOT EXISTS "
+        "(SELECT 1 FROM messages m WHERE m.msg_id = o.msg_id)"
+    )
+    return int(_rows(url, sql)[0][0])
 
 
 class RunningAgent:
